@@ -1,0 +1,41 @@
+# SoundMind on Kubernetes. `make demo` and `make test` install everything they need on first use
+# (Python environment, Debian packages, Go-built cluster binaries), cached outside the repository.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+# Evaluated once, on first use, so targets that need no Python never build the environment.
+PY = $(eval PY := $(shell hack/venv.sh)/bin/python)$(PY)
+
+.PHONY: help demo test unit integration lint deps tools cluster-up cluster-down
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
+
+deps: ## Debian packages the tests and demo use (espeak-ng, sox, prometheus)
+	@hack/apt.sh
+
+tools: ## build the cluster binaries from the Go module proxy (cached)
+	@hack/tools.sh >/dev/null
+
+demo: deps tools ## the main job on the embedded local cluster
+	@hack/demo.sh "$(PY)"
+
+unit: deps ## unit tests (no cluster)
+	$(PY) -m pytest tests/unit
+
+integration: deps tools ## integration tests against the local control plane (or SOUNDMIND_TEST_KUBECONFIG)
+	$(PY) -m pytest tests/integration
+
+test: deps tools ## all tests: unit, then integration
+	$(PY) -m pytest tests
+
+lint: ## ruff
+	$(PY) -m ruff check soundmind operator tests hack
+	$(PY) -m ruff format --check soundmind operator tests hack
+
+cluster-up: tools ## start (or reuse) the local cluster; last two lines are exports for eval
+	@hack/cluster.sh up
+
+cluster-down: ## stop the local cluster
+	@hack/cluster.sh down

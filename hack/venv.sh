@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Ensures the cached Python environment used by `make test` / `make demo` and prints its path.
+# The environment lives outside the repository, keyed by the hash of what decides its contents,
+# so a fresh clone reuses it; the project itself is (re)installed editable on every call (fast).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cache=${SOUNDMIND_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/soundmind}
+key=$(cat "$root/pyproject.toml" "$root/hack/venv.sh" "$root"/hack/requirements-*.txt 2>/dev/null | sha256sum | cut -c1-12)
+venv="$cache/venv/py311-$key"
+if [ ! -x "$venv/.ready" ]; then
+  echo "creating Python environment $venv (first run only)" >&2
+  rm -rf "$venv"
+  python3.11 -m venv "$venv" >&2 || python3 -m venv "$venv" >&2
+  "$venv/bin/pip" install -q --upgrade pip >&2
+  "$venv/bin/pip" install -q -e "$root[test]" >&2
+  for req in "$root"/hack/requirements-*.txt; do
+    [ -e "$req" ] || continue
+    "$venv/bin/pip" install -q -r "$req" >&2
+  done
+  printf '#!/bin/sh\n' >"$venv/.ready" && chmod +x "$venv/.ready"
+fi
+# Point the editable install at this checkout (a CI clone lives in another folder).
+if [ "$("$venv/bin/python" -c 'import soundmind,os;print(os.path.dirname(os.path.dirname(soundmind.__file__)))' 2>/dev/null)" != "$root" ]; then
+  "$venv/bin/pip" install -q --no-deps -e "$root" >&2
+fi
+echo "$venv"
