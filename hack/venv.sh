@@ -7,12 +7,18 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${SOUNDMIND_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/soundmind}
 key=$(cat "$root/pyproject.toml" "$root/hack/venv.sh" "$root"/hack/requirements-*.txt 2>/dev/null | sha256sum | cut -c1-12)
 venv="$cache/venv/py311-$key"
+mkdir -p "$cache/venv"
+exec 9>"$cache/venv/.lock"
+flock 9  # concurrent callers (parallel make targets, two shells) build it once
 if [ ! -x "$venv/.ready" ]; then
   echo "creating Python environment $venv (first run only)" >&2
   rm -rf "$venv"
   python3.11 -m venv "$venv" >&2 || python3 -m venv "$venv" >&2
   "$venv/bin/pip" install -q --upgrade pip >&2
   "$venv/bin/pip" install -q -e "$root[test]" >&2
+  # verl is pinned and installed without its dependency tree (Ray, vLLM, CUDA torch...): the tests
+  # use its shipped config schema and dataset code; what those need is listed in the test extra.
+  "$venv/bin/pip" install -q --no-deps "verl==0.9.1" >&2
   for req in "$root"/hack/requirements-*.txt; do
     [ -e "$req" ] || continue
     "$venv/bin/pip" install -q -r "$req" >&2

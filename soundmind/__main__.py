@@ -1,0 +1,5 @@
+import sys
+
+from soundmind.cli import main
+
+sys.exit(main())
