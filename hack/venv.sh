@@ -5,7 +5,8 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${SOUNDMIND_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/soundmind}
-key=$(cat "$root/pyproject.toml" "$root/hack/venv.sh" "$root"/hack/requirements-*.txt 2>/dev/null | sha256sum | cut -c1-12)
+# `|| true`: with pipefail, an unmatched requirements glob (no extra requirement files) would end the script.
+key=$({ cat "$root/pyproject.toml" "$root/hack/venv.sh" "$root"/hack/requirements-*.txt 2>/dev/null || true; } | sha256sum | cut -c1-12)
 venv="$cache/venv/py311-$key"
 mkdir -p "$cache/venv"
 exec 9>"$cache/venv/.lock"
