@@ -1,0 +1,47 @@
+"""Shared pieces of the soundmind.ai API types: camelCase wire names, strict fields, and the small
+Kubernetes value types (secret references, tolerations) the specs embed."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "soundmind.ai"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# A resource quantity such as 64, 500m, 512Gi, 1.5e3 (the apimachinery grammar, minus signs).
+QUANTITY = r"^(\+)?([0-9]+(\.[0-9]*)?|\.[0-9]+)(([KMGTPE]i)|[numkMGTPE]|([eE][-+]?[0-9]+))?$"
+# An extended resource name: optional DNS-subdomain prefix, then a name (nvidia.com/gpu, amd.com/gpu).
+RESOURCE_NAME = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+
+
+class ApiModel(BaseModel):
+    """Wire names are camelCase; unknown fields are errors (a typo must not be silently ignored)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", validate_default=True)
+
+    def to_api(self) -> dict:
+        """The object as the API server stores it: camelCase, unset optionals left out."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class SecretKeyRef(ApiModel):
+    name: str = Field(..., pattern=DNS_SUBDOMAIN, max_length=253, description="Secret name (same namespace).")
+    key: str = Field("token", min_length=1, max_length=253, description="Key within the Secret.")
+
+
+class Toleration(ApiModel):
+    key: str | None = Field(None, max_length=316, description="Taint key to tolerate (empty: all keys).")
+    operator: Literal["Exists", "Equal"] | None = Field(None, description="Exists or Equal (default Equal).")
+    value: str | None = Field(None, max_length=63, description="Taint value for Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        None, description="Taint effect to tolerate (empty: all effects)."
+    )
+    toleration_seconds: int | None = Field(None, description="For NoExecute: how long to stay bound.")
