@@ -1,0 +1,35 @@
+"""What the operator and the trainer pod agree on: names, paths, ports and exit codes.
+
+The operator builds pods from these; `soundmind train` reads them. Changing one side without the
+other is impossible because both import this module.
+"""
+
+# The rendered TrainingSpec is mounted from a ConfigMap at CONFIG_DIR/CONFIG_FILE.
+CONFIG_DIR = "/etc/soundmind"
+CONFIG_FILE = "training.yaml"
+CONFIG_PATH = f"{CONFIG_DIR}/{CONFIG_FILE}"
+
+CONTAINER_NAME = "trainer"
+
+# Mount points of the volumes named in spec.storage.
+CHECKPOINTS_MOUNT = "/checkpoints"
+DATA_MOUNT = "/data"
+MODELS_MOUNT = "/models"
+SHM_MOUNT = "/dev/shm"
+
+# Environment the operator sets on every training pod.
+ENV_TRAINING_NAME = "SOUNDMIND_TRAINING_NAME"  # the SoundMindTraining the pod reports progress to
+ENV_NAMESPACE = "SOUNDMIND_NAMESPACE"  # from the downward API
+ENV_ATTEMPT = "SOUNDMIND_ATTEMPT"  # 1 + retries so far; keeps each attempt's verl log apart
+ENV_HEAD_ADDRESS = "SOUNDMIND_HEAD_ADDRESS"  # stable DNS name of index 0 (headless Service)
+ENV_JOB_INDEX = "JOB_COMPLETION_INDEX"  # set by the Job controller for Indexed Jobs
+ENV_HF_TOKEN = "HF_TOKEN"  # from spec.hfTokenSecret through secretKeyRef only
+
+RAY_HEAD_PORT = 6379
+METRICS_PORT = 9400  # the head's Prometheus endpoint (progress of the run)
+
+# `soundmind train` exit codes. The Job's podFailurePolicy fails the Job at once, without retry,
+# on CONFIG_ERROR: the same spec would fail the same way again.
+EXIT_OK = 0
+EXIT_CONFIG_ERROR = 78  # EX_CONFIG (sysexits.h): the spec, data or verl overrides are invalid
+EXIT_HEAD_LOST = 75  # EX_TEMPFAIL: a worker lost its Ray head; a retry may succeed
