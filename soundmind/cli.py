@@ -11,6 +11,7 @@ import sys
 _AREAS = {
     "data": "soundmind.data.cli",
     "eval": "soundmind.eval.cli",
+    "reward": "soundmind.reward.cli",
     "train": "soundmind.train.cli",
 }
 

@@ -59,11 +59,10 @@ def _classify(segment: str) -> str | None:
 
 def _parse_line(text: str, start: int, end: int) -> str | None:
     line = text[start:end]
-    # After the last "Answer:" marker on the line, if there is one; else the whole line.
-    answer_start = 0
-    for marker in _ANSWER_MARKER.finditer(line):
-        answer_start = marker.end()
-    return _classify(line[answer_start:])
+    # After the first "Answer:" marker on the line, if there is one; else the whole line. (The
+    # first, so that "'Answer: entailed' or 'Answer: not-entailed'" names both and reads as None.)
+    marker = _ANSWER_MARKER.search(line)
+    return _classify(line[marker.end() :] if marker else line)
 
 
 def parse_answer(text: str) -> str | None:

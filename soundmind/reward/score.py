@@ -33,6 +33,7 @@ group holds a None `pred`; "" counts as its own vote.)
 
 from __future__ import annotations
 
+import difflib
 import math
 import operator
 from collections.abc import Mapping
@@ -74,28 +75,26 @@ def normalize_label(ground_truth: Any) -> str:
     """The ground truth as `entailed`/`not-entailed`; accepts those strings or the ALR label 0/1."""
     if isinstance(ground_truth, str):
         label = _LABEL_BY_NAME.get(ground_truth.strip().lower())
-        if label is None:
-            raise ValueError(
-                f"ground_truth must be {ENTAILED!r}, {NOT_ENTAILED!r}, 0 or 1, got {ground_truth!r}"
-            )
-        return label
-    try:
-        return label_to_answer(operator.index(ground_truth))
-    except TypeError:
-        raise ValueError(
-            f"ground_truth must be {ENTAILED!r}, {NOT_ENTAILED!r}, 0 or 1, got {ground_truth!r}"
-        ) from None
+        if label is not None:
+            return label
+    elif not isinstance(ground_truth, bool):
+        try:
+            return label_to_answer(operator.index(ground_truth))
+        except (TypeError, ValueError):
+            pass
+    raise ValueError(f"ground_truth must be {ENTAILED!r}, {NOT_ENTAILED!r}, 0 or 1, got {ground_truth!r}")
 
 
 def resolve_weights(overrides: Mapping[str, Any]) -> dict[str, float]:
-    """DEFAULT_WEIGHTS with the `*_weight` overrides applied. Other keyword arguments (verl passes
-    its own, e.g. `reward_router_address`) are ignored; an unknown `*_weight` is a typo and an error."""
+    """DEFAULT_WEIGHTS with the weight overrides applied. Other keyword arguments (verl passes its
+    own, e.g. `reward_router_address`) are ignored, except names that look like a misspelt weight:
+    a silently ignored typo would train with the wrong reward."""
     weights = dict(DEFAULT_WEIGHTS)
     for name, value in overrides.items():
-        if not name.endswith("_weight"):
-            continue
         if name not in weights:
-            raise ValueError(f"unknown reward weight {name!r}; valid: {', '.join(DEFAULT_WEIGHTS)}")
+            if "weight" in name or difflib.get_close_matches(name, DEFAULT_WEIGHTS, n=1, cutoff=0.8):
+                raise ValueError(f"unknown reward weight {name!r}; valid: {', '.join(DEFAULT_WEIGHTS)}")
+            continue
         try:
             number = float(value)
         except (TypeError, ValueError):
