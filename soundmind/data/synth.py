@@ -1,0 +1,101 @@
+"""A small ALR data set in the published layout, spoken by espeak-ng.
+
+Text comes from an annotation file (`--from`: question = `user_content`, answer audio = the
+reference reasoning in `answer`) or from `soundmind.data.problems`. Each text is one espeak-ng
+process (they run in parallel, one per core); its 22.05 kHz output is resampled to 16 kHz mono
+16-bit WAV in memory by `soundmind.data.audio`. The annotation file is written last, so an
+interrupted run never leaves annotations that point at missing audio.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from soundmind.data import audio, problems
+from soundmind.data.errors import DataError
+from soundmind.data.layouts import Layout, iter_samples
+
+ESPEAK = "espeak-ng"
+VOICE = "en-us"
+WORDS_PER_MINUTE = 175
+
+
+@dataclass(frozen=True)
+class Annotation:
+    id: str
+    user_content: str
+    answer: str
+    label: int
+
+
+def speak(text: str) -> bytes:
+    """`text` spoken by espeak-ng, as a 16 kHz mono 16-bit WAV file in memory."""
+    if shutil.which(ESPEAK) is None:
+        raise DataError(f"{ESPEAK} is not installed (Debian package espeak-ng; `make deps` installs it)")
+    # Text on stdin: no argument-length limit, and text starting with '-' is not taken for an option.
+    result = subprocess.run(
+        [ESPEAK, "-v", VOICE, "-s", str(WORDS_PER_MINUTE), "--stdout"],
+        input=text.encode(),
+        capture_output=True,
+        check=False,
+    )
+    if result.returncode != 0 or not result.stdout:
+        raise DataError(f"{ESPEAK} failed ({result.returncode}): {result.stderr.decode(errors='replace')[:200]}")
+    return audio.wav_bytes(audio.read_16k(result.stdout))
+
+
+def generated_annotations(count: int, seed: int = 0) -> list[Annotation]:
+    return [
+        Annotation(id=f"{index + 1:04d}", user_content=p.question, answer=p.reasoning, label=p.label)
+        for index, p in enumerate(problems.generate(count, seed))
+    ]
+
+
+def read_annotations(path: str | Path, split: str, limit: int | None = None) -> list[Annotation]:
+    """The first `limit` samples of a published-layout annotation file."""
+    path = Path(path)
+    annotations = []
+    for sample in iter_samples(path.parent, split, Layout.PUBLISHED, annotations=path):
+        if limit is not None and len(annotations) >= limit:
+            break
+        annotations.append(Annotation(sample.id, sample.question, sample.answer, sample.label))
+    return annotations
+
+
+def synthesize(
+    out_dir: str | Path, annotations: Iterable[Annotation], split: str = "dev", workers: int | None = None
+) -> int:
+    """Write `out_dir/<split>.jsonl` and `out_dir/<split>/<id>/{question,answer_<label>}.wav`."""
+    out_dir = Path(out_dir)
+    annotations = list(annotations)
+    jobs = []
+    for item in annotations:
+        sample_dir = out_dir / split / item.id
+        jobs += [
+            (sample_dir / "question.wav", item.user_content),
+            (sample_dir / f"answer_{item.label}.wav", item.answer),
+        ]
+
+    def render(job: tuple[Path, str]) -> None:
+        path, text = job
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(speak(text))
+
+    # Threads suffice: each job waits on its espeak-ng process, and soxr/libsndfile release the GIL.
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        list(pool.map(render, jobs))
+
+    annotation_file = out_dir / f"{split}.jsonl"
+    partial = annotation_file.with_name(f".{annotation_file.name}.{os.getpid()}.tmp")
+    with partial.open("w", encoding="utf-8") as lines:
+        for item in annotations:
+            lines.write(json.dumps(item.__dict__, ensure_ascii=False) + "\n")
+    os.replace(partial, annotation_file)
+    return len(annotations)
