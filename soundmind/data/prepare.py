@@ -15,8 +15,9 @@ text, instruction) and `audio` (question audio + the fixed instruction only). Th
 `soundmind.prompt.ANSWER_INSTRUCTION`, the same constant the reward checks against.
 
 `cot_consistent` is False where the reference reasoning's last line gives the other answer than the
-label (33 of the 606 dev rows): the label is the ground truth, and the flag lets evaluation and
-any supervised use of the reasoning leave those chains out.
+label (33 of the 606 dev rows), or none (`ref_final_answer` is then None): the label is the ground
+truth, and the flag lets evaluation and any supervised use of the reasoning leave those chains out.
+The last line is read by `soundmind.reward.parse_answer`, the reward's own parser.
 
 Audio representation: embedded bytes by default
 -----------------------------------------------
@@ -119,10 +120,11 @@ def build_row(sample: Sample, index: int, modality: Modality, audio_ref: AudioRe
     gold = label_to_answer(sample.label)
     final_answer = parse_answer(sample.answer)
     audios, question_seconds, answer_seconds = [], None, None
-    if modality.has_audio:
+    if modality is Modality.AUDIO_TEXT:
         for marker in _MEDIA_PLACEHOLDERS:
-            if modality is Modality.AUDIO_TEXT and marker in sample.question:
+            if marker in sample.question:
                 raise _error(sample, f"question text contains {marker!r}, which verl reads as a media slot")
+    if modality.has_audio:
         entry, question_seconds = _question_audio(sample, audio_ref)
         audios = [entry]
         answer_seconds = _duration(sample, sample.answer_audio)

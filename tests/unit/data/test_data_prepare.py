@@ -204,3 +204,16 @@ def test_dev_set_has_33_reference_chains_that_contradict_the_label(alr_dev_dir, 
         assert row["extra_info"]["ref_final_answer"] == {ENTAILED: NOT_ENTAILED, NOT_ENTAILED: ENTAILED}[gold]
         assert gold == [NOT_ENTAILED, ENTAILED][row["extra_info"]["label"]]
     assert [row["extra_info"]["index"] for row in rows] == list(range(DEV_ROWS))
+
+
+def test_question_text_with_a_media_placeholder_is_rejected_for_audio_text(spoken_dir, copy_of, tmp_path, write_jsonl):
+    root = copy_of(spoken_dir)
+    rows = _annotations(root)
+    rows[1]["user_content"] += " See <image> here."
+    write_jsonl(root / "dev.jsonl", rows)
+
+    with pytest.raises(DataError, match="contains '<image>'") as caught:
+        prepare.prepare(root, tmp_path / "out", "audio-text")
+    assert (caught.value.line, caught.value.sample_id) == (2, rows[1]["id"])
+    (text,) = prepare.prepare(root, tmp_path / "text", "text")  # no media slots in text rows: fine
+    assert text.rows == len(rows)
