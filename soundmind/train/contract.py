@@ -4,6 +4,8 @@ The operator builds pods from these; `soundmind train` reads them. Changing one 
 other is impossible because both import this module.
 """
 
+from soundmind.api.base import GROUP
+
 # The rendered TrainingSpec is mounted from a ConfigMap at CONFIG_DIR/CONFIG_FILE.
 CONFIG_DIR = "/etc/soundmind"
 CONFIG_FILE = "training.yaml"
@@ -33,3 +35,30 @@ METRICS_PORT = 9400  # the head's Prometheus endpoint (progress of the run)
 EXIT_OK = 0
 EXIT_CONFIG_ERROR = 78  # EX_CONFIG (sysexits.h): the spec, data or verl overrides are invalid
 EXIT_HEAD_LOST = 75  # EX_TEMPFAIL: a worker lost its Ray head; a retry may succeed
+EXIT_WORKERS_MISSING = 69  # EX_UNAVAILABLE: not every node joined the Ray cluster in time; a retry may succeed
+
+TRAINING_PLURAL = "soundmindtrainings"
+
+# Layout of one training's directory on the checkpoint volume. verl writes global_step_N/ and
+# latest_checkpointed_iteration.txt there; each attempt gets its own verl log (verl truncates its log on start).
+PROGRESS_INTERVAL_SECONDS = 10.0  # the head patches status.progress at most this often
+
+
+def checkpoint_dir(training_name: str, root: str = CHECKPOINTS_MOUNT) -> str:
+    return f"{root}/{training_name}"
+
+
+def attempt_log_path(checkpoint_directory: str, attempt: int) -> str:
+    return f"{checkpoint_directory}/logs/attempt-{attempt}.jsonl"
+
+
+def trainer_role_rules(training_name: str) -> list[dict]:
+    """The only API access a training's pods get: read and patch the status of their own training."""
+    return [
+        {
+            "apiGroups": [GROUP],
+            "resources": [f"{TRAINING_PLURAL}/status"],
+            "resourceNames": [training_name],
+            "verbs": ["get", "patch"],
+        }
+    ]

@@ -1,0 +1,133 @@
+"""Where the training data is, and preparing it once when the spec points at a raw ALR layout.
+
+`dataset.path` is either a prepared directory (`train.parquet`, `dev.parquet`) or a raw ALR layout.
+A raw layout is prepared into `<path>/prepared/<modality>/` on the data volume. Pods of the same or
+of other trainings may start together on the same volume, so preparation holds an exclusive lock
+(flock on `<path>/prepared/.<modality>.lock`), re-checks for a finished copy under it, and marks the
+copy finished by atomically renaming a `.complete` file into place last. A pod killed mid-way leaves
+no marker, and the next one prepares again.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from soundmind.train.budget import PromptEstimate
+from soundmind.train.errors import ConfigError
+
+TRAIN_FILE = "train.parquet"
+VAL_FILE = "dev.parquet"
+PREPARED_DIR = "prepared"
+COMPLETE_MARKER = ".complete"
+
+
+@dataclass(frozen=True)
+class DatasetFiles:
+    directory: Path  # holds TRAIN_FILE and VAL_FILE (once prepared)
+    raw_root: Path | None  # the raw ALR layout it is prepared from, if any
+
+    @property
+    def train(self) -> Path:
+        return self.directory / TRAIN_FILE
+
+    @property
+    def val(self) -> Path:
+        return self.directory / VAL_FILE
+
+    @property
+    def ready(self) -> bool:
+        if self.raw_root is None:
+            return True
+        return (self.directory / COMPLETE_MARKER).is_file()
+
+
+def locate(path: str | Path, modality: str) -> DatasetFiles:
+    """The parquet files for `dataset.path`; ConfigError when it is neither prepared nor raw ALR."""
+    from soundmind.data.errors import DataError
+    from soundmind.data.layouts import detect_layout
+
+    root = Path(path)
+    if (root / TRAIN_FILE).is_file():
+        if not (root / VAL_FILE).is_file():
+            raise ConfigError("dataset.path", f"{root} has {TRAIN_FILE} but no {VAL_FILE} (the validation split)")
+        return DatasetFiles(directory=root, raw_root=None)
+    try:
+        detect_layout(root)
+    except DataError as exc:
+        raise ConfigError(
+            "dataset.path", f"{root} holds neither prepared data ({TRAIN_FILE}, {VAL_FILE}) nor a raw ALR layout: {exc}"
+        ) from None
+    return DatasetFiles(directory=root / PREPARED_DIR / modality, raw_root=root)
+
+
+def ensure_prepared(
+    files: DatasetFiles,
+    modality: str,
+    prepare: Callable[[Path, Path, str], object] | None = None,
+    timeout: float = 6 * 3600,
+    poll: float = 1.0,
+) -> bool:
+    """Prepare a raw layout unless a finished copy exists; True when this call prepared it.
+    `prepare(raw_root, out_dir, modality)` defaults to soundmind.data's."""
+    if files.ready:
+        return False
+    if prepare is None:
+        from soundmind.data.prepare import prepare
+    files.directory.mkdir(parents=True, exist_ok=True)
+    lock_path = files.directory.parent / f".{modality}.lock"
+    with open(lock_path, "a") as lock:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"another process has held {lock_path} for {timeout:g}s while preparing {files.directory}"
+                    ) from None
+                time.sleep(poll)
+        try:
+            if files.ready:  # someone else finished while we waited
+                return False
+            prepare(files.raw_root, files.directory, modality)
+            _mark_complete(files.directory, {"source": str(files.raw_root), "modality": modality})
+            return True
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _mark_complete(directory: Path, info: dict) -> None:
+    temporary = directory / f"{COMPLETE_MARKER}.{os.getpid()}.tmp"
+    temporary.write_text(json.dumps(info) + "\n")
+    os.replace(temporary, directory / COMPLETE_MARKER)
+
+
+def row_count(parquet: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(parquet).metadata.num_rows
+
+
+def longest_prompt(parquet: Path) -> PromptEstimate | None:
+    """The row of a prepared split that needs the most prompt tokens (None for an empty split).
+    Reads only the prompt text and extra_info columns, never the embedded audio."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(parquet, columns=["prompt", "extra_info"])
+    longest = None
+    for prompt, info in zip(table.column("prompt").to_pylist(), table.column("extra_info").to_pylist(), strict=True):
+        estimate = PromptEstimate(
+            sample_id=str(info.get("id")),
+            audio_seconds=info.get("question_seconds") or 0.0,
+            text_chars=sum(len(message.get("content") or "") for message in prompt),
+        )
+        if longest is None or estimate.tokens > longest.tokens:
+            longest = estimate
+    return longest

@@ -1,0 +1,140 @@
+"""What a training pod does, by role: the head (index 0) and the workers. `soundmind.train.cli` is
+the thin argument layer over `launch`."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from soundmind.api.training import TrainingSpec
+from soundmind.train import cluster, contract
+from soundmind.train.config import PodIdentity
+from soundmind.train.dataset import DatasetFiles, ensure_prepared, locate
+from soundmind.train.errors import ConfigError
+from soundmind.train.metrics import TrainMetrics
+from soundmind.train.progress import ProgressReporter, StatusPatch
+from soundmind.train.render import LaunchPlan, render
+
+
+@dataclass(frozen=True)
+class Options:
+    checkpoints_root: str = contract.CHECKPOINTS_MOUNT
+    ray_port: int = contract.RAY_HEAD_PORT
+    join_timeout: float = 900.0  # head: all nodes joined; worker: head reachable
+    view_command: Sequence[str] = cluster.VIEW_COMMAND
+    metrics_port: int = contract.METRICS_PORT
+    progress_interval: float = contract.PROGRESS_INTERVAL_SECONDS
+
+
+def say(message: str) -> None:
+    print(f"soundmind: {message}", flush=True)
+
+
+def describe(plan: LaunchPlan) -> str:
+    """The plan as a shell script: the exact environment and command."""
+    lines = [f"export {name}={shlex.quote(value)}" for name, value in plan.env.items()]
+    program, arguments = plan.command[:3], plan.command[3:]  # python -m verl.trainer.main_ppo
+    lines.append(" \\\n    ".join([shlex.join(program), *(shlex.quote(part) for part in arguments)]))
+    return "\n".join(lines)
+
+
+def plan_for(spec: TrainingSpec, identity: PodIdentity, options: Options, prepare: bool) -> LaunchPlan:
+    dataset = locate(spec.dataset.path, spec.dataset.modality)
+    if prepare and not dataset.ready:
+        _prepare(dataset, spec.dataset.modality)
+    return render(spec, identity, dataset, checkpoints_root=options.checkpoints_root)
+
+
+def _prepare(dataset: DatasetFiles, modality: str) -> None:
+    from soundmind.data.errors import DataError
+
+    say(f"preparing {dataset.raw_root} into {dataset.directory} ({modality})")
+    try:
+        prepared = ensure_prepared(dataset, modality)
+    except DataError as exc:
+        raise ConfigError("dataset.path", f"cannot prepare {dataset.raw_root}: {exc}") from None
+    say("prepared" if prepared else f"{dataset.directory} was prepared by another pod")
+
+
+def launch(
+    spec: TrainingSpec,
+    identity: PodIdentity,
+    options: Options,
+    dry_run: bool = False,
+    patch_status: Callable[[], StatusPatch | None] = lambda: None,
+) -> int:
+    if not identity.is_head and not dry_run:
+        checkpoint_dir = contract.checkpoint_dir(identity.training_name, options.checkpoints_root)
+        return cluster.run_worker(
+            identity.head_address,
+            spec.resources.gpus_per_node,
+            contract.attempt_log_path(checkpoint_dir, identity.attempt),
+            options.join_timeout,
+            options.ray_port,
+        )
+    plan = plan_for(spec, identity, options, prepare=not dry_run)
+    if dry_run:
+        for note in plan.notes:
+            print(f"# {note}")
+        print(describe(plan))
+        return contract.EXIT_OK
+    say("verl driver:\n" + describe(plan))
+    return run_head(spec, plan, options, patch_status())
+
+
+def run_head(spec: TrainingSpec, plan: LaunchPlan, options: Options, patch_status: StatusPatch | None) -> int:
+    Path(plan.log_path).parent.mkdir(parents=True, exist_ok=True)
+    metrics = TrainMetrics()
+    server = metrics.serve(options.metrics_port)
+    say(f"metrics on :{server.server_port}/metrics")
+    reporter = ProgressReporter(
+        plan.log_path,
+        plan.checkpoint_dir,
+        metrics,
+        patch_status,
+        total_steps=plan.total_steps,
+        interval=options.progress_interval,
+    )
+    stop = threading.Event()
+    reporting = threading.Thread(target=reporter.run, args=(stop,), name="progress-reporter", daemon=True)
+    reporting.start()
+    code = 1
+    try:
+        cluster.start_head(spec.resources.gpus_per_node, options.ray_port)
+        state = cluster.wait_for_nodes(
+            cluster.command_view(options.view_command),
+            spec.resources.nodes,
+            spec.resources.gpus_per_node,
+            options.join_timeout,
+        )
+        say(f"Ray cluster ready: {state.nodes} node(s), {state.gpus:g} GPU(s)")
+        code = run_driver(plan)
+        say(f"verl driver exited {code}")
+        return code
+    except cluster.ClusterError as exc:
+        print(f"soundmind: {exc}", file=sys.stderr, flush=True)
+        code = exc.exit_code
+        return code
+    finally:
+        stop.set()
+        reporting.join(timeout=30)
+        cluster.mark_finished(plan.log_path, code)
+        cluster.stop_ray()
+        server.shutdown()
+
+
+def run_driver(plan: LaunchPlan) -> int:
+    """Run verl's driver; a SIGTERM to this process (pod deletion) is passed on to it."""
+    driver = subprocess.Popen(plan.command, env={**os.environ, **plan.env})
+    previous = signal.signal(signal.SIGTERM, lambda *_: driver.terminate())
+    try:
+        return driver.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,21 @@
+"""Prints what the Ray cluster at RAY_ADDRESS holds as `{"nodes": N, "gpus": G}`: the head's
+default cluster view (soundmind.train.cluster). A separate process, so the head's own process never
+holds a Ray driver connection while verl's driver runs."""
+
+import json
+
+import ray
+
+
+def main() -> None:
+    ray.init(logging_level="ERROR", log_to_driver=False)
+    try:
+        alive = [node for node in ray.nodes() if node.get("Alive")]
+        gpus = sum(node.get("Resources", {}).get("GPU", 0) for node in alive)
+        print(json.dumps({"nodes": len(alive), "gpus": gpus}))
+    finally:
+        ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""TrainingSpec -> the exact verl GRPO command and environment, validated against verl's own config.
+
+Every override names the spec field it comes from; `extraArgs` come last and may change anything
+except a value a spec field decides (then the error says which field to set instead). The whole list
+is composed against verl's shipped schema (`verl_config.compose`), so a typo or a wrong type is a
+ConfigError at render time, not a crash after the GPUs are allocated.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from dataclasses import dataclass, field
+
+from soundmind.api.training import TrainingSpec
+from soundmind.train import contract
+from soundmind.train.config import PodIdentity
+from soundmind.train.dataset import DatasetFiles, longest_prompt, row_count
+from soundmind.train.errors import ConfigError
+from soundmind.train.verl_config import OverrideError, compose, format_value
+
+VERL_ENTRYPOINT = "verl.trainer.main_ppo"
+REWARD_MODULE = "soundmind.reward"
+REWARD_FUNCTION = "compute_score"
+AUDIO_DATASET_CLASS = ("pkg://soundmind.data.verl_dataset", "AudioRLHFDataset")  # decodes prepared audio rows
+AUDIO_KEY = "audios"  # the column soundmind.data.prepare writes
+PROJECT_NAME = "soundmind"
+MIN_TOKENS_PER_GPU = 16384  # verl's default ppo_max_token_len_per_gpu
+
+
+@dataclass(frozen=True)
+class Override:
+    key: str
+    value: object
+    field: str = ""  # the spec field that decides it; "" for a SoundMind default extraArgs may change
+    add: bool = False  # not in verl's schema: Hydra's "+key=value"
+
+    def __str__(self) -> str:
+        return f"{'+' if self.add else ''}{self.key}={format_value(self.value)}"
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    command: list[str]
+    env: dict[str, str]  # set for the driver, on top of the pod's environment
+    checkpoint_dir: str
+    log_path: str  # verl's file logger (VERL_FILE_LOGGER_PATH) for this attempt
+    total_steps: int | None  # None until the data set is prepared
+    notes: list[str] = field(default_factory=list)
+
+
+def reward_module_path() -> str:
+    """The installed soundmind reward's file, which verl loads with `custom_reward_function.path`."""
+    spec = importlib.util.find_spec(REWARD_MODULE)
+    if spec is None or spec.origin is None:
+        raise ConfigError("reward", f"the {REWARD_MODULE} module is not installed")
+    return spec.origin
+
+
+def rollout_tensor_parallel(gpus_per_node: int) -> int:
+    return 2 if gpus_per_node % 2 == 0 else 1  # verl's default of 2 cannot split an odd GPU count
+
+
+def overrides(spec: TrainingSpec, identity: PodIdentity, dataset: DatasetFiles, checkpoint_dir: str) -> list[Override]:
+    algorithm, resources, checkpoints = spec.algorithm, spec.resources, spec.storage.checkpoints
+    token_budget = max(MIN_TOKENS_PER_GPU, algorithm.max_prompt_length + algorithm.max_response_length)
+    rendered = [
+        Override("algorithm.adv_estimator", "grpo"),
+        Override("algorithm.use_kl_in_reward", False),
+        Override("actor_rollout_ref.model.path", spec.model, "model"),
+        Override("actor_rollout_ref.rollout.name", "vllm"),
+        Override("actor_rollout_ref.rollout.n", algorithm.rollout_n, "algorithm.rolloutN"),
+        Override(
+            "actor_rollout_ref.rollout.tensor_model_parallel_size", rollout_tensor_parallel(resources.gpus_per_node)
+        ),
+        Override("actor_rollout_ref.actor.optim.lr", algorithm.learning_rate, "algorithm.learningRate"),
+        Override("actor_rollout_ref.actor.use_kl_loss", True),
+        Override("actor_rollout_ref.actor.kl_loss_type", "low_var_kl"),
+        Override("actor_rollout_ref.actor.kl_loss_coef", algorithm.kl_coef, "algorithm.klCoef"),
+        # One policy update per step (on-policy GRPO), micro-batches sized by tokens rather than rows.
+        Override("actor_rollout_ref.actor.ppo_mini_batch_size", algorithm.train_batch_size, "algorithm.trainBatchSize"),
+        Override("actor_rollout_ref.actor.use_dynamic_bsz", True),
+        Override("actor_rollout_ref.actor.ppo_max_token_len_per_gpu", token_budget),
+        Override("data.train_files", str(dataset.train), "dataset.path"),
+        Override("data.val_files", str(dataset.val), "dataset.path"),
+        Override("data.train_batch_size", algorithm.train_batch_size, "algorithm.trainBatchSize"),
+        Override("data.max_prompt_length", algorithm.max_prompt_length, "algorithm.maxPromptLength"),
+        Override("data.max_response_length", algorithm.max_response_length, "algorithm.maxResponseLength"),
+    ]
+    if spec.dataset.modality != "text":
+        rendered += [
+            Override("data.audio_key", AUDIO_KEY, "dataset.modality"),
+            Override("data.custom_cls.path", AUDIO_DATASET_CLASS[0], "dataset.modality"),
+            Override("data.custom_cls.name", AUDIO_DATASET_CLASS[1], "dataset.modality"),
+        ]
+    rendered += [
+        Override("reward.custom_reward_function.path", reward_module_path()),
+        Override("reward.custom_reward_function.name", REWARD_FUNCTION),
+        *(
+            Override(f"reward.custom_reward_function.reward_kwargs.{name}", weight, f"reward.{alias}", add=True)
+            for name, alias, weight in _reward_weights(spec)
+        ),
+        Override("trainer.total_epochs", algorithm.epochs, "algorithm.epochs"),
+        Override("trainer.nnodes", resources.nodes, "resources.nodes"),
+        Override("trainer.n_gpus_per_node", resources.gpus_per_node, "resources.gpusPerNode"),
+        Override("trainer.default_local_dir", checkpoint_dir, "storage.checkpoints"),
+        Override("trainer.save_freq", checkpoints.save_every, "storage.checkpoints.saveEvery"),
+        Override("trainer.test_freq", checkpoints.save_every),  # validation accuracy with every checkpoint
+        Override("trainer.max_actor_ckpt_to_keep", checkpoints.keep, "storage.checkpoints.keep"),
+        Override("trainer.resume_mode", "auto", "maxRetries"),  # each retry resumes from the last checkpoint
+        Override("trainer.logger", ["console", "file"]),
+        Override("trainer.project_name", PROJECT_NAME),
+        Override("trainer.experiment_name", f"{identity.namespace}.{identity.training_name}"),
+    ]
+    return rendered
+
+
+def _reward_weights(spec: TrainingSpec) -> list[tuple[str, str, float]]:
+    fields = type(spec.reward).model_fields
+    return [(name, fields[name].alias, getattr(spec.reward, name)) for name in fields]
+
+
+def _check_extra_args(spec: TrainingSpec, rendered: list[Override]) -> None:
+    decided = {override.key: override.field for override in rendered if override.field}
+    for position, text in enumerate(spec.extra_args):
+        key = text.split("=", 1)[0].lstrip("+~")
+        if key in decided:
+            raise ConfigError(
+                f"extraArgs[{position}]",
+                f"{text!r} sets {key}, which spec.{decided[key]} decides; set spec.{decided[key]} instead",
+            )
+
+
+def render(
+    spec: TrainingSpec,
+    identity: PodIdentity,
+    dataset: DatasetFiles,
+    checkpoints_root: str = contract.CHECKPOINTS_MOUNT,
+    python: str = sys.executable,
+) -> LaunchPlan:
+    checkpoint_dir = contract.checkpoint_dir(identity.training_name, checkpoints_root)
+    rendered = overrides(spec, identity, dataset, checkpoint_dir)
+    _check_extra_args(spec, rendered)
+    arguments = [str(override) for override in rendered] + list(spec.extra_args)
+    try:
+        config = compose(arguments)
+    except OverrideError as exc:
+        position = len(arguments) - len(spec.extra_args)
+        where = f"extraArgs[{arguments.index(exc.override) - position}]" if exc.override in spec.extra_args else "spec"
+        raise ConfigError(where, str(exc)) from None
+    if "file" not in list(config.trainer.logger):
+        raise ConfigError("extraArgs", "trainer.logger must include 'file': progress reporting reads verl's file log")
+
+    notes: list[str] = []
+    total_steps = None
+    if dataset.ready:
+        total_steps = _total_steps(spec, dataset)
+        _check_prompt_budget(spec, dataset)
+    else:
+        notes.append(
+            f"{dataset.directory} is prepared from {dataset.raw_root} on start; "
+            "the prompt length and step count are checked then"
+        )
+    log_path = contract.attempt_log_path(checkpoint_dir, identity.attempt)
+    return LaunchPlan(
+        command=[python, "-m", VERL_ENTRYPOINT, *arguments],
+        env=driver_env(identity, log_path),
+        checkpoint_dir=checkpoint_dir,
+        log_path=log_path,
+        total_steps=total_steps,
+        notes=notes,
+    )
+
+
+def driver_env(identity: PodIdentity, log_path: str) -> dict[str, str]:
+    """Everything verl, Ray and NCCL need from the environment, decided here only."""
+    head = "127.0.0.1" if identity.is_head else identity.head_address
+    return {
+        "RAY_ADDRESS": f"{head}:{contract.RAY_HEAD_PORT}",
+        "VERL_FILE_LOGGER_PATH": log_path,
+        "NCCL_DEBUG": "WARN",
+        "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1",  # a hung collective fails the step instead of the deadline
+        "HYDRA_FULL_ERROR": "1",
+        "PYTHONUNBUFFERED": "1",  # the pod log shows verl's progress as it happens
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+
+
+def _total_steps(spec: TrainingSpec, dataset: DatasetFiles) -> int:
+    rows = row_count(dataset.train)
+    batch = spec.algorithm.train_batch_size
+    if rows < batch:
+        raise ConfigError(
+            "algorithm.trainBatchSize", f"{batch} is more than the {rows} rows of {dataset.train}; set at most {rows}"
+        )
+    return rows // batch * spec.algorithm.epochs  # verl drops the last partial batch of each epoch
+
+
+def _check_prompt_budget(spec: TrainingSpec, dataset: DatasetFiles) -> None:
+    limit = spec.algorithm.max_prompt_length
+    for path in (dataset.train, dataset.val):
+        longest = longest_prompt(path)
+        if longest is not None and longest.tokens > limit:
+            raise ConfigError(
+                "algorithm.maxPromptLength",
+                f"{limit} tokens cannot hold the longest prompt of {path} ({longest.explain()}); "
+                f"set at least {longest.tokens}",
+            )
