@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from soundmind.api.base import GROUP, VERSION
 from soundmind.api.training import MUTABLE_SPEC_FIELDS, TRAINING_SPEC_RULES, TrainingSpec, TrainingStatus
+from soundmind_operator.training.names import MAX_TRAINING_NAME_LENGTH, TRAINING_NAME_PATTERN
 
 CRD_DIR = pathlib.Path(__file__).resolve().parents[2] / "charts" / "soundmind-crds" / "templates"
 CATEGORY = "soundmind"
@@ -110,6 +111,19 @@ def training_crd() -> dict[str, Any]:
         ("Val-Acc", "number", ".status.progress.valAccuracy", "Last validation accuracy"),
         ("Age", "date", ".metadata.creationTimestamp", None),
     ]
+    # The Job, its pods' host names and the headless Service are named after the training.
+    name_rules = [
+        {
+            "rule": f"self.metadata.name.size() <= {MAX_TRAINING_NAME_LENGTH}",
+            "message": f"metadata.name must be at most {MAX_TRAINING_NAME_LENGTH} characters: the Job and pod "
+            "host names derived from it must fit in 63",
+        },
+        {
+            "rule": f"self.metadata.name.matches('{TRAINING_NAME_PATTERN}')",
+            "message": "metadata.name must start with a letter and hold only lower-case letters, digits and '-' "
+            "(it names the training's headless Service)",
+        },
+    ]
     return _crd(
         kind="SoundMindTraining",
         plural="soundmindtrainings",
@@ -118,10 +132,11 @@ def training_crd() -> dict[str, Any]:
         spec=spec,
         status=status,
         columns=columns,
+        rules=name_rules,
     )
 
 
-def _crd(*, kind, plural, short, description, spec, status, columns, scale=None) -> dict[str, Any]:
+def _crd(*, kind, plural, short, description, spec, status, columns, scale=None, rules=None) -> dict[str, Any]:
     subresources: dict[str, Any] = {"status": {}}
     if scale:
         subresources["scale"] = scale
@@ -164,6 +179,7 @@ def _crd(*, kind, plural, short, description, spec, status, columns, scale=None)
                                 "spec": spec,
                                 "status": status,
                             },
+                            **({"x-kubernetes-validations": rules} if rules else {}),
                         }
                     },
                 }

@@ -237,3 +237,6 @@ class TrainingStatus(ApiModel):
     progress: TrainingProgress | None = Field(None, description="RL progress reported by the trainer.")
     checkpoint: CheckpointStatus | None = Field(None, description="Newest checkpoint reported by the trainer.")
     gpu_seconds: float | None = Field(None, ge=0, description="GPUs × pod running seconds, over all attempts.")
+    gpu_seconds_updated_at: str | None = Field(
+        None, description="Until when gpuSeconds is counted (RFC 3339); the operator adds only later pod time."
+    )
