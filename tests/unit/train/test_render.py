@@ -1,0 +1,229 @@
+"""Rendering the verl command, composed against the config inside the installed verl 0.9.1 wheel."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from omegaconf import OmegaConf
+
+from soundmind.api.training import TrainingSpec
+from soundmind.train import contract
+from soundmind.train.budget import AUDIO_TOKENS_PER_SECOND
+from soundmind.train.config import PodIdentity, dump_spec, load_spec, parse_spec
+from soundmind.train.dataset import locate
+from soundmind.train.errors import ConfigError
+from soundmind.train.render import render
+from soundmind.train.verl_config import _parses_to, compose, format_value, schema_path
+
+IDENTITY = PodIdentity(training_name="alr-grpo", namespace="ml", attempt=2, index=0, head_address="alr-grpo-0.alr")
+
+
+def plan_and_config(spec: TrainingSpec, tmp_path: Path):
+    plan = render(spec, IDENTITY, locate(spec.dataset.path, spec.dataset.modality), checkpoints_root=str(tmp_path))
+    assert plan.command[1:3] == ["-m", "verl.trainer.main_ppo"]
+    return plan, compose(plan.command[3:])
+
+
+def test_schema_is_the_one_inside_the_installed_verl_wheel():
+    path = schema_path()
+    assert path.parts[-4:] == ("verl", "trainer", "config", "_generated_ppo_trainer.yaml")
+    assert "site-packages" in path.parts
+
+
+def test_one_node(prepared, tmp_path):
+    data = prepared(rows=100)
+    spec = TrainingSpec.model_validate({"dataset": {"path": str(data)}})
+    plan, config = plan_and_config(spec, tmp_path)
+    select = lambda key: OmegaConf.select(config, key)  # noqa: E731
+
+    assert select("algorithm.adv_estimator") == "grpo"
+    assert select("algorithm.use_kl_in_reward") is False
+    assert select("actor_rollout_ref.actor.use_kl_loss") is True
+    assert select("actor_rollout_ref.actor.kl_loss_type") == "low_var_kl"
+    assert select("actor_rollout_ref.actor.kl_loss_coef") == 0.001
+    assert select("actor_rollout_ref.actor.optim.lr") == 3.0e-7
+    assert select("actor_rollout_ref.rollout.n") == 8
+    assert select("actor_rollout_ref.model.path") == "Qwen/Qwen2.5-Omni-7B"
+    assert select("trainer.nnodes") == 1 and select("trainer.n_gpus_per_node") == 8
+    assert select("data.train_batch_size") == 32
+    assert select("data.max_prompt_length") == 4096 and select("data.max_response_length") == 2048
+    assert select("data.train_files") == str(data / "train.parquet")
+    assert select("data.val_files") == str(data / "dev.parquet")
+    assert select("data.audio_key") == "audios"
+    assert select("data.custom_cls.name") == "AudioRLHFDataset"
+    assert select("trainer.total_epochs") == 10
+    checkpoint_dir = f"{tmp_path}/alr-grpo"
+    assert plan.checkpoint_dir == checkpoint_dir == select("trainer.default_local_dir")
+    assert select("trainer.save_freq") == 100 and select("trainer.max_actor_ckpt_to_keep") == 3
+    assert select("trainer.resume_mode") == "auto"
+    assert list(select("trainer.logger")) == ["console", "file"]
+    assert select("trainer.experiment_name") == "ml.alr-grpo"
+    assert plan.total_steps == 100 // 32 * 10  # verl drops the last partial batch
+    assert plan.env["VERL_FILE_LOGGER_PATH"] == plan.log_path == f"{checkpoint_dir}/logs/attempt-2.jsonl"
+    assert plan.env["RAY_ADDRESS"] == f"127.0.0.1:{contract.RAY_HEAD_PORT}"
+
+
+def test_reward_is_the_installed_soundmind_function_with_the_spec_weights(prepared, tmp_path):
+    spec = TrainingSpec.model_validate(
+        {"dataset": {"path": str(prepared())}, "reward": {"formatWeight": 0.5, "answerWeight": 3.0}}
+    )
+    _, config = plan_and_config(spec, tmp_path)
+    reward = config.reward.custom_reward_function
+    assert OmegaConf.to_container(reward.reward_kwargs) == {
+        "format_weight": 0.5,
+        "answer_weight": 3.0,
+        "length_weight": 1.0,
+    }
+    # Load it the way verl's load_extern_object does: from the file, under a private module name.
+    module_spec = importlib.util.spec_from_file_location("custom_module_reward", reward.path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    scored = getattr(module, reward.name)(
+        "soundmind/alr",
+        "<think>premises</think>\nAnswer: entailed",
+        "entailed",
+        extra_info={"ref_answer_words": 1},
+        **reward.reward_kwargs,
+    )
+    assert scored["acc"] == 1.0
+
+
+def test_four_nodes(prepared, tmp_path):
+    spec = TrainingSpec.model_validate(
+        {
+            "dataset": {"path": str(prepared(rows=256))},
+            "algorithm": {"rolloutN": 16, "trainBatchSize": 64},
+            "resources": {"nodes": 4, "gpusPerNode": 8},
+            "storage": {"checkpoints": {"saveEvery": 25, "keep": 5}},
+        }
+    )
+    plan, config = plan_and_config(spec, tmp_path)
+    assert config.trainer.nnodes == 4 and config.trainer.n_gpus_per_node == 8
+    assert config.actor_rollout_ref.rollout.n == 16
+    assert config.data.train_batch_size == 64 and config.actor_rollout_ref.actor.ppo_mini_batch_size == 64
+    assert config.trainer.save_freq == 25 and config.trainer.test_freq == 25
+    assert config.trainer.max_actor_ckpt_to_keep == 5
+    assert plan.total_steps == 256 // 64 * 10
+
+
+def test_text_modality_has_no_audio_settings(prepared, tmp_path):
+    spec = TrainingSpec.model_validate({"dataset": {"path": str(prepared(modality="text")), "modality": "text"}})
+    plan, config = plan_and_config(spec, tmp_path)
+    assert not any(argument.startswith(("data.audio_key", "data.custom_cls")) for argument in plan.command)
+    assert config.data.custom_cls.path is None
+
+
+def test_extra_args_come_last_and_win(prepared, tmp_path):
+    spec = TrainingSpec.model_validate(
+        {"dataset": {"path": str(prepared())}, "extraArgs": ["trainer.val_before_train=false", "trainer.test_freq=5"]}
+    )
+    plan, config = plan_and_config(spec, tmp_path)
+    assert plan.command[-2:] == ["trainer.val_before_train=false", "trainer.test_freq=5"]
+    assert config.trainer.val_before_train is False and config.trainer.test_freq == 5
+
+
+@pytest.mark.parametrize(
+    ("extra", "field", "words"),
+    [
+        (["trainer.save_frequency=10"], "extraArgs[0]", ["trainer.save_frequency", "no such key"]),
+        (
+            ["trainer.val_before_train=false", "trainer.test_freq=often"],
+            "extraArgs[1]",
+            ["trainer.test_freq", "Integer"],
+        ),
+        (["actor_rollout_ref.actor.use_kl_loss=maybe"], "extraArgs[0]", ["use_kl_loss", "bool"]),
+        (["trainer.nnodes=2"], "extraArgs[0]", ["spec.resources.nodes"]),
+        (["trainer.logger=[console]"], "extraArgs", ["'file'"]),
+        (["trainer.test_freq"], "extraArgs[0]", ["Error parsing override"]),
+    ],
+)
+def test_bad_extra_args_fail_at_render_time_naming_the_override(prepared, tmp_path, extra, field, words):
+    spec = TrainingSpec.model_validate({"dataset": {"path": str(prepared())}, "extraArgs": extra})
+    with pytest.raises(ConfigError) as raised:
+        plan_and_config(spec, tmp_path)
+    assert raised.value.field == field
+    for word in words:
+        assert word in str(raised.value)
+
+
+def test_a_prompt_length_the_audio_cannot_fit_is_refused_with_the_numbers(prepared, tmp_path):
+    data = prepared(question_seconds=200.0)  # 5000 audio tokens
+    spec = TrainingSpec.model_validate({"dataset": {"path": str(data)}})
+    with pytest.raises(ConfigError) as raised:
+        plan_and_config(spec, tmp_path)
+    error = raised.value
+    assert error.field == "algorithm.maxPromptLength"
+    assert "4096 tokens cannot hold" in str(error)
+    assert f"200.0 s of audio × {AUDIO_TOKENS_PER_SECOND} tokens/s = 5000" in str(error)
+    assert "train-63" in str(error)  # the sample at fault
+    needed = int(str(error).rsplit("set at least ", 1)[1])
+    fitting = TrainingSpec.model_validate({"dataset": {"path": str(data)}, "algorithm": {"maxPromptLength": needed}})
+    plan_and_config(fitting, tmp_path)
+
+
+def test_a_batch_larger_than_the_data_is_refused(prepared, tmp_path):
+    spec = TrainingSpec.model_validate({"dataset": {"path": str(prepared(rows=16))}})
+    with pytest.raises(ConfigError, match=r"algorithm.trainBatchSize: 32 is more than the 16 rows"):
+        plan_and_config(spec, tmp_path)
+
+
+def test_raw_layout_is_rendered_against_its_prepared_location(tmp_path):
+    raw = tmp_path / "alr"
+    raw.mkdir()
+    (raw / "train.jsonl").write_text("")
+    spec = TrainingSpec.model_validate({"dataset": {"path": str(raw), "modality": "audio"}})
+    plan, config = plan_and_config(spec, tmp_path)
+    assert config.data.train_files == str(raw / "prepared" / "audio" / "train.parquet")
+    assert plan.total_steps is None and "prepared from" in plan.notes[0]
+
+
+def test_a_path_without_data_is_refused(tmp_path):
+    spec = TrainingSpec.model_validate({"dataset": {"path": str(tmp_path)}})
+    with pytest.raises(ConfigError, match=r"^dataset.path: .* neither prepared data"):
+        plan_and_config(spec, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"resources": {"gpusPerNode": 0}}, "resources.gpusPerNode"),
+        ({"algorithm": {"maxPromptLength": 100}}, "algorithm.maxPromptLength"),
+        ({"dataset": {"modality": "video"}}, "dataset.modality"),
+        ({"algorithm": {"rolloutNN": 8}}, "algorithm.rolloutNN"),
+    ],
+)
+def test_invalid_specs_name_the_field(spec, field):
+    with pytest.raises(ConfigError) as raised:
+        parse_spec(spec)
+    assert raised.value.field == field
+
+
+def test_the_configmap_format_round_trips(tmp_path):
+    spec = TrainingSpec.model_validate({"resources": {"nodes": 2}, "extraArgs": ["trainer.test_freq=5"]})
+    path = tmp_path / contract.CONFIG_FILE
+    path.write_text(dump_spec(spec))
+    assert load_spec(path) == spec
+
+
+def test_trainer_role_allows_only_its_own_status():
+    assert contract.trainer_role_rules("alr-grpo") == [
+        {
+            "apiGroups": ["soundmind.ai"],
+            "resources": ["soundmindtrainings/status"],
+            "resourceNames": ["alr-grpo"],
+            "verbs": ["get", "patch"],
+        }
+    ]
+
+
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=40))
+def test_any_string_value_reaches_verl_unchanged(text):
+    try:
+        written = format_value(text)
+    except ValueError:
+        return  # refused loudly rather than changed silently
+    assert _parses_to(written) == text
