@@ -37,8 +37,6 @@ class Annotation:
 
 def speak(text: str) -> bytes:
     """`text` spoken by espeak-ng, as a 16 kHz mono 16-bit WAV file in memory."""
-    if shutil.which(ESPEAK) is None:
-        raise DataError(f"{ESPEAK} is not installed (Debian package espeak-ng; `make deps` installs it)")
     # Text on stdin: no argument-length limit, and text starting with '-' is not taken for an option.
     result = subprocess.run(
         [ESPEAK, "-v", VOICE, "-s", str(WORDS_PER_MINUTE), "--stdout"],
@@ -47,8 +45,11 @@ def speak(text: str) -> bytes:
         check=False,
     )
     if result.returncode != 0 or not result.stdout:
-        raise DataError(f"{ESPEAK} failed ({result.returncode}): {result.stderr.decode(errors='replace')[:200]}")
-    return audio.wav_bytes(audio.read_16k(result.stdout))
+        raise RuntimeError(f"{ESPEAK} failed ({result.returncode}): {result.stderr.decode(errors='replace')[:200]}")
+    samples = audio.read_16k(result.stdout)
+    if samples.size == 0:
+        raise RuntimeError(f"{ESPEAK} produced no audio")
+    return audio.wav_bytes(samples)
 
 
 def generated_annotations(count: int, seed: int = 0) -> list[Annotation]:
@@ -73,20 +74,28 @@ def synthesize(
     out_dir: str | Path, annotations: Iterable[Annotation], split: str = "dev", workers: int | None = None
 ) -> int:
     """Write `out_dir/<split>.jsonl` and `out_dir/<split>/<id>/{question,answer_<label>}.wav`."""
+    if shutil.which(ESPEAK) is None:
+        raise DataError(f"{ESPEAK} is not installed (Debian package espeak-ng; `make deps` installs it)")
     out_dir = Path(out_dir)
     annotations = list(annotations)
     jobs = []
     for item in annotations:
         sample_dir = out_dir / split / item.id
         jobs += [
-            (sample_dir / "question.wav", item.user_content),
-            (sample_dir / f"answer_{item.label}.wav", item.answer),
+            (item, sample_dir / "question.wav", item.user_content),
+            (item, sample_dir / f"answer_{item.label}.wav", item.answer),
         ]
 
-    def render(job: tuple[Path, str]) -> None:
-        path, text = job
+    def render(job: tuple[Annotation, Path, str]) -> None:
+        item, path, text = job
+        if not text.strip():
+            raise DataError(f"nothing to speak for {path.name}: the text is blank", split=split, sample_id=item.id)
+        try:
+            spoken = speak(text)
+        except (RuntimeError, OSError) as exc:
+            raise DataError(f"speaking {path.name}: {exc}", split=split, sample_id=item.id) from None
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(speak(text))
+        path.write_bytes(spoken)
 
     # Threads suffice: each job waits on its espeak-ng process, and soxr/libsndfile release the GIL.
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:

@@ -109,3 +109,10 @@ def test_conditional_judgement_matches_the_textbook(second, conclusion, valid):
     assert (counter_model is None) is valid
     props = [("it rains", "it does not rain"), ("the road is wet", "the road is not wet")]
     assert problems._sentence(if_0_then_1, props) == "If it rains, then the road is wet."
+
+
+def test_blank_text_is_an_error_naming_the_sample(tmp_path, capsys, write_jsonl):
+    source = write_jsonl(tmp_path / "blank.jsonl", [{"id": "b7", "user_content": "Hi.", "answer": " ", "label": 1}])
+    assert main(["data", "synth", "--out", str(tmp_path / "out"), "--from", str(source)]) == 2
+    assert "split 'dev', id 'b7': nothing to speak for answer_1.wav" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "dev.jsonl").exists()
