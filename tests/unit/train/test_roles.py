@@ -1,0 +1,150 @@
+"""Role selection and the Ray bootstrap, run as real processes: `soundmind train` with a fake `ray`
+executable first on PATH (it records its arguments) and a fake cluster view command."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from soundmind.api.training import TrainingSpec
+from soundmind.train import contract
+from soundmind.train.config import PodIdentity
+from soundmind.train.dataset import locate
+from soundmind.train.launcher import Options, run_head
+from soundmind.train.render import render
+
+FAKE_RAY = """\
+#!{python}
+import os, sys
+with open(os.environ["FAKE_RAY_LOG"], "a") as log:
+    log.write(" ".join(sys.argv[1:]) + "\\n")
+sys.exit(int(os.environ.get("FAKE_RAY_BLOCK_EXIT", "1")) if "--block" in sys.argv else 0)
+"""
+
+
+@pytest.fixture
+def fake_ray(tmp_path: Path) -> dict[str, str]:
+    """Environment whose PATH starts with a fake `ray`; its calls land in FAKE_RAY_LOG."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    ray = bin_dir / "ray"
+    ray.write_text(FAKE_RAY.format(python=sys.executable))
+    ray.chmod(0o755)
+    return {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_RAY_LOG": str(tmp_path / "ray.log")}
+
+
+def ray_calls(env: dict[str, str]) -> list[str]:
+    path = Path(env["FAKE_RAY_LOG"])
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def view_command(tmp_path: Path, nodes: int, gpus: int) -> str:
+    script = tmp_path / "view.py"
+    script.write_text(f"import json; print(json.dumps({{'nodes': {nodes}, 'gpus': {gpus}}}))\n")
+    return f"{sys.executable} {script}"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def train(tmp_path, spec: dict, env: dict[str, str], *arguments: str, index: int) -> subprocess.CompletedProcess:
+    config = tmp_path / "training.yaml"
+    config.write_text(json.dumps(spec))
+    pod_env = {
+        **os.environ,
+        **env,
+        contract.ENV_TRAINING_NAME: "alr-grpo",
+        contract.ENV_NAMESPACE: "ml",
+        contract.ENV_ATTEMPT: "1",
+        contract.ENV_JOB_INDEX: str(index),
+        contract.ENV_HEAD_ADDRESS: "127.0.0.1",
+    }
+    command = [sys.executable, "-m", "soundmind", "train", "--config", str(config)]
+    command += ["--checkpoints-root", str(tmp_path / "ckpt"), "--no-status", "--metrics-port", "0", *arguments]
+    return subprocess.run(command, env=pod_env, capture_output=True, text=True, timeout=120)
+
+
+def finished_marker(tmp_path: Path) -> Path:
+    return tmp_path / "ckpt" / "alr-grpo" / "logs" / "attempt-1.jsonl.finished"
+
+
+TWO_NODES = {"resources": {"nodes": 2, "gpusPerNode": 4}}
+
+
+def test_head_gives_up_when_not_every_node_joins(tmp_path, fake_ray, prepared):
+    spec = {**TWO_NODES, "dataset": {"path": str(prepared(modality="text")), "modality": "text"}}
+    view = view_command(tmp_path, nodes=1, gpus=4)
+    done = train(tmp_path, spec, fake_ray, "--join-timeout", "2", "--cluster-view-command", view, index=0)
+    assert done.returncode == contract.EXIT_WORKERS_MISSING, done.stderr
+    assert "needs 2 node(s) with 8 GPU(s)" in done.stderr and "has 1 node(s) with 4 GPU(s) after 2s" in done.stderr
+    assert "verl.trainer.main_ppo" in done.stdout  # the command is logged before anything starts
+    calls = ray_calls(fake_ray)
+    assert calls[0] == f"start --head --port={contract.RAY_HEAD_PORT} --num-gpus=4 --disable-usage-stats"
+    assert calls[-1] == "stop --force"
+    assert finished_marker(tmp_path).read_text().strip() == str(contract.EXIT_WORKERS_MISSING)
+
+
+@pytest.mark.parametrize(("head_finished", "expected"), [(True, contract.EXIT_OK), (False, contract.EXIT_HEAD_LOST)])
+def test_worker_joins_the_head_and_tells_finished_from_lost(tmp_path, fake_ray, head_finished, expected):
+    port = free_port()
+    if head_finished:
+        finished_marker(tmp_path).parent.mkdir(parents=True)
+        finished_marker(tmp_path).write_text("0\n")
+    with socket.create_server(("127.0.0.1", port)):  # the head's Ray port accepts connections
+        done = train(tmp_path, TWO_NODES, fake_ray, "--ray-port", str(port), "--join-timeout", "10", index=1)
+    assert done.returncode == expected, done.stderr
+    assert ray_calls(fake_ray) == [f"start --address=127.0.0.1:{port} --num-gpus=4 --disable-usage-stats --block"]
+
+
+def test_worker_gives_up_when_the_head_never_answers(tmp_path, fake_ray):
+    port = free_port()
+    done = train(tmp_path, TWO_NODES, fake_ray, "--ray-port", str(port), "--join-timeout", "1", index=1)
+    assert done.returncode == contract.EXIT_HEAD_LOST
+    assert f"127.0.0.1:{port} was not reachable within 1s" in done.stderr
+    assert ray_calls(fake_ray) == []
+
+
+DRIVER = """\
+import json, os, pathlib
+log = pathlib.Path(os.environ["VERL_FILE_LOGGER_PATH"])
+checkpoints = pathlib.Path({checkpoints!r})
+with log.open("w") as out:
+    for step in (1, 2):
+        out.write(json.dumps({{"step": step, "data": {{"critic/score/mean": step / 2, "training/epoch": 0}}}}) + "\\n")
+(checkpoints / "latest_checkpointed_iteration.txt").write_text("2")
+"""
+
+
+def test_head_runs_the_driver_once_the_cluster_is_complete(tmp_path, fake_ray, prepared, monkeypatch):
+    monkeypatch.setenv("PATH", fake_ray["PATH"])
+    monkeypatch.setenv("FAKE_RAY_LOG", fake_ray["FAKE_RAY_LOG"])
+    spec = TrainingSpec.model_validate(
+        {**TWO_NODES, "dataset": {"path": str(prepared(modality="text")), "modality": "text"}}
+    )
+    identity = PodIdentity(training_name="alr-grpo", namespace="ml", attempt=1, index=0, head_address="127.0.0.1")
+    plan = render(spec, identity, locate(spec.dataset.path, "text"), checkpoints_root=str(tmp_path / "ckpt"))
+    Path(plan.checkpoint_dir).mkdir(parents=True)
+    driver = [sys.executable, "-c", textwrap.dedent(DRIVER.format(checkpoints=plan.checkpoint_dir))]
+    plan = type(plan)(**{**plan.__dict__, "command": driver})
+    options = Options(
+        view_command=view_command(tmp_path, nodes=2, gpus=8).split(), metrics_port=0, progress_interval=0.1
+    )
+    patches = []
+
+    assert run_head(spec, plan, options, patches.append) == 0
+
+    assert patches[-1]["status"]["progress"]["step"] == 2
+    assert patches[-1]["status"]["progress"]["rewardMean"] == 1.0
+    assert patches[-1]["status"]["checkpoint"] == {"step": 2, "path": f"{plan.checkpoint_dir}/global_step_2"}
+    assert finished_marker(tmp_path).read_text().strip() == "0"
+    assert ray_calls(fake_ray)[0].startswith("start --head") and ray_calls(fake_ray)[-1] == "stop --force"
