@@ -26,6 +26,12 @@ if [ ! -x "$venv/.ready" ]; then
   done
   printf '#!/bin/sh\n' >"$venv/.ready" && chmod +x "$venv/.ready"
 fi
+touch "$venv/.ready"  # last use, for pruning
+# Environments of older dependency sets (several GB each, torch) go once unused for two hours.
+for old in "$cache"/venv/py311-*; do
+  [ "$old" = "$venv" ] && continue
+  [ -n "$(find "$old/.ready" -mmin -120 2>/dev/null)" ] || rm -rf "$old"
+done
 # Point the editable install at this checkout (a CI clone lives in another folder).
 if [ "$("$venv/bin/python" -c 'import soundmind,os;print(os.path.dirname(os.path.dirname(soundmind.__file__)))' 2>/dev/null)" != "$root" ]; then
   "$venv/bin/pip" install -q --no-deps -e "$root" >&2
