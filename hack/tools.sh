@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Builds the local cluster's binaries from the Go module proxy, once, into a cache outside the
+# repository keyed by tool and version (<cache>/bin/<tool>-<version>), and points
+# <cache>/bin/current/<tool> at the versions this checkout wants. Prints how long each build took
+# on stderr and the PATH-ready directory (<cache>/bin/current) on stdout, last.
+#
+# Versions: k8s and etcd come from the wrapper modules under hack/tools/ (go.mod + go.sum are the
+# pins); kwok and helm are `go install`ed at the versions below (their own go.sum is checked
+# against the Go checksum database).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cache=${SOUNDMIND_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/soundmind}
+bin="$cache/bin"
+current="$bin/current"
+KWOK_VERSION=v0.8.0
+HELM_VERSION=v3.22.0
+
+export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
+# A module that asks for a newer Go than the local one fetches that toolchain from the proxy.
+export GOTOOLCHAIN=${GOTOOLCHAIN:-auto}
+command -v go >/dev/null || { echo "tools.sh: the Go toolchain (go >= 1.26) is required" >&2; exit 1; }
+
+mkdir -p "$bin" "$current"
+exec 9>"$bin/.lock"
+flock 9 # two callers (make test and make demo in two shells) build each binary once
+
+module_version() { # <wrapper dir> <module>: the version a wrapper module pins
+  (cd "$root/hack/tools/$1" && go list -m -f '{{.Version}}' "$2")
+}
+
+# build <tool> <version> <command...>: runs the command (which must write "$out") unless the
+# versioned binary is already cached, then links it into current/.
+build() {
+  local tool=$1 version=$2; shift 2
+  out="$bin/$tool-$version"
+  if [ ! -x "$out" ]; then
+    echo "building $tool $version from the Go module proxy..." >&2
+    local start=$SECONDS
+    rm -f "$out.tmp"
+    "$@"
+    mv -f "$out.tmp" "$out"
+    echo "built $tool $version in $((SECONDS - start))s" >&2
+  fi
+  ln -sfn "../$tool-$version" "$current/$tool"
+}
+
+go_build_in() { # <wrapper dir> <ldflags> <package>
+  (cd "$root/hack/tools/$1" && go build -trimpath -ldflags "$2" -o "$out.tmp" "$3")
+}
+
+go_install() { # <ldflags> <package@version>
+  local gobin
+  gobin=$(mktemp -d)
+  GOBIN="$gobin" go install -trimpath -ldflags "$1" "$2"
+  mv -f "$gobin/$(basename "${2%@*}")" "$out.tmp"
+  rm -rf "$gobin"
+}
+
+k8s=$(module_version k8s k8s.io/kubernetes) # e.g. v1.37.2
+k8s_minor=$(cut -d. -f2 <<<"$k8s")
+version_pkg=k8s.io/component-base/version
+k8s_ldflags="-s -w -X $version_pkg.gitVersion=$k8s -X $version_pkg.gitMajor=1"
+k8s_ldflags+=" -X $version_pkg.gitMinor=$k8s_minor -X $version_pkg.gitTreeState=clean"
+# kube-apiserver first: it compiles most of what the other three share, so they build faster after.
+for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+  build "$cmd" "$k8s" go_build_in k8s "$k8s_ldflags" "k8s.io/kubernetes/cmd/$cmd"
+done
+
+etcd=$(module_version etcd go.etcd.io/etcd/server/v3)
+build etcd "$etcd" go_build_in etcd "-s -w" .
+
+build kwok "$KWOK_VERSION" go_install "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" \
+  "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+
+helm_ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+helm_ldflags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+  helm_ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$k8s_minor"
+done
+build helm "$HELM_VERSION" go_install "$helm_ldflags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+
+echo "$current"

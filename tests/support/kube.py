@@ -1,0 +1,55 @@
+"""API clients for one cluster, as handed to tests by the ``kube`` fixture."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubernetes import client, config
+
+
+@dataclass
+class Kube:
+    kubeconfig: Path
+    api_client: client.ApiClient
+    core_v1: client.CoreV1Api
+    apps_v1: client.AppsV1Api
+    batch_v1: client.BatchV1Api
+    rbac_v1: client.RbacAuthorizationV1Api
+    custom_objects: client.CustomObjectsApi
+    apiextensions_v1: client.ApiextensionsV1Api
+    kubectl_path: Path | None
+
+    @classmethod
+    def connect(cls, kubeconfig: Path, kubectl: Path | None = None) -> Kube:
+        """Clients for ``kubeconfig`` (its current context); the process-wide default client
+        configuration is left alone. ``kubectl`` defaults to the one on PATH."""
+        api = config.new_client_from_config(config_file=str(kubeconfig))
+        found = kubectl if kubectl and kubectl.exists() else shutil.which("kubectl")
+        return cls(
+            kubeconfig=kubeconfig,
+            api_client=api,
+            core_v1=client.CoreV1Api(api),
+            apps_v1=client.AppsV1Api(api),
+            batch_v1=client.BatchV1Api(api),
+            rbac_v1=client.RbacAuthorizationV1Api(api),
+            custom_objects=client.CustomObjectsApi(api),
+            apiextensions_v1=client.ApiextensionsV1Api(api),
+            kubectl_path=Path(found) if found else None,
+        )
+
+    def kubectl(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run kubectl against this cluster; raises with kubectl's stderr when ``check`` and it fails."""
+        if self.kubectl_path is None:
+            raise RuntimeError("no kubectl: build it with hack/tools.sh or put one on PATH")
+        result = subprocess.run(
+            [str(self.kubectl_path), f"--kubeconfig={self.kubeconfig}", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
+        return result
