@@ -1,0 +1,468 @@
+"""From what the cluster shows to what the training's status should say, and what to do next.
+
+`decide` is a pure function: the training (spec, generation, status), the Job of its current
+attempt, that Job's pods, Kueue's Workload for it, and the time. It returns the operator's status
+fields, the events to record for every transition, and the actions for the caller to carry out
+(create the children of an attempt, delete a Job, patch a Job). Deciding from observations alone
+is what makes a reconcile safe to repeat: a second run over the same cluster decides the same.
+
+The operator owns every status field except `progress` and `checkpoint` (the trainer's), and
+never writes those.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from soundmind.api.training import TrainingSpec
+from soundmind.train import contract
+from soundmind_operator.training import names
+
+Obj = dict[str, Any]
+
+# Phases (contract).
+PENDING, QUEUED, RUNNING, SUCCEEDED, FAILED, SUSPENDED = (
+    "Pending",
+    "Queued",
+    "Running",
+    "Succeeded",
+    "Failed",
+    "Suspended",
+)
+TERMINAL_PHASES = (SUCCEEDED, FAILED)
+
+# Condition types and the Failed reasons (contract).
+CREATED, SCHEDULABLE, RUNNING_CONDITION, STALLED, COMPLETE, FAILED_CONDITION = (
+    "Created",
+    "Schedulable",
+    "Running",
+    "Stalled",
+    "Complete",
+    "Failed",
+)
+BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
+CONFIG_ERROR = "ConfigError"
+DEADLINE_EXCEEDED = "DeadlineExceeded"
+PENDING_TIMEOUT = "PendingTimeout"
+
+# Status fields this module writes; everything else under status (progress, checkpoint, kopf's
+# bookkeeping) is left alone.
+OPERATOR_STATUS_FIELDS = (
+    "phase",
+    "conditions",
+    "observedGeneration",
+    "startTime",
+    "completionTime",
+    "attempt",
+    "jobName",
+    "gpuSeconds",
+    "gpuSecondsUpdatedAt",
+)
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class CreateAttempt:
+    """Create the children (idempotently) and the Job of `attempt`."""
+
+    attempt: int
+    active_deadline_seconds: int | None
+
+
+@dataclass(frozen=True)
+class DeleteJob:
+    name: str
+
+
+@dataclass(frozen=True)
+class PatchJob:
+    name: str
+    spec: Obj  # merge patch of the Job's mutable spec fields
+
+
+Action = CreateAttempt | DeleteJob | PatchJob
+
+
+@dataclass
+class Decision:
+    status: Obj
+    events: list[Event] = field(default_factory=list)
+    actions: list[Action] = field(default_factory=list)
+    pending_seconds: float | None = None  # how long the attempt waited for its pods, when it just started running
+    retried: bool = False
+
+    def status_patch(self, current: Obj) -> Obj:
+        """Only the operator's fields that differ from `current` (empty: nothing to write)."""
+        return {k: v for k, v in self.status.items() if current.get(k) != v}
+
+
+@dataclass(frozen=True)
+class Observation:
+    name: str
+    namespace: str
+    generation: int
+    spec: TrainingSpec
+    status: Obj
+    now: datetime
+    jobs: list[Obj] = field(default_factory=list)  # every Job of the training (any attempt)
+    pods: list[Obj] = field(default_factory=list)  # the pods of the current attempt's Job
+    workload: Obj | None = None  # Kueue's Workload for the current Job, when queued
+
+
+def format_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _condition(obj: Obj, kind: str) -> Obj | None:
+    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == kind), None)
+
+
+def _true(obj: Obj, kind: str) -> Obj | None:
+    found = _condition(obj, kind)
+    return found if found and found.get("status") == "True" else None
+
+
+class _Status:
+    """The status being decided: starts from the current one; conditions keep their
+    lastTransitionTime unless their status changes, and every change of status or reason
+    becomes an event."""
+
+    def __init__(self, obs: Observation):
+        self.obs = obs
+        current = obs.status
+        self.fields: Obj = {k: current[k] for k in OPERATOR_STATUS_FIELDS if k in current}
+        self.fields["observedGeneration"] = obs.generation
+        self.fields.setdefault("attempt", 1)
+        self._conditions = {c["type"]: dict(c) for c in current.get("conditions") or []}
+        self.events: list[Event] = []
+
+    @property
+    def phase(self) -> str | None:
+        return self.fields.get("phase")
+
+    def set_phase(self, phase: str, message: str) -> None:
+        if self.phase != phase:
+            before = self.phase or "New"
+            warning = phase == FAILED
+            self.events.append(Event("Warning" if warning else "Normal", phase, f"{before} → {phase}: {message}"))
+        self.fields["phase"] = phase
+
+    def condition(self, kind: str) -> Obj | None:
+        return self._conditions.get(kind)
+
+    def set_condition(self, kind: str, status: str, reason: str, message: str, *, warn: bool = False) -> None:
+        old = self._conditions.get(kind)
+        now = format_time(self.obs.now)
+        changed = old is None or old.get("status") != status
+        news = changed or old.get("reason") != reason
+        if news and (old is not None or status == "True" or warn):  # a new False/Unknown condition is no news
+            self.events.append(Event("Warning" if warn else "Normal", reason, f"{kind}={status}: {message}"))
+        self._conditions[kind] = {
+            "type": kind,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": now if changed else old.get("lastTransitionTime", now),
+            "observedGeneration": self.obs.generation,
+        }
+
+    def result(self) -> Obj:
+        order = [CREATED, SCHEDULABLE, RUNNING_CONDITION, STALLED, COMPLETE, FAILED_CONDITION]
+        conditions = sorted(self._conditions.values(), key=lambda c: (order + [c["type"]]).index(c["type"]))
+        return {**self.fields, "conditions": conditions}
+
+
+def decide(obs: Observation) -> Decision:
+    status = _Status(obs)
+    if status.phase in TERMINAL_PHASES:
+        return Decision(status=status.result())
+    attempt = status.fields["attempt"]
+    job_name = names.job(obs.name, attempt)
+    job = next((j for j in obs.jobs if j["metadata"]["name"] == job_name), None)
+    actions: list[Action] = [DeleteJob(j["metadata"]["name"]) for j in _stale_jobs(obs.jobs, attempt)]
+    decision = Decision(status={}, actions=actions)
+
+    if job is None and status.fields.get("jobName") != job_name:
+        _create_attempt(obs, status, decision, attempt)
+    elif job is None:
+        _attempt_failed(obs, status, decision, attempt, None, "JobDeleted", f"Job {job_name} was deleted")
+    else:
+        _observe_job(obs, status, decision, attempt, job)
+
+    _account_gpu_seconds(obs, status)
+    decision.status = status.result()
+    decision.events = status.events + decision.events
+    return decision
+
+
+def _stale_jobs(jobs: list[Obj], attempt: int) -> list[Obj]:
+    """Jobs of earlier attempts still around (the operator stopped between deleting and recording)."""
+    return [
+        j
+        for j in jobs
+        if int((j["metadata"].get("labels") or {}).get(names.ATTEMPT_LABEL, attempt)) < attempt
+        and not j["metadata"].get("deletionTimestamp")
+    ]
+
+
+def _remaining_deadline(obs: Observation, status: _Status) -> int | None:
+    """The run's deadline, less what earlier attempts used (at least 1 s, so the Job fails at once)."""
+    deadline = obs.spec.active_deadline_seconds
+    started = parse_time(status.fields.get("startTime"))
+    if deadline is None or started is None:
+        return deadline
+    return max(1, deadline - int((obs.now - started).total_seconds()))
+
+
+def _create_attempt(obs: Observation, status: _Status, decision: Decision, attempt: int) -> None:
+    job_name = names.job(obs.name, attempt)
+    decision.actions.append(CreateAttempt(attempt, _remaining_deadline(obs, status)))
+    status.fields["jobName"] = job_name
+    status.set_condition(CREATED, "True", "JobCreated", f"created Job {job_name} (attempt {attempt})")
+    if obs.spec.suspend:
+        _suspended(status)
+    elif obs.spec.queue_name:
+        _queued(obs, status, None)
+    else:
+        status.set_phase(PENDING, f"Job {job_name} created, waiting for its pods")
+        status.set_condition(SCHEDULABLE, "Unknown", "Scheduling", "waiting for the scheduler")
+        status.set_condition(RUNNING_CONDITION, "False", "PodsPending", f"0/{obs.spec.resources.nodes} pods running")
+    status.set_condition(STALLED, "False", "NotRunning", "not running")
+
+
+def _observe_job(obs: Observation, status: _Status, decision: Decision, attempt: int, job: Obj) -> None:
+    job_name = job["metadata"]["name"]
+    status.fields["jobName"] = job_name
+    status.set_condition(CREATED, "True", "JobCreated", f"created Job {job_name} (attempt {attempt})")
+
+    if done := (_true(job, "SuccessCriteriaMet") or _true(job, "Complete")):
+        completed = (job.get("status") or {}).get("completionTime") or done.get("lastTransitionTime")
+        status.fields["completionTime"] = completed or format_time(obs.now)
+        status.set_condition(RUNNING_CONDITION, "False", "Completed", "the driver (index 0) finished")
+        status.set_condition(STALLED, "False", "NotRunning", "not running")
+        status.set_condition(COMPLETE, "True", "JobSucceeded", f"Job {job_name} succeeded (attempt {attempt})")
+        status.set_phase(SUCCEEDED, f"training finished (attempt {attempt})")
+        return
+    if failed := (_true(job, "FailureTarget") or _true(job, "Failed")):
+        reason = failed.get("reason") or "Failed"
+        message = failed.get("message") or ""
+        _attempt_failed(obs, status, decision, attempt, job, reason, message)
+        return
+
+    patch = _job_spec_drift(obs.spec, job)
+    if patch:
+        decision.actions.append(PatchJob(job_name, patch))
+    suspended = patch.get("suspend", (job.get("spec") or {}).get("suspend", False))
+    if obs.spec.suspend:
+        _suspended(status)
+    elif suspended:
+        _queued(obs, status, obs.workload)
+    else:
+        _observe_pods(obs, status, decision, job)
+
+
+def _job_spec_drift(spec: TrainingSpec, job: Obj) -> Obj:
+    """The Job's mutable fields that no longer match the spec (suspend, TTL). Under Kueue the
+    operator only ever suspends; unsuspending is Kueue's admission."""
+    current = job.get("spec") or {}
+    patch: Obj = {}
+    if spec.suspend and not current.get("suspend"):
+        patch["suspend"] = True
+    elif not spec.suspend and current.get("suspend") and not spec.queue_name:
+        patch["suspend"] = False
+    if spec.ttl_seconds_after_finished != current.get("ttlSecondsAfterFinished"):
+        patch["ttlSecondsAfterFinished"] = spec.ttl_seconds_after_finished
+    return patch
+
+
+def _suspended(status: _Status) -> None:
+    status.set_phase(SUSPENDED, "spec.suspend is true: pods removed, checkpoints kept")
+    status.set_condition(RUNNING_CONDITION, "False", "Suspended", "suspended by spec.suspend")
+    status.set_condition(STALLED, "False", "NotRunning", "not running")
+
+
+def _queued(obs: Observation, status: _Status, workload: Obj | None) -> None:
+    queue = obs.spec.queue_name
+    reason, message = "WaitingForKueue", f"waiting for Kueue to admit the Job from LocalQueue {queue!r}"
+    if workload is not None:
+        pending = _condition(workload, "QuotaReserved") or _condition(workload, "Admitted")
+        if pending and pending.get("status") != "True":
+            reason = pending.get("reason") or reason
+            message = f"Kueue (LocalQueue {queue!r}): {pending.get('message') or reason}"
+    status.set_phase(QUEUED, message)
+    status.set_condition(SCHEDULABLE, "False", reason, message)
+    status.set_condition(RUNNING_CONDITION, "False", "Queued", "queued in Kueue")
+    status.set_condition(STALLED, "False", "NotRunning", "not running")
+
+
+def _observe_pods(obs: Observation, status: _Status, decision: Decision, job: Obj) -> None:
+    nodes = obs.spec.resources.nodes
+    live = [p for p in obs.pods if (p.get("status") or {}).get("phase") in ("Pending", "Running")]
+    running = [p for p in live if p["status"]["phase"] == "Running"]
+    unschedulable = [p for p in live if (_condition(p, "PodScheduled") or {}).get("reason") == "Unschedulable"]
+
+    if unschedulable:
+        scheduler_says = _condition(unschedulable[0], "PodScheduled").get("message") or "unschedulable"
+        since = min(
+            parse_time(_condition(p, "PodScheduled").get("lastTransitionTime")) or obs.now for p in unschedulable
+        )
+        waited = (obs.now - since).total_seconds()
+        timeout = obs.spec.pending_timeout_seconds
+        if timeout and waited > timeout:
+            message = f"pods unschedulable for {waited:.0f}s (pendingTimeoutSeconds={timeout}): {scheduler_says}"
+            decision.actions.append(DeleteJob(job["metadata"]["name"]))
+            _fail(status, PENDING_TIMEOUT, message)
+            return
+        loud = "" if timeout else " (pendingTimeoutSeconds is 0: waiting indefinitely)"
+        status.set_condition(
+            SCHEDULABLE,
+            "False",
+            "Unschedulable",
+            f"{len(unschedulable)}/{nodes} pods: {scheduler_says}{loud}",
+            warn=True,
+        )
+    elif len(live) >= nodes and all((_condition(p, "PodScheduled") or {}).get("status") == "True" for p in live):
+        placed = ", ".join(sorted(p["spec"].get("nodeName", "?") for p in live))
+        status.set_condition(SCHEDULABLE, "True", "Scheduled", f"{len(live)}/{nodes} pods scheduled on {placed}")
+
+    if len(running) >= nodes:
+        if status.phase != RUNNING:
+            created = parse_time(job["metadata"].get("creationTimestamp")) or obs.now
+            decision.pending_seconds = max(0.0, (obs.now - created).total_seconds())
+        status.fields.setdefault("startTime", format_time(obs.now))
+        status.set_condition(RUNNING_CONDITION, "True", "PodsRunning", f"{len(running)}/{nodes} pods running")
+        status.set_phase(RUNNING, f"all {nodes} pods running (attempt {status.fields['attempt']})")
+        _stall_check(obs, status)
+    else:
+        status.set_condition(RUNNING_CONDITION, "False", "PodsPending", f"{len(running)}/{nodes} pods running")
+        status.set_condition(STALLED, "False", "NotRunning", "not running")
+        status.set_phase(PENDING, f"{len(running)}/{nodes} pods running")
+
+
+def _stall_check(obs: Observation, status: _Status) -> None:
+    timeout = obs.spec.stall_timeout_seconds
+    running_since = parse_time(status.condition(RUNNING_CONDITION)["lastTransitionTime"]) or obs.now
+    progress = obs.status.get("progress") or {}
+    reported = parse_time(progress.get("updatedAt"))
+    last = max(running_since, reported) if reported else running_since
+    quiet = (obs.now - last).total_seconds()
+    if timeout and quiet > timeout:
+        step = progress.get("step")
+        where = f"step {step}" if step is not None else "no step reported"
+        status.set_condition(
+            STALLED,
+            "True",
+            "NoProgress",
+            f"{where}; no progress for {quiet:.0f}s (stallTimeoutSeconds={timeout})",
+            warn=True,
+        )
+    else:
+        status.set_condition(STALLED, "False", "Progressing", "progress within stallTimeoutSeconds")
+
+
+def _attempt_failed(
+    obs: Observation, status: _Status, decision: Decision, attempt: int, job: Obj | None, reason: str, message: str
+) -> None:
+    job_name = names.job(obs.name, attempt)
+    exit_code, pod_detail = _trainer_exit(obs.pods)
+    detail = f"{message}{'; ' + pod_detail if pod_detail else ''}"
+    if reason == "PodFailurePolicy" or exit_code == contract.EXIT_CONFIG_ERROR:
+        _fail(status, CONFIG_ERROR, f"configuration error, not retried (the same spec fails again): {detail}")
+        return
+    if reason == DEADLINE_EXCEEDED:
+        limit = obs.spec.active_deadline_seconds
+        _fail(status, DEADLINE_EXCEEDED, f"ran longer than activeDeadlineSeconds={limit}: {detail}")
+        return
+    retries = attempt - 1
+    if retries >= obs.spec.max_retries:
+        _fail(
+            status,
+            BACKOFF_LIMIT_EXCEEDED,
+            f"attempt {attempt} failed and all {obs.spec.max_retries} retries are used: {detail}",
+        )
+        return
+    nxt = attempt + 1
+    checkpoint = (obs.status.get("checkpoint") or {}).get("step")
+    resume = f"resuming from the checkpoint of step {checkpoint}" if checkpoint is not None else "from the start"
+    if job is not None:
+        decision.actions.append(DeleteJob(job_name))
+    status.fields["attempt"] = nxt
+    decision.retried = True
+    decision.events.append(
+        Event("Warning", "Retrying", f"attempt {attempt} failed ({reason}: {detail}); starting attempt {nxt}, {resume}")
+    )
+    _create_attempt(obs, status, decision, nxt)
+
+
+def _trainer_exit(pods: list[Obj]) -> tuple[int | None, str]:
+    """Exit code and a description of the first failed trainer container (driver first)."""
+    ordered = sorted(pods, key=lambda p: int((p["metadata"].get("annotations") or {}).get(_INDEX_ANNOTATION, "0")))
+    for pod in ordered:
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            terminated = (container.get("state") or {}).get("terminated") or {}
+            if container.get("name") == contract.CONTAINER_NAME and terminated.get("exitCode", 0) != 0:
+                code = terminated["exitCode"]
+                said = f": {terminated['message'].strip()}" if terminated.get("message") else ""
+                why = terminated.get("reason") or "Error"
+                return code, f"pod {pod['metadata']['name']} exited {code} ({why}){said}"
+    return None, ""
+
+
+_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+
+
+def _fail(status: _Status, reason: str, message: str) -> None:
+    status.set_condition(RUNNING_CONDITION, "False", reason, message)
+    status.set_condition(STALLED, "False", "NotRunning", "not running")
+    status.set_condition(FAILED_CONDITION, "True", reason, message, warn=True)
+    status.set_phase(FAILED, f"{reason}: {message}")
+
+
+def _pod_gpu_interval(pod: Obj, now: datetime) -> tuple[datetime, datetime] | None:
+    """When the pod held its GPUs: from the kubelet starting it (image pulls included; the GPUs
+    are allocated by then) to its trainer's end, or now while it lives."""
+    pod_status = pod.get("status") or {}
+    start = parse_time(pod_status.get("startTime"))
+    if start is None:
+        return None
+    end = None
+    for container in pod_status.get("containerStatuses") or []:
+        if container.get("name") == contract.CONTAINER_NAME:
+            end = parse_time(((container.get("state") or {}).get("terminated") or {}).get("finishedAt"))
+    if end is None and pod_status.get("phase") in ("Succeeded", "Failed"):
+        end = parse_time((_condition(pod, "Ready") or {}).get("lastTransitionTime")) or start
+    return start, end or now
+
+
+def _account_gpu_seconds(obs: Observation, status: _Status) -> None:
+    """Add the GPU time of the observed pods since the last accounting. Pods of earlier attempts
+    were counted while they lived, so the total covers every attempt without keeping their pods."""
+    since = parse_time(obs.status.get("gpuSecondsUpdatedAt"))
+    until = obs.now.replace(microsecond=0)  # the stored boundary has whole seconds: count each second once
+    gpus = obs.spec.resources.gpus_per_node
+    added = 0.0
+    for pod in obs.pods:
+        interval = _pod_gpu_interval(pod, obs.now)
+        if interval is None:
+            continue
+        start, end = interval
+        end = min(end, until)
+        if since is not None:
+            start = max(start, since)
+        added += gpus * max(0.0, (end - start).total_seconds())
+    status.fields["gpuSeconds"] = round(float(obs.status.get("gpuSeconds") or 0) + added, 1)
+    status.fields["gpuSecondsUpdatedAt"] = format_time(until)

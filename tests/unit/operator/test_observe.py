@@ -1,0 +1,277 @@
+"""Status, conditions, events and actions decided from observed Jobs and pods (no cluster)."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from soundmind.api.training import TrainingSpec
+from soundmind_operator.training import names, observe
+from soundmind_operator.training.observe import CreateAttempt, DeleteJob, Observation, PatchJob, decide
+
+NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+T = observe.format_time
+
+
+def ago(seconds: float) -> str:
+    return T(NOW - timedelta(seconds=seconds))
+
+
+def job(attempt=1, *, conditions=(), suspend=False, created=None, ttl=None, completion_time=None) -> dict:
+    created = created or ago(60)
+    spec = {"suspend": suspend}
+    if ttl is not None:
+        spec["ttlSecondsAfterFinished"] = ttl
+    status = {"conditions": [dict(c) for c in conditions]}
+    if completion_time:
+        status["completionTime"] = completion_time
+    return {
+        "metadata": {
+            "name": names.job("alr", attempt),
+            "uid": f"uid-{attempt}",
+            "labels": {names.ATTEMPT_LABEL: str(attempt)},
+            "creationTimestamp": created,
+        },
+        "spec": spec,
+        "status": status,
+    }
+
+
+def cond(kind, status="True", reason="", message="", when=None) -> dict:
+    return {"type": kind, "status": status, "reason": reason, "message": message, "lastTransitionTime": when or ago(5)}
+
+
+def pod(index=0, *, phase="Running", started=None, node="sim-gpu-0", scheduled=True, message="", exit_code=None):
+    started = started or ago(100)
+    conditions = [
+        cond("PodScheduled", "True") if scheduled else cond("PodScheduled", "False", "Unschedulable", message, ago(30))
+    ]
+    status: dict = {"phase": phase, "conditions": conditions}
+    if phase in ("Running", "Succeeded", "Failed"):
+        status["startTime"] = started
+        state = {"running": {"startedAt": started}}
+        if exit_code is not None:
+            state = {"terminated": {"exitCode": exit_code, "reason": "Error", "finishedAt": ago(1)}}
+        status["containerStatuses"] = [{"name": "trainer", "state": state}]
+    return {
+        "metadata": {
+            "name": f"alr-a1-{index}-x",
+            "annotations": {"batch.kubernetes.io/job-completion-index": str(index)},
+        },
+        "spec": {"nodeName": node} if scheduled else {},
+        "status": status,
+    }
+
+
+def observe_(spec=None, status=None, jobs=(), pods=(), workload=None, now=NOW, generation=1) -> Observation:
+    return Observation(
+        name="alr",
+        namespace="ns",
+        generation=generation,
+        spec=TrainingSpec.model_validate(spec or {}),
+        status=status or {},
+        now=now,
+        jobs=list(jobs),
+        pods=list(pods),
+        workload=workload,
+    )
+
+
+def conditions(decision) -> dict:
+    return {c["type"]: c for c in decision.status["conditions"]}
+
+
+def running_status(**extra) -> dict:
+    """What the operator wrote once attempt 1 ran."""
+    d = decide(observe_(jobs=[job()], pods=[pod()], now=NOW - timedelta(seconds=10)))
+    return {**d.status, **extra}
+
+
+def test_new_training_creates_its_first_attempt():
+    d = decide(observe_())
+    assert d.actions == [CreateAttempt(attempt=1, active_deadline_seconds=None)]
+    assert d.status["phase"] == "Pending" and d.status["attempt"] == 1 and d.status["jobName"] == "alr-a1"
+    created = conditions(d)["Created"]
+    assert created["status"] == "True" and created["observedGeneration"] == 1
+    assert [e.reason for e in d.events] == ["JobCreated", "Pending"]
+
+
+def test_deciding_again_over_the_same_cluster_changes_nothing():
+    first = decide(observe_(jobs=[job()], pods=[pod()]))
+    again = decide(observe_(status=first.status, jobs=[job()], pods=[pod()]))
+    assert again.status_patch(first.status) == {}
+    assert again.actions == [] and again.events == []
+
+
+def test_all_pods_running_is_running_with_start_time_and_pending_duration():
+    d = decide(observe_(spec={"resources": {"nodes": 2}}, jobs=[job()], pods=[pod(0), pod(1, node="sim-gpu-1")]))
+    assert d.status["phase"] == "Running" and d.status["startTime"] == T(NOW)
+    c = conditions(d)
+    assert c["Running"]["status"] == "True" and c["Schedulable"]["status"] == "True"
+    assert "sim-gpu-0, sim-gpu-1" in c["Schedulable"]["message"]
+    assert d.pending_seconds == 60
+    assert c["Stalled"]["status"] == "False"
+
+
+def test_some_pods_running_is_still_pending():
+    d = decide(observe_(spec={"resources": {"nodes": 2}}, jobs=[job()], pods=[pod(0)]))
+    assert d.status["phase"] == "Pending"
+    assert conditions(d)["Running"]["message"] == "1/2 pods running"
+
+
+SCHEDULER = "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."
+
+
+def test_unschedulable_pods_carry_the_schedulers_message():
+    pods = [pod(0), pod(1), pod(2, phase="Pending", scheduled=False, message=SCHEDULER)]
+    d = decide(observe_(spec={"resources": {"nodes": 3}, "algorithm": {"trainBatchSize": 24}}, jobs=[job()], pods=pods))
+    schedulable = conditions(d)["Schedulable"]
+    assert schedulable["status"] == "False" and schedulable["reason"] == "Unschedulable"
+    assert SCHEDULER in schedulable["message"]
+    assert d.status["phase"] == "Pending" and d.actions == []
+    assert any(e.type == "Warning" and SCHEDULER in e.message for e in d.events)
+
+
+def test_unschedulable_past_the_pending_timeout_fails_and_frees_the_job():
+    pods = [pod(0, phase="Pending", scheduled=False, message=SCHEDULER)]  # unschedulable for 30 s
+    d = decide(observe_(spec={"pendingTimeoutSeconds": 20}, jobs=[job()], pods=pods))
+    assert d.status["phase"] == "Failed"
+    failed = conditions(d)["Failed"]
+    assert failed["reason"] == "PendingTimeout" and SCHEDULER in failed["message"]
+    assert d.actions == [DeleteJob("alr-a1")]
+
+
+def test_zero_pending_timeout_waits_loudly():
+    pods = [pod(0, phase="Pending", scheduled=False, message=SCHEDULER)]
+    d = decide(observe_(spec={"pendingTimeoutSeconds": 0}, jobs=[job()], pods=pods))
+    assert d.status["phase"] == "Pending"
+    assert "waiting indefinitely" in conditions(d)["Schedulable"]["message"]
+
+
+def test_job_success_is_succeeded_with_completion_time():
+    done = job(conditions=[cond("SuccessCriteriaMet"), cond("Complete")], completion_time=ago(2))
+    d = decide(observe_(status=running_status(), jobs=[done], pods=[pod(phase="Succeeded", exit_code=0)]))
+    assert d.status["phase"] == "Succeeded" and d.status["completionTime"] == ago(2)
+    assert conditions(d)["Complete"]["status"] == "True"
+    assert conditions(d)["Running"]["status"] == "False"
+
+
+def test_failed_attempt_is_retried_as_the_next_attempt_from_the_checkpoint():
+    failed = job(conditions=[cond("FailureTarget", reason="BackoffLimitExceeded", message="Job has reached the limit")])
+    status = running_status(checkpoint={"step": 300, "path": "/checkpoints/alr/global_step_300"})
+    d = decide(observe_(status=status, jobs=[failed], pods=[pod(phase="Failed", exit_code=1)]))
+    assert d.actions == [DeleteJob("alr-a1"), CreateAttempt(attempt=2, active_deadline_seconds=None)]
+    assert d.status["attempt"] == 2 and d.status["jobName"] == "alr-a2" and d.status["phase"] == "Pending"
+    assert d.retried
+    (retrying,) = [e for e in d.events if e.reason == "Retrying"]
+    assert "attempt 1 failed" in retrying.message and "starting attempt 2" in retrying.message
+    assert "step 300" in retrying.message and "exited 1" in retrying.message
+
+
+def test_retries_exhausted_is_backoff_limit_exceeded():
+    failed = job(4, conditions=[cond("Failed", reason="BackoffLimitExceeded")])
+    status = running_status(attempt=4, jobName="alr-a4")
+    d = decide(observe_(spec={"maxRetries": 3}, status=status, jobs=[failed]))
+    assert d.status["phase"] == "Failed" and conditions(d)["Failed"]["reason"] == "BackoffLimitExceeded"
+    assert d.actions == []
+
+
+def test_config_error_exit_code_fails_without_retry():
+    failed = job(conditions=[cond("FailureTarget", reason="PodFailurePolicy", message="exit code 78 matching FailJob")])
+    d = decide(observe_(status=running_status(), jobs=[failed], pods=[pod(phase="Failed", exit_code=78)]))
+    assert d.status["phase"] == "Failed" and d.status["attempt"] == 1
+    failed_condition = conditions(d)["Failed"]
+    assert failed_condition["reason"] == "ConfigError" and "exited 78" in failed_condition["message"]
+    assert d.actions == []
+
+
+def test_deadline_exceeded_is_not_retried():
+    failed = job(conditions=[cond("Failed", reason="DeadlineExceeded")])
+    d = decide(observe_(spec={"activeDeadlineSeconds": 600}, status=running_status(), jobs=[failed]))
+    assert conditions(d)["Failed"]["reason"] == "DeadlineExceeded" and d.actions == []
+
+
+def test_a_retry_gets_what_is_left_of_the_runs_deadline():
+    failed = job(conditions=[cond("Failed", reason="BackoffLimitExceeded")])
+    status = running_status(startTime=ago(100))
+    d = decide(observe_(spec={"activeDeadlineSeconds": 600}, status=status, jobs=[failed]))
+    assert CreateAttempt(attempt=2, active_deadline_seconds=500) in d.actions
+
+
+def test_a_job_deleted_under_the_training_counts_as_a_failed_attempt():
+    d = decide(observe_(status=running_status(), jobs=[]))
+    assert d.status["attempt"] == 2 and CreateAttempt(attempt=2, active_deadline_seconds=None) in d.actions
+
+
+def test_jobs_of_earlier_attempts_are_cleaned_up_but_later_ones_kept():
+    status = running_status(attempt=2, jobName="alr-a2")
+    d = decide(observe_(status=status, jobs=[job(1), job(2), job(3)], pods=[pod()]))
+    assert d.actions == [DeleteJob("alr-a1")]
+
+
+def test_suspend_suspends_the_job_and_resume_unsuspends_it():
+    d = decide(observe_(spec={"suspend": True}, status=running_status(), jobs=[job()], pods=[pod()]))
+    assert d.actions == [PatchJob("alr-a1", {"suspend": True})] and d.status["phase"] == "Suspended"
+    d = decide(observe_(status=d.status, jobs=[job(suspend=True)]))
+    assert d.actions == [PatchJob("alr-a1", {"suspend": False})] and d.status["phase"] == "Pending"
+
+
+def test_queued_in_kueue_shows_kueues_reason_and_leaves_suspend_to_kueue():
+    workload = {
+        "status": {
+            "conditions": [
+                cond("QuotaReserved", "False", "Pending", "couldn't assign flavors to pod set main: insufficient quota")
+            ]
+        }
+    }
+    d = decide(observe_(spec={"queueName": "gpus"}, jobs=[job(suspend=True)], workload=workload))
+    assert d.status["phase"] == "Queued" and d.actions == []
+    schedulable = conditions(d)["Schedulable"]
+    assert schedulable["reason"] == "Pending" and "insufficient quota" in schedulable["message"]
+    no_workload = decide(observe_(spec={"queueName": "gpus"}, jobs=[job(suspend=True)]))
+    assert conditions(no_workload)["Schedulable"]["reason"] == "WaitingForKueue"
+    admitted = decide(observe_(spec={"queueName": "gpus"}, jobs=[job(suspend=False)], pods=[pod()]))
+    assert admitted.status["phase"] == "Running"
+
+
+def test_ttl_change_is_patched_onto_the_job():
+    d = decide(observe_(spec={"ttlSecondsAfterFinished": 60}, status=running_status(), jobs=[job()], pods=[pod()]))
+    assert d.actions == [PatchJob("alr-a1", {"ttlSecondsAfterFinished": 60})]
+
+
+@pytest.mark.parametrize("updated, stalled", [(ago(4000), "True"), (ago(30), "False"), (None, "True")])
+def test_stalled_when_progress_is_older_than_the_stall_timeout(updated, stalled):
+    status = running_status()
+    status["conditions"] = [
+        {**c, "lastTransitionTime": ago(5000)} if c["type"] == "Running" else c for c in status["conditions"]
+    ]
+    if updated:
+        status["progress"] = {"step": 42, "updatedAt": updated}
+    d = decide(observe_(spec={"stallTimeoutSeconds": 3600}, status=status, jobs=[job()], pods=[pod()]))
+    assert conditions(d)["Stalled"]["status"] == stalled
+    assert "progress" not in d.status_patch(status) and "checkpoint" not in d.status
+
+
+def test_last_transition_time_changes_only_when_the_status_does():
+    first = decide(observe_(jobs=[job()], pods=[pod()], now=NOW - timedelta(seconds=30)))
+    later = decide(observe_(status=first.status, jobs=[job()], pods=[pod()]))
+    assert conditions(later)["Running"]["lastTransitionTime"] == T(NOW - timedelta(seconds=30))
+    failed = job(conditions=[cond("Failed", reason="DeadlineExceeded")])
+    ended = decide(observe_(status=later.status, jobs=[failed]))
+    assert conditions(ended)["Running"]["lastTransitionTime"] == T(NOW)
+
+
+def test_gpu_seconds_count_each_pod_second_once_across_passes_and_attempts():
+    first = decide(observe_(jobs=[job()], pods=[pod(started=None)]))
+    assert first.status["gpuSeconds"] == 8 * 100
+    later = decide(observe_(status=first.status, jobs=[job()], pods=[pod(started=None)], now=NOW + timedelta(10)))
+    assert later.status["gpuSeconds"] == 8 * (100 + 10 * 86400)
+    # The next attempt's pods add to what earlier attempts used.
+    status = {**first.status, "attempt": 2, "jobName": "alr-a2"}
+    second = decide(observe_(status=status, jobs=[job(2)], pods=[pod(started=T(NOW))], now=NOW + timedelta(seconds=5)))
+    assert second.status["gpuSeconds"] == 8 * 100 + 8 * 5
+
+
+def test_terminal_trainings_are_left_alone():
+    done = {"phase": "Succeeded", "attempt": 1, "jobName": "alr-a1", "conditions": []}
+    d = decide(observe_(status=done, jobs=[]))
+    assert d.actions == [] and d.events == [] and d.status["phase"] == "Succeeded"
