@@ -3,6 +3,8 @@ real RBAC, and kwok's simulated pod lifecycle (tests/support/sim.py)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
@@ -222,3 +224,12 @@ def test_kubectl_get_nodes_shows_gpu_capacity(kube: Kube):
     rows = [line.split() for line in result.stdout.splitlines() if line.strip()]
     assert len(rows) >= sim.DEFAULT_NODE_COUNT, result.stdout
     assert all(gpus == str(sim.DEFAULT_NODE_SHAPE.gpus) for _, gpus in rows), result.stdout
+
+
+def test_aggregation_layer_accepts_front_proxy_requests(kube: Kube):
+    # What an aggregated API server (a metrics adapter) reads to trust requests the API server proxies.
+    authentication = kube.core_v1.read_namespaced_config_map("extension-apiserver-authentication", "kube-system")
+
+    assert "BEGIN CERTIFICATE" in authentication.data["requestheader-client-ca-file"]
+    assert json.loads(authentication.data["requestheader-username-headers"]) == ["X-Remote-User"]
+    assert json.loads(authentication.data["requestheader-allowed-names"]), "no front-proxy client name is allowed"

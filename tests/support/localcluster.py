@@ -69,11 +69,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _log_tail(path: Path, lines: int = 30) -> str:
+# How the components' logs start an error line: cobra, klog (error, fatal), Go panics, JSON (etcd, kwok).
+_ERROR_STARTS = ("Error:", "E1", "E0", "F1", "F0", "panic:")
+_ERROR_JSON = ('"level":"error"', '"level":"ERROR"', '"level":"fatal"', '"level":"panic"')
+
+
+def _log_excerpt(path: Path, lines: int = 25) -> str:
+    """The log's error lines (a flag error comes before pages of usage text) and its last lines."""
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        text = path.read_text(errors="replace").splitlines()
     except OSError:
         return "(no log)"
+    errors = [line for line in text[:-lines] if line.startswith(_ERROR_STARTS) or any(m in line for m in _ERROR_JSON)]
+    excerpt = errors[:10] + (["..."] if errors else []) + text[-lines:]
+    return "\n".join(line[:400] for line in excerpt)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -182,7 +191,7 @@ class LocalCluster:
                 deadline,
             )
         except BaseException:
-            cluster.stop()
+            cluster.stop(keep_files=True)  # the logs are what the error message points at
             raise
         log(f"cluster ready in {time.monotonic() - began:.1f}s: {nodes} simulated node(s), {cluster.server}")
         return cluster
@@ -222,9 +231,9 @@ class LocalCluster:
         self._spawn(bin_dir, "kube-scheduler", self._scheduler_args())
         self._spawn(bin_dir, "kwok", self._kwok_args())
 
-    def stop(self) -> None:
+    def stop(self, keep_files: bool = False) -> None:
         """End our components by process group, newest first (the API server drains faster while
-        etcd still runs), then remove the cluster directory."""
+        etcd still runs), then remove the cluster directory unless ``keep_files``."""
         for component in reversed(self.components):
             if component.exited() or not _pid_started_in(component.pid, self.workdir):
                 continue
@@ -238,7 +247,7 @@ class LocalCluster:
             if component.process is not None:
                 component.process.wait(timeout=10)
         self.components = []
-        if self.workdir.name.startswith(_DIR_PREFIX):
+        if not keep_files and self.workdir.name.startswith(_DIR_PREFIX):
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def healthy(self) -> bool:
@@ -433,12 +442,12 @@ class LocalCluster:
                 if component.exited():
                     raise ClusterError(
                         f"{component.name} exited while waiting for {what}; last lines of {component.log}:\n"
-                        + _log_tail(component.log)
+                        + _log_excerpt(component.log)
                     )
             if condition():
                 return
             if time.monotonic() > deadline:
-                logs = "\n".join(f"--- {c.name} ({c.log}):\n{_log_tail(c.log, 10)}" for c in self.components)
+                logs = "\n".join(f"--- {c.name} ({c.log}):\n{_log_excerpt(c.log, 10)}" for c in self.components)
                 raise ClusterError(f"timed out waiting for {what}; component logs:\n{logs}")
             time.sleep(0.2)
 
