@@ -4,6 +4,7 @@ real RBAC, and kwok's simulated pod lifecycle (tests/support/sim.py)."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from kubernetes import client
@@ -103,6 +104,30 @@ def test_indexed_job_of_two_eight_gpu_pods_spans_two_nodes_and_completes(kube: K
     assert len({p.spec.node_name for p in pods}) == 2, "each 8-GPU pod needs a whole node"
     for pod in pods:
         assert pod.status.container_statuses[0].state.terminated.exit_code == 0
+
+
+def test_run_duration_counts_from_the_pod_start_even_when_the_pod_changes(kube: Kube, namespace: str):
+    template = client.V1PodTemplateSpec(
+        metadata=client.V1ObjectMeta(annotations={sim.RUN_DURATION: "4s"}), spec=pod_spec()
+    )
+    kube.batch_v1.create_namespaced_job(
+        namespace,
+        client.V1Job(metadata=client.V1ObjectMeta(name="steady"), spec=client.V1JobSpec(template=template)),
+    )
+    pod = wait_for(
+        lambda: next(iter(kube.core_v1.list_namespaced_pod(namespace).items), None),
+        what="the job's pod",
+    )
+    name = pod.metadata.name
+    pod_when(kube, namespace, name, is_ready, "Running and Ready")
+    time.sleep(2.5)  # part-way through the run: a change now must not restart the clock
+    kube.core_v1.patch_namespaced_pod(name, namespace, {"metadata": {"labels": {"progress": "half"}}})
+
+    pod = pod_when(kube, namespace, name, lambda p: p.status.phase == "Succeeded", "Succeeded")
+
+    terminated = pod.status.container_statuses[0].state.terminated
+    ran = (terminated.finished_at - pod.status.start_time).total_seconds()
+    assert 3 <= ran <= 5, f"ran {ran}s for a run duration of 4s (timestamps have 1 s resolution)"
 
 
 @pytest.mark.parametrize("when", ["in-template", "patched-live"])

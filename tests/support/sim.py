@@ -5,15 +5,15 @@ names; the kwok Stage list in :mod:`tests.support.stages` is generated from them
 Pod lifecycle on a simulated node:
 
 * a pod bound to a node becomes Running and Ready;
-* a Job-owned pod annotated ``RUN_DURATION`` (a Go duration such as ``"2s"``) then succeeds with
-  exit code 0 after that long; without it, it runs until told otherwise;
+* a Job-owned pod annotated ``RUN_DURATION`` (a Go duration such as ``"2s"`` or ``"1m30s"``) then
+  succeeds with exit code 0 after that long; without it, it runs until told otherwise;
 * any running pod annotated ``EXIT_CODE`` (in its template, or patched onto the live pod)
   terminates: ``"0"`` -> Succeeded, anything else -> Failed, with
   ``containerStatuses[].state.terminated.exitCode`` set to it and reason ``EXIT_REASON`` (default
   ``"Error"``, ``"Completed"`` for 0). With ``RUN_DURATION`` too, it terminates after that long;
 * deleted pods are removed.
 
-kwok re-evaluates a pod on every change to it, so a delay counts from the pod's last update.
+Run durations count from the pod's ``status.startTime``; changing a running pod does not restart them.
 """
 
 from __future__ import annotations

@@ -158,8 +158,7 @@ spec:
     - key: '.metadata.annotations["@EXIT_CODE@"]'
       operator: DoesNotExist
   delay:
-    durationFrom:
-      expressionFrom: '.metadata.annotations["@RUN_DURATION@"]'
+    durationFrom: {cel: {expression: '@TIME_LEFT@'}}
   next:
     statusTemplate: |
       {{ $now := Now }}
@@ -192,8 +191,7 @@ spec:
     - key: '.metadata.annotations["@EXIT_CODE@"]'
       operator: Exists
   delay:
-    durationFrom:
-      expressionFrom: '.metadata.annotations["@RUN_DURATION@"]'
+    durationFrom: {cel: {expression: '@TIME_LEFT@'}}
   next:
     statusTemplate: |
       {{ $now := Now }}
@@ -235,9 +233,22 @@ spec:
 """
 
 
+# How long a running pod has left of its run duration (none: zero). Counted from the pod's start, not
+# from when kwok last saw it change, so patching a running pod does not restart its clock.
+_TIME_LEFT = (
+    '"@RUN_DURATION@" in self.metadata.annotations'
+    ' ? duration(self.metadata.annotations["@RUN_DURATION@"]) - (Now() - self.status.startTime)'
+    ' : duration("0s")'
+)
+
+
 def stages_yaml() -> str:
     """The kwok configuration file: a multi-document YAML of Stages."""
-    text = _STAGES.replace("@NODE_STATUS@\n", _NODE_STATUS).replace("@TERMINATED_CONDITIONS@\n", _TERMINATED_CONDITIONS)
+    text = (
+        _STAGES.replace("@NODE_STATUS@\n", _NODE_STATUS)
+        .replace("@TERMINATED_CONDITIONS@\n", _TERMINATED_CONDITIONS)
+        .replace("@TIME_LEFT@", _TIME_LEFT)
+    )
     for placeholder, value in {
         "@RUN_DURATION@": sim.RUN_DURATION,
         "@EXIT_CODE@": sim.EXIT_CODE,
