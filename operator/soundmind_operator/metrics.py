@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import get_args
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    start_http_server,
+)
 
 from soundmind.api.training import Phase
 
@@ -26,6 +34,8 @@ TRAINING_PENDING_DURATION = "soundmind_training_pending_duration_seconds"
 RESULT_OK, RESULT_CONFLICT, RESULT_ERROR = "ok", "conflict", "error"
 
 _TRAINING = ("namespace", "training")
+
+disable_created_metrics()  # no `*_created` series next to every counter and histogram
 
 
 class OperatorMetrics:

@@ -168,8 +168,11 @@ class _Status:
         old = self._conditions.get(kind)
         now = format_time(self.obs.now)
         changed = old is None or old.get("status") != status
-        news = changed or old.get("reason") != reason
-        if news and (old is not None or status == "True" or warn):  # a new False/Unknown condition is no news
+        # News: a status change (a first False/Unknown is not), or a new reason for a warning.
+        news = (changed and (old is not None or status == "True")) or (
+            warn and (changed or old.get("reason") != reason)
+        )
+        if news:
             self.events.append(Event("Warning" if warn else "Normal", reason, f"{kind}={status}: {message}"))
         self._conditions[kind] = {
             "type": kind,

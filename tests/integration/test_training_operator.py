@@ -1,0 +1,508 @@
+"""soundmind-operator on the local control plane (two simulated 8-GPU nodes).
+
+The API server, scheduler, controllers (Job, garbage collector), RBAC and the operator are real;
+kwok plays the kubelets. The operator runs as its own ServiceAccount with exactly the committed
+RBAC (config/rbac/), so a missing permission fails here. Pods are steered through
+tests/support/sim.py's annotations: patching `sim.soundmind.ai/exit-code` onto a live pod ends it
+with that code, as the trainer would.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import kopf
+import pytest
+import yaml
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from soundmind.api.base import GROUP, VERSION
+from soundmind.api.training import TrainingSpec
+from soundmind.train.contract import EXIT_CONFIG_ERROR, TRAINING_PLURAL
+from soundmind_operator import metrics
+from soundmind_operator.training import builders, names
+from tests.support import operator as op
+from tests.support import sim
+from tests.support.kube import Kube
+from tests.support.poll import wait_for
+
+pytestmark = pytest.mark.integration
+
+IMAGE = "registry.invalid/soundmind/trainer:sim"  # never pulled: kwok runs no containers
+KUEUE_MODULE = "sigs.k8s.io/kueue@v0.17.0"
+
+
+# -- fixtures ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def operator(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[op.OperatorProcess]:
+    """The operator, installed as a user would (CRDs, RBAC), running as its ServiceAccount."""
+    op.install_crds(kube)
+    op.install_rbac(kube)
+    workdir = tmp_path_factory.mktemp("operator")
+    kubeconfig = wait_for(
+        lambda: _try(lambda: op.service_account_kubeconfig(kube, workdir / "operator.kubeconfig")),
+        timeout=30,
+        what="a token for the operator's ServiceAccount",
+    )
+    process = op.OperatorProcess(kubeconfig, workdir / "operator.log", resync_seconds=1.0).start()
+    yield process
+    process.stop()
+    print(f"operator log: {process.log_path}")
+
+
+@pytest.fixture
+def ns(kube: Kube, namespace: str, operator: op.OperatorProcess) -> Iterator[str]:
+    """A namespace with the volumes a training mounts, and the operator running."""
+    op.create_volumes(kube, namespace)
+    yield namespace
+    # Delete the trainings first and let the garbage collector take their Jobs: kwok never moves a
+    # deleted pod to a terminal phase, and the Job controller keeps its tracking finalizer on a
+    # non-terminal pod of a live Job with a podFailurePolicy, so the namespace's pods would hang.
+    kube.custom_objects.delete_collection_namespaced_custom_object(GROUP, VERSION, namespace, TRAINING_PLURAL)
+    wait_for(
+        lambda: not kube.batch_v1.list_namespaced_job(namespace).items,
+        timeout=60,
+        what=f"Jobs of {namespace} garbage-collected",
+    )
+    op.delete_volumes(kube, namespace)
+
+
+def _try(make):
+    try:
+        return make()
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def training_manifest(name: str, **spec) -> dict:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "SoundMindTraining",
+        "metadata": {"name": name},
+        "spec": {"image": IMAGE, **spec},
+    }
+
+
+def create_training(kube: Kube, ns: str, name: str, **spec) -> dict:
+    return kube.custom_objects.create_namespaced_custom_object(
+        GROUP, VERSION, ns, TRAINING_PLURAL, training_manifest(name, **spec)
+    )
+
+
+def get_training(kube: Kube, ns: str, name: str) -> dict:
+    return kube.custom_objects.get_namespaced_custom_object(GROUP, VERSION, ns, TRAINING_PLURAL, name)
+
+
+def patch_spec(kube: Kube, ns: str, name: str, **fields) -> None:
+    kube.custom_objects.patch_namespaced_custom_object(GROUP, VERSION, ns, TRAINING_PLURAL, name, {"spec": fields})
+
+
+def condition(training: dict, kind: str) -> dict:
+    return next((c for c in (training.get("status") or {}).get("conditions") or [] if c["type"] == kind), {})
+
+
+def wait_training(kube: Kube, ns: str, name: str, predicate, what: str, timeout: float = 30) -> dict:
+    def check():
+        training = get_training(kube, ns, name)
+        return training if predicate(training) else None
+
+    try:
+        return wait_for(check, timeout=timeout, what=f"{ns}/{name}: {what}")
+    except AssertionError as error:
+        status = yaml.safe_dump((get_training(kube, ns, name).get("status") or {}), width=200)
+        raise AssertionError(f"{error}\nstatus:\n{status}") from None
+
+
+def phase_is(phase: str):
+    return lambda t: (t.get("status") or {}).get("phase") == phase
+
+
+def failed_with(reason: str):
+    return lambda t: phase_is("Failed")(t) and condition(t, "Failed").get("reason") == reason
+
+
+def jobs(kube: Kube, ns: str, name: str) -> list:
+    return kube.batch_v1.list_namespaced_job(ns, label_selector=names.selector(name)).items
+
+
+def running_pods(kube: Kube, ns: str, job_name: str, count: int, timeout: float = 30) -> list:
+    def check():
+        pods = kube.core_v1.list_namespaced_pod(ns, label_selector=f"{names.JOB_NAME_LABEL}={job_name}").items
+        running = [p for p in pods if p.status.phase == "Running" and not p.metadata.deletion_timestamp]
+        return (running,) if len(running) == count else None  # a tuple: truthy even when none should run
+
+    return wait_for(check, timeout=timeout, what=f"{count} running pod(s) of Job {ns}/{job_name}")[0]
+
+
+def end_pod(kube: Kube, ns: str, pod, exit_code: int, message: str = "") -> None:
+    """The trainer in this pod exits with ``exit_code`` (kwok's failure stage)."""
+    annotations = {sim.EXIT_CODE: str(exit_code)}
+    if message:
+        annotations[sim.EXIT_MESSAGE] = message
+    kube.core_v1.patch_namespaced_pod(pod.metadata.name, ns, {"metadata": {"annotations": annotations}})
+
+
+def driver(pods: list):
+    return next(p for p in pods if p.metadata.annotations["batch.kubernetes.io/job-completion-index"] == "0")
+
+
+def events_of(kube: Kube, ns: str, name: str) -> list:
+    selector = f"involvedObject.kind=SoundMindTraining,involvedObject.name={name}"
+    return kube.core_v1.list_namespaced_event(ns, field_selector=selector).items
+
+
+def seconds_since_creation(training: dict, condition_type: str) -> float:
+    created = datetime.fromisoformat(training["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
+    moved = datetime.fromisoformat(condition(training, condition_type)["lastTransitionTime"].replace("Z", "+00:00"))
+    return (moved - created).total_seconds()
+
+
+# -- admission --------------------------------------------------------------------------------
+
+
+BAD_SPECS = [
+    ({"resources": {"nodes": 0}}, "spec.resources.nodes"),
+    ({"resources": {"gpusPerNode": 17}}, "spec.resources.gpusPerNode"),
+    ({"dataset": {"modality": "video"}}, "spec.dataset.modality"),
+    ({"resources": {"memory": "lots"}}, "spec.resources.memory"),
+    ({"algorithm": {"learningRate": 0}}, "spec.algorithm.learningRate"),
+    ({"algorithm": {"trainBatchSize": 3, "rolloutN": 1}}, "spec.algorithm.trainBatchSize"),
+    ({"rewards": {"answerWeight": 2}}, 'unknown field "spec.rewards"'),
+    ({"hfTokenSecret": {"key": "token"}}, "spec.hfTokenSecret.name"),
+    ({"maxRetries": -1}, "spec.maxRetries"),
+]
+
+
+def kubectl_apply(kube: Kube, tmp_path: Path, manifest: dict) -> subprocess.CompletedProcess:
+    path = tmp_path / f"{manifest['metadata']['name']}.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    return kube.kubectl("apply", "-f", str(path), check=False)
+
+
+def test_bad_specs_are_rejected_at_admission_naming_the_field(kube: Kube, namespace: str, tmp_path: Path):
+    op.install_crds(kube)
+    refused = {}
+    for index, (spec, field) in enumerate(BAD_SPECS):
+        manifest = training_manifest(f"bad-{index}", **spec)
+        manifest["metadata"]["namespace"] = namespace
+        result = kubectl_apply(kube, tmp_path, manifest)
+        refused[field] = (result.returncode, result.stderr)
+    for name, field in [("x" * (names.MAX_TRAINING_NAME_LENGTH + 1), "metadata.name"), ("7up", "metadata.name")]:
+        manifest = {**training_manifest(name), "metadata": {"name": name, "namespace": namespace}}
+        result = kubectl_apply(kube, tmp_path, manifest)
+        refused[f"{field} {name[:8]}"] = (result.returncode, result.stderr)
+        assert result.returncode != 0 and field in result.stderr, result.stderr
+
+    good = {**training_manifest("good", suspend=True), "metadata": {"name": "good", "namespace": namespace}}
+    assert kubectl_apply(kube, tmp_path, good).returncode == 0
+    changed = {**good, "spec": {**good["spec"], "model": "Qwen/Qwen2-Audio-7B"}}
+    result = kubectl_apply(kube, tmp_path, changed)
+    assert result.returncode != 0 and "spec.model is immutable" in result.stderr, result.stderr
+    resumed = {**good, "spec": {**good["spec"], "suspend": False, "maxRetries": 5}}  # mutable fields may change
+    assert kubectl_apply(kube, tmp_path, resumed).returncode == 0
+
+    wrong = {field: err for field, (code, err) in refused.items() if code == 0 or field.split()[0] not in err}
+    assert not wrong, "accepted, or refused without naming the field:\n" + "\n".join(
+        f"{k}: {v}" for k, v in wrong.items()
+    )
+
+
+# -- lifecycle --------------------------------------------------------------------------------
+
+
+def test_one_node_training_runs_reports_progress_and_succeeds(
+    kube: Kube, ns: str, operator: op.OperatorProcess, tmp_path: Path
+):
+    create_training(kube, ns, "alr", stallTimeoutSeconds=2)
+    running = wait_training(kube, ns, "alr", phase_is("Running"), "Running")
+    print(f"apply -> Running: {seconds_since_creation(running, 'Running'):.1f}s")
+
+    kube.core_v1.read_namespaced_config_map(names.config_map("alr"), ns)
+    kube.rbac_v1.read_namespaced_role(names.role("alr"), ns)
+    kube.rbac_v1.read_namespaced_role_binding(names.role_binding("alr"), ns)
+    (job,) = jobs(kube, ns, "alr")
+    assert job.metadata.name == "alr-a1" and job.metadata.owner_references[0].name == "alr"
+    (pod,) = running_pods(kube, ns, "alr-a1", 1)
+    assert pod.spec.containers[0].resources.requests[sim.GPU_RESOURCE] == "8"
+    shm = next(v for v in pod.spec.volumes if v.name == "shm")
+    assert (shm.empty_dir.medium, shm.empty_dir.size_limit) == ("Memory", "64Gi")
+    assert kube.core_v1.read_node(pod.spec.node_name).metadata.labels[sim.GPU_PRESENT_LABEL] == "true"
+    status = running["status"]
+    assert status["attempt"] == 1 and status["jobName"] == "alr-a1" and status["startTime"]
+    assert condition(running, "Schedulable")["status"] == "True"
+
+    # No progress reported within stallTimeoutSeconds: Stalled.
+    stalled = wait_training(kube, ns, "alr", lambda t: condition(t, "Stalled").get("status") == "True", "Stalled")
+    assert condition(stalled, "Stalled")["reason"] == "NoProgress"
+
+    # The trainer reports progress with its own ServiceAccount (the operator-made Role allows exactly this).
+    trainer_kubeconfig = op.service_account_kubeconfig(kube, tmp_path / "trainer", ns, names.service_account("alr"))
+    trainer_api = client.CustomObjectsApi(config.new_client_from_config(str(trainer_kubeconfig)))
+    progress = {"step": 5, "totalSteps": 1620, "rewardMean": 1.75, "valAccuracy": 0.62}
+    progress["updatedAt"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    trainer_api.patch_namespaced_custom_object_status(
+        GROUP, VERSION, ns, TRAINING_PLURAL, "alr", {"status": {"progress": progress}}
+    )
+    with pytest.raises(ApiException) as refused:  # ... and nothing else
+        trainer_api.patch_namespaced_custom_object(
+            GROUP, VERSION, ns, TRAINING_PLURAL, "alr", {"spec": {"suspend": True}}
+        )
+    assert refused.value.status == 403
+    wait_training(kube, ns, "alr", lambda t: condition(t, "Stalled").get("status") == "False", "no longer Stalled")
+
+    table = kube.kubectl("get", "smt", "-n", ns).stdout.splitlines()
+    assert table[0].split() == ["NAME", "PHASE", "STEP", "REWARD", "VAL-ACC", "AGE"]
+    assert table[1].split()[:5] == ["alr", "Running", "5", "1.75", "0.62"]
+
+    end_pod(kube, ns, pod, 0)
+    done = wait_training(kube, ns, "alr", phase_is("Succeeded"), "Succeeded")
+    assert done["status"]["completionTime"] and condition(done, "Complete")["status"] == "True"
+    assert done["status"]["progress"]["step"] == 5, "the operator must never overwrite the trainer's progress"
+    assert done["status"]["gpuSeconds"] > 0
+    reasons = {e.reason for e in events_of(kube, ns, "alr")}
+    assert {"JobCreated", "Running", "NoProgress", "Succeeded"} <= reasons, reasons
+
+    exported = operator.metrics()
+    for name in (metrics.RECONCILE_TOTAL, metrics.RECONCILE_DURATION, metrics.TRAINING_GPU_SECONDS, metrics.TRAININGS):
+        assert name in exported
+    assert f'{metrics.TRAININGS}{{phase="Succeeded"}}' in exported
+
+
+def test_two_node_training_spreads_over_both_nodes_and_is_garbage_collected(kube: Kube, ns: str):
+    create_training(kube, ns, "multi", resources={"nodes": 2})
+    wait_training(kube, ns, "multi", phase_is("Running"), "Running")
+    pods = running_pods(kube, ns, "multi-a1", 2)
+    assert len({p.spec.node_name for p in pods}) == 2, [p.spec.node_name for p in pods]
+    assert {p.spec.subdomain for p in pods} == {"multi-ray"}
+    service = kube.core_v1.read_namespaced_service(names.headless_service("multi"), ns)
+    assert service.spec.cluster_ip == "None"
+    head = next(e.value for e in driver(pods).spec.containers[0].env if e.name == "SOUNDMIND_HEAD_ADDRESS")
+    assert head == f"multi-a1-0.multi-ray.{ns}.svc"
+
+    kube.custom_objects.delete_namespaced_custom_object(GROUP, VERSION, ns, TRAINING_PLURAL, "multi")
+
+    def children_left():
+        selector = names.selector("multi")
+        found = [
+            *kube.batch_v1.list_namespaced_job(ns, label_selector=selector).items,
+            *kube.core_v1.list_namespaced_pod(ns, label_selector=selector).items,
+            *kube.core_v1.list_namespaced_config_map(ns, label_selector=selector).items,
+            *kube.core_v1.list_namespaced_service(ns, label_selector=selector).items,
+            *kube.core_v1.list_namespaced_service_account(ns, label_selector=selector).items,
+            *kube.rbac_v1.list_namespaced_role(ns, label_selector=selector).items,
+            *kube.rbac_v1.list_namespaced_role_binding(ns, label_selector=selector).items,
+        ]
+        return [f"{o.kind or type(o).__name__}/{o.metadata.name}" for o in found]
+
+    wait_for(lambda: not children_left(), timeout=60, what="the garbage collector removing the children")
+
+
+def test_three_nodes_on_two_are_unschedulable_then_pending_timeout(kube: Kube, ns: str):
+    create_training(kube, ns, "big", resources={"nodes": 3}, algorithm={"trainBatchSize": 24}, pendingTimeoutSeconds=6)
+    waiting = wait_training(
+        kube, ns, "big", lambda t: condition(t, "Schedulable").get("status") == "False", "Schedulable=False"
+    )
+    message = condition(waiting, "Schedulable")["message"]
+    assert "0/2 nodes are available" in message, message  # the scheduler's own words
+    assert waiting["status"]["phase"] == "Pending"
+
+    failed = wait_training(kube, ns, "big", failed_with("PendingTimeout"), "Failed/PendingTimeout")
+    assert "0/2 nodes are available" in condition(failed, "Failed")["message"]
+    wait_for(lambda: not jobs(kube, ns, "big"), timeout=30, what="the Job deleted, its GPUs freed")
+
+
+def test_driver_failure_is_retried_then_backoff_limit_exceeded(kube: Kube, ns: str, operator: op.OperatorProcess):
+    create_training(kube, ns, "flaky", maxRetries=1)
+    wait_training(kube, ns, "flaky", phase_is("Running"), "Running")
+    end_pod(kube, ns, driver(running_pods(kube, ns, "flaky-a1", 1)), 1, "NCCL error: unhandled system error")
+
+    second = wait_training(kube, ns, "flaky", lambda t: t["status"].get("attempt") == 2, "attempt 2")
+    assert second["status"]["jobName"] == "flaky-a2"
+    retrying = [e for e in events_of(kube, ns, "flaky") if e.reason == "Retrying"]
+    assert retrying and "NCCL error" in retrying[0].message and retrying[0].type == "Warning"
+    pods = running_pods(kube, ns, "flaky-a2", 1)
+    env = {e.name: e.value for e in pods[0].spec.containers[0].env}
+    assert env["SOUNDMIND_ATTEMPT"] == "2"
+    wait_for(lambda: [j.metadata.name for j in jobs(kube, ns, "flaky")] == ["flaky-a2"], what="attempt 1's Job gone")
+
+    end_pod(kube, ns, driver(pods), 1)
+    failed = wait_training(kube, ns, "flaky", failed_with("BackoffLimitExceeded"), "Failed/BackoffLimitExceeded")
+    assert failed["status"]["attempt"] == 2
+    assert f'{metrics.TRAINING_RETRIES}{{namespace="{ns}",training="flaky"}} 1.0' in operator.metrics()
+
+
+def test_config_error_fails_without_retry(kube: Kube, ns: str):
+    create_training(kube, ns, "badcfg", maxRetries=3)
+    wait_training(kube, ns, "badcfg", phase_is("Running"), "Running")
+    end_pod(kube, ns, driver(running_pods(kube, ns, "badcfg-a1", 1)), EXIT_CONFIG_ERROR, "extraArgs: unknown key x")
+
+    failed = wait_training(kube, ns, "badcfg", failed_with("ConfigError"), "Failed/ConfigError")
+    assert failed["status"]["attempt"] == 1
+    assert "exited 78" in condition(failed, "Failed")["message"]
+    assert "unknown key x" in condition(failed, "Failed")["message"]
+    assert [j.metadata.name for j in jobs(kube, ns, "badcfg")] == ["badcfg-a1"]
+
+
+def test_suspend_removes_the_pods_and_resume_brings_them_back(kube: Kube, ns: str):
+    create_training(kube, ns, "pausable")
+    wait_training(kube, ns, "pausable", phase_is("Running"), "Running")
+    running_pods(kube, ns, "pausable-a1", 1)
+
+    patch_spec(kube, ns, "pausable", suspend=True)
+    wait_training(kube, ns, "pausable", phase_is("Suspended"), "Suspended")
+    assert kube.batch_v1.read_namespaced_job("pausable-a1", ns).spec.suspend is True
+    running_pods(kube, ns, "pausable-a1", 0)
+
+    patch_spec(kube, ns, "pausable", suspend=False)
+    resumed = wait_training(kube, ns, "pausable", phase_is("Running"), "Running again")
+    assert resumed["status"]["attempt"] == 1, "resuming is not a retry"
+    running_pods(kube, ns, "pausable-a1", 1)
+
+
+# -- Kueue ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def kueue_crds(kube: Kube) -> list[str]:
+    """Kueue's real CRDs, from the sigs.k8s.io/kueue Go module (downloaded through the module proxy
+    into the Go module cache; nothing is committed)."""
+    try:
+        downloaded = subprocess.run(
+            ["go", "mod", "download", "-json", KUEUE_MODULE], capture_output=True, text=True, timeout=300
+        )
+    except FileNotFoundError:
+        pytest.skip("no Go toolchain to fetch Kueue's CRDs with")
+    if downloaded.returncode != 0:
+        pytest.fail(f"go mod download {KUEUE_MODULE} failed:\n{downloaded.stdout}\n{downloaded.stderr}")
+    module_dir = Path(json.loads(downloaded.stdout)["Dir"])
+    return op.install_crds(kube, module_dir / "config" / "components" / "crd" / "bases")
+
+
+def test_kueue_queue_holds_the_job_until_admitted(kube: Kube, ns: str, kueue_crds: list[str]):
+    assert "workloads.kueue.x-k8s.io" in kueue_crds
+    kueue = ("kueue.x-k8s.io", "v1beta2")
+    kube.custom_objects.create_namespaced_custom_object(
+        *kueue,
+        ns,
+        "localqueues",
+        {
+            "apiVersion": "/".join(kueue),
+            "kind": "LocalQueue",
+            "metadata": {"name": "gpus"},
+            "spec": {"clusterQueue": "gpu-cluster-queue"},
+        },
+    )
+    create_training(kube, ns, "queued", queueName="gpus")
+    queued = wait_training(kube, ns, "queued", phase_is("Queued"), "Queued")
+    assert condition(queued, "Schedulable")["reason"] == "WaitingForKueue"
+    (job,) = jobs(kube, ns, "queued")
+    assert job.spec.suspend is True and job.metadata.labels[names.KUEUE_QUEUE_LABEL] == "gpus"
+
+    # What Kueue does: a Workload owned by the Job, saying why it is not admitted yet ...
+    template = kube.api_client.sanitize_for_serialization(job.spec.template)
+    workload = kube.custom_objects.create_namespaced_custom_object(
+        *kueue,
+        ns,
+        "workloads",
+        {
+            "apiVersion": "/".join(kueue),
+            "kind": "Workload",
+            "metadata": {
+                "name": f"job-{job.metadata.name}",
+                "labels": {"kueue.x-k8s.io/job-uid": job.metadata.uid},
+                "ownerReferences": [
+                    {
+                        "apiVersion": "batch/v1",
+                        "kind": "Job",
+                        "name": job.metadata.name,
+                        "uid": job.metadata.uid,
+                        "controller": True,
+                    }
+                ],
+            },
+            "spec": {"queueName": "gpus", "podSets": [{"name": "main", "count": 1, "template": template}]},
+        },
+    )
+    quota_message = (
+        "couldn't assign flavors to pod set main: insufficient unused quota for nvidia.com/gpu, 8 more needed"
+    )
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    kube.custom_objects.patch_namespaced_custom_object_status(
+        *kueue,
+        ns,
+        "workloads",
+        workload["metadata"]["name"],
+        {
+            "status": {
+                "conditions": [
+                    {
+                        "type": "QuotaReserved",
+                        "status": "False",
+                        "reason": "Pending",
+                        "message": quota_message,
+                        "lastTransitionTime": now,
+                    }
+                ]
+            }
+        },
+    )
+    pending = wait_training(
+        kube, ns, "queued", lambda t: condition(t, "Schedulable").get("reason") == "Pending", "Kueue's reason"
+    )
+    assert quota_message in condition(pending, "Schedulable")["message"]
+    assert pending["status"]["phase"] == "Queued"
+    assert kube.batch_v1.read_namespaced_job(job.metadata.name, ns).spec.suspend is True, "unsuspending is Kueue's"
+
+    # ... then admits it by unsuspending the Job.
+    kube.batch_v1.patch_namespaced_job(job.metadata.name, ns, {"spec": {"suspend": False}})
+    admitted = wait_training(kube, ns, "queued", phase_is("Running"), "Running after admission")
+    assert condition(admitted, "Schedulable")["status"] == "True"
+
+
+# -- operator restarts ------------------------------------------------------------------------
+
+
+def test_operator_killed_mid_reconcile_leaves_exactly_one_job(kube: Kube, ns: str, operator: op.OperatorProcess):
+    create_training(kube, ns, "sturdy")
+    wait_for(lambda: jobs(kube, ns, "sturdy"), timeout=30, what="the Job created")
+    operator.stop(signal.SIGKILL)
+    # As if it died after creating the Job but before writing status: status says nothing.
+    kube.custom_objects.patch_namespaced_custom_object_status(
+        GROUP,
+        VERSION,
+        ns,
+        TRAINING_PLURAL,
+        "sturdy",
+        {"status": {"phase": None, "attempt": None, "jobName": None, "conditions": None}},
+    )
+    # And another that it had begun: its ConfigMap and ServiceAccount exist, nothing else.
+    half = create_training(kube, ns, "half")
+    spec = TrainingSpec.model_validate(half["spec"])
+    begun = [builders.build_configmap("half", spec), builders.build_service_account("half")]
+    kopf.adopt(begun, owner=half)
+    kube.core_v1.create_namespaced_config_map(ns, begun[0])
+    kube.core_v1.create_namespaced_service_account(ns, begun[1])
+
+    started = time.monotonic()
+    operator.start()
+    wait_training(kube, ns, "sturdy", phase_is("Running"), "Running after the restart")
+    wait_training(kube, ns, "half", phase_is("Running"), "Running after the restart")
+    print(f"restart -> both Running: {time.monotonic() - started:.1f}s")
+    assert [j.metadata.name for j in jobs(kube, ns, "sturdy")] == ["sturdy-a1"]
+    assert [j.metadata.name for j in jobs(kube, ns, "half")] == ["half-a1"]
+    assert len(running_pods(kube, ns, "sturdy-a1", 1)) == 1
+    assert len(kube.core_v1.list_namespaced_config_map(ns, label_selector=names.selector("half")).items) == 1

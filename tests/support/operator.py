@@ -1,0 +1,236 @@
+"""Running soundmind-operator against a test cluster exactly as it is installed: the generated CRDs,
+the committed RBAC (config/rbac/), and the operator's own ServiceAccount identity, so a permission
+missing from the manifests fails the tests instead of production.
+
+The operator runs as a subprocess of the `soundmind-operator` command line with a kubeconfig
+holding a bound token of its ServiceAccount (TokenRequest API): the API server sees
+`system:serviceaccount:soundmind-system:soundmind-operator` and nothing more.
+
+Command line (used by hack/demo.sh):
+``python -m tests.support.operator kubeconfig --admin ADMIN --out PATH`` installs the CRDs and RBAC
+and writes the ServiceAccount's kubeconfig.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import yaml
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from tests.support.kube import Kube
+from tests.support.poll import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD_DIR = ROOT / "charts" / "soundmind-crds" / "templates"
+RBAC_DIR = ROOT / "config" / "rbac"
+OPERATOR_NAMESPACE = "soundmind-system"
+OPERATOR_SERVICE_ACCOUNT = "soundmind-operator"
+TOKEN_SECONDS = 2 * 3600
+DEFAULT_CLAIMS = ("soundmind-checkpoints", "alr-data", "models")  # TrainingSpec's storage defaults
+
+
+def install_crds(kube: Kube, directory: Path = CRD_DIR) -> list[str]:
+    """Apply every CRD in ``directory`` and wait until the API server serves them."""
+    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(directory))
+    names = [
+        doc["metadata"]["name"]
+        for path in sorted(directory.glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc and doc.get("kind") == "CustomResourceDefinition"
+    ]
+    for name in names:
+        kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}")
+    return names
+
+
+def install_rbac(kube: Kube) -> None:
+    try:
+        kube.core_v1.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=OPERATOR_NAMESPACE)))
+    except ApiException as error:
+        if error.status != 409:
+            raise
+    for name in ("service_account.yaml", "cluster_role.yaml", "cluster_role_binding.yaml"):
+        kube.kubectl("apply", "-f", str(RBAC_DIR / name))
+
+
+def service_account_kubeconfig(
+    kube: Kube, out: Path, namespace: str = OPERATOR_NAMESPACE, name: str = OPERATOR_SERVICE_ACCOUNT
+) -> Path:
+    """A kubeconfig for a ServiceAccount (same server and CA as ``kube``), from a bound token."""
+    request = client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=TOKEN_SECONDS)
+    )
+    token = kube.core_v1.create_namespaced_service_account_token(name, namespace, request).status.token
+    admin = yaml.safe_load(kube.kubeconfig.read_text())
+    context = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])["context"]
+    cluster = next(c for c in admin["clusters"] if c["name"] == context["cluster"])
+    user = f"system:serviceaccount:{namespace}:{name}"
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [cluster],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": name, "context": {"cluster": cluster["name"], "user": user}}],
+        "current-context": name,
+    }
+    out.write_text(yaml.safe_dump(config))
+    out.chmod(0o600)
+    return out
+
+
+def create_volumes(kube: Kube, namespace: str, claims: tuple[str, ...] = DEFAULT_CLAIMS) -> None:
+    """PersistentVolumeClaims a training mounts, each bound to its own PersistentVolume: the local
+    cluster has no provisioner, and the scheduler places no pod whose claims are unbound. The
+    volumes are named after the namespace; `delete_volumes` removes them (they are not namespaced)."""
+    for claim in claims:
+        volume = f"{namespace}-{claim}"
+        kube.core_v1.create_persistent_volume(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {"name": volume, "labels": {"soundmind.ai/test-namespace": namespace}},
+                "spec": {
+                    "capacity": {"storage": "1Ti"},
+                    "accessModes": ["ReadWriteMany"],
+                    "hostPath": {"path": f"/tmp/{volume}"},  # never mounted: kwok runs no containers
+                    "claimRef": {"namespace": namespace, "name": claim},
+                    "persistentVolumeReclaimPolicy": "Delete",
+                },
+            }
+        )
+        kube.core_v1.create_namespaced_persistent_volume_claim(
+            namespace,
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": claim},
+                "spec": {
+                    "accessModes": ["ReadWriteMany"],
+                    "resources": {"requests": {"storage": "1Ti"}},
+                    "volumeName": volume,
+                    "storageClassName": "",
+                },
+            },
+        )
+
+    def bound() -> bool:
+        claims_now = kube.core_v1.list_namespaced_persistent_volume_claim(namespace).items
+        return len(claims_now) >= len(claims) and all(c.status.phase == "Bound" for c in claims_now)
+
+    wait_for(bound, timeout=30, what=f"claims {', '.join(claims)} Bound in {namespace}")
+
+
+def delete_volumes(kube: Kube, namespace: str) -> None:
+    kube.core_v1.delete_collection_persistent_volume(label_selector=f"soundmind.ai/test-namespace={namespace}")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class OperatorProcess:
+    """`soundmind-operator --all-namespaces` in a subprocess; logs go to ``log_path``."""
+
+    def __init__(self, kubeconfig: Path, log_path: Path, *, resync_seconds: float = 1.0):
+        self.kubeconfig = kubeconfig
+        self.log_path = log_path
+        self.resync_seconds = resync_seconds
+        self.metrics_port = _free_port()
+        self.liveness_port = _free_port()
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> OperatorProcess:
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
+        command = [
+            sys.executable,
+            "-m",
+            "soundmind_operator.main",
+            "--all-namespaces",
+            f"--resync-seconds={self.resync_seconds}",
+            f"--metrics-port={self.metrics_port}",
+            f"--liveness-port={self.liveness_port}",
+        ]
+        log = self.log_path.open("a")
+        log.write(f"\n=== start {' '.join(command)}\n")
+        log.flush()
+        self.process = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+        )
+        log.close()
+        wait_for(self.healthy, timeout=timeout, interval=0.2, what=f"operator liveness (log: {self.log_path})")
+        return self
+
+    def healthy(self) -> bool:
+        if self.process is None or self.process.poll() is not None:
+            raise AssertionError(f"operator exited ({self.process and self.process.returncode}):\n{self.log_tail()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            return response.read().decode()
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30) -> None:
+        """End the operator (SIGKILL: as a crash would); its process group only."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, sig)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    kubeconfig = sub.add_parser("kubeconfig", help="install CRDs and RBAC, write the operator's kubeconfig")
+    kubeconfig.add_argument("--admin", type=Path, required=True, help="an admin kubeconfig of the cluster")
+    kubeconfig.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    kube = Kube.connect(args.admin)
+    install_crds(kube)
+    install_rbac(kube)
+    wait_for(
+        lambda: _exists(
+            lambda: kube.core_v1.read_namespaced_service_account(OPERATOR_SERVICE_ACCOUNT, OPERATOR_NAMESPACE)
+        ),
+        timeout=30,
+        what="the operator's ServiceAccount",
+    )
+    print(service_account_kubeconfig(kube, args.out))
+    return 0
+
+
+def _exists(read) -> bool:
+    try:
+        return bool(read())
+    except ApiException as error:
+        if error.status == 404:
+            return False
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
