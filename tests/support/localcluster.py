@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import ctypes
 import functools
 import json
 import os
@@ -41,6 +42,7 @@ SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/12"
 POD_CIDR = "10.244.0.1/16"
 _LOOPBACK = "127.0.0.1"
 _DIR_PREFIX = "soundmind-cluster-"
+_DIR_STATE = "cluster.json"
 
 
 class ClusterError(RuntimeError):
@@ -143,10 +145,11 @@ class LocalCluster:
     """A running local control plane. Create with :meth:`start` (or :meth:`from_state` for one
     started by another process); end with :meth:`stop`."""
 
-    def __init__(self, workdir: Path, server: str, components: list[Component]):
+    def __init__(self, workdir: Path, server: str, components: list[Component], detach: bool = False):
         self.workdir = workdir
         self.server = server
         self.components = components
+        self.detach = detach
 
     # -- paths --------------------------------------------------------------------------------
     @property
@@ -167,20 +170,24 @@ class LocalCluster:
         nodes: int = sim.DEFAULT_NODE_COUNT,
         node_shape: sim.NodeShape = sim.DEFAULT_NODE_SHAPE,
         timeout: float = 120.0,
+        detach: bool = False,
         log: Callable[[str], None] = lambda message: None,
     ) -> LocalCluster:
         """Start every component, create ``nodes`` simulated nodes, and return once all are Ready.
 
-        On any failure the components started so far are stopped and :class:`ClusterError` names
-        the component that failed, with the tail of its log."""
+        Unless ``detach``, the components die with this process even when it is killed before it can
+        call :meth:`stop`. On any failure the components started so far are stopped and
+        :class:`ClusterError` names the component that failed, with the tail of its log; its files are
+        kept until the next cluster starts."""
         missing = missing_binaries(bin_dir)
         if missing:
             raise ClusterError(f"missing binaries in {bin_dir}: {', '.join(missing)} (build them: hack/tools.sh)")
         began = time.monotonic()
         deadline = began + timeout
+        _remove_dead_cluster_dirs()
         workdir = Path(tempfile.mkdtemp(prefix=_DIR_PREFIX))
         apiserver_port = _free_port()
-        cluster = cls(workdir, f"https://{_LOOPBACK}:{apiserver_port}", [])
+        cluster = cls(workdir, f"https://{_LOOPBACK}:{apiserver_port}", [], detach=detach)
         try:
             cluster._launch(bin_dir, apiserver_port, deadline, log)
             cluster._create_nodes(nodes, node_shape)
@@ -290,9 +297,11 @@ class LocalCluster:
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,  # own process group: stop() signals exactly it; survives our exit
+                start_new_session=True,  # own process group: stop() signals exactly it
+                preexec_fn=None if self.detach else _die_with_parent,
             )
         self.components.append(Component(name, process.pid, log_path, process))
+        self.save_state(self.workdir / _DIR_STATE)  # lets a later start tidy up after a killed owner
 
     def _etcd_args(self, port: int, peer_port: int) -> list[str]:
         client, peer = f"http://{_LOOPBACK}:{port}", f"http://{_LOOPBACK}:{peer_port}"
@@ -452,6 +461,23 @@ class LocalCluster:
             time.sleep(0.2)
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux to kill it when the process that started it exits."""
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _remove_dead_cluster_dirs() -> None:
+    """Remove the directories of clusters whose processes are all gone (failed starts, killed owners)."""
+    for state in Path(tempfile.gettempdir()).glob(f"{_DIR_PREFIX}*/{_DIR_STATE}"):
+        cluster = LocalCluster.from_state(state)
+        if cluster and not any(not c.exited() and _pid_started_in(c.pid, cluster.workdir) for c in cluster.components):
+            shutil.rmtree(cluster.workdir, ignore_errors=True)
+
+
 def _signal_group(pid: int, sig: signal.Signals) -> None:
     try:
         os.killpg(pid, sig)  # started with start_new_session: the group id is the leader's pid
@@ -496,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
         args.state.unlink(missing_ok=True)
     shape = sim.NodeShape(gpus=args.gpus_per_node)
     try:
-        cluster = LocalCluster.start(args.bin_dir, nodes=args.nodes, node_shape=shape, log=_stderr)
+        cluster = LocalCluster.start(args.bin_dir, nodes=args.nodes, node_shape=shape, detach=True, log=_stderr)
     except ClusterError as error:
         _stderr(f"error: {error}")
         return 1
