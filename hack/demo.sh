@@ -26,7 +26,121 @@ TEXT
   echo "Use it from your shell:  eval \"\$(make -s cluster-up | tail -2)\"   (stop: make cluster-down)"
 }
 
-steps=(step_cluster)
+# -- SoundMindTraining operator (issue 5) -----------------------------------------------------------
+demo_ns=soundmind-demo
+demo_training=alr-grpo-2n
+operator_pid=""
+
+stop_operator() {
+  if [ -n "$operator_pid" ] && kill -0 "$operator_pid" 2>/dev/null; then
+    kill "$operator_pid" && wait "$operator_pid" 2>/dev/null || true
+    echo "(operator stopped)"
+  fi
+}
+
+wait_training() { # kubectl wait quietly (it logs routine watch restarts), loudly on failure
+  local out
+  if ! out=$(kubectl wait smt/"$demo_training" -n "$demo_ns" --timeout=60s "$@" 2>&1); then
+    echo "$out" >&2
+    return 1
+  fi
+}
+
+conditions() {
+  kubectl get smt "$demo_training" -n "$demo_ns" \
+    -o jsonpath='{range .status.conditions[*]}{"  "}{.type}={.status}{"\t"}{.reason}{": "}{.message}{"\n"}{end}'
+}
+
+step_training() {
+  say "SoundMindTraining: CRD, operator, a 2-node x 8-GPU training"
+  local workdir port liveness
+  workdir="${SOUNDMIND_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/soundmind}/demo"
+  mkdir -p "$workdir"
+  # CRDs (charts/soundmind-crds) and the operator's RBAC (config/rbac), then a kubeconfig holding a
+  # token of the operator's ServiceAccount: it runs with exactly the permissions it ships with.
+  (cd "$root" && "$python" -m tests.support.operator kubeconfig --admin "$KUBECONFIG" --out "$workdir/operator.kubeconfig") >/dev/null
+  kubectl get crd soundmindtrainings.soundmind.ai -o custom-columns='CRD:.metadata.name,SHORT:.spec.names.shortNames[0],CATEGORY:.spec.names.categories[0]'
+  read -r port liveness <<<"$("$python" -c 'import socket
+socks = [socket.socket() for _ in range(2)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))')"
+  (cd "$root" && KUBECONFIG="$workdir/operator.kubeconfig" exec "$python" -m soundmind_operator.main --all-namespaces \
+    --resync-seconds 5 --metrics-port "$port" --liveness-port "$liveness" >"$workdir/operator.log" 2>&1) &
+  operator_pid=$!
+  trap stop_operator EXIT
+  for _ in $(seq 100); do
+    "$python" -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$liveness/healthz', timeout=1)" 2>/dev/null && break
+    kill -0 "$operator_pid" 2>/dev/null || { tail -20 "$workdir/operator.log"; return 1; }
+    sleep 0.2
+  done
+  echo "soundmind-operator is running as system:serviceaccount:soundmind-system:soundmind-operator (log: $workdir/operator.log)"
+
+  # A fresh demo namespace (an earlier demo's training is deleted by the running operator).
+  kubectl delete smt --all -n "$demo_ns" --ignore-not-found --wait=true >/dev/null 2>&1 || true
+  kubectl create namespace "$demo_ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+  kubectl apply -f "$root/examples/local-volumes.yaml" >/dev/null
+  kubectl wait pvc --all -n "$demo_ns" --for=jsonpath='{.status.phase}'=Bound --timeout=60s >/dev/null
+  local began=$SECONDS
+  kubectl apply -n "$demo_ns" -f "$root/examples/training-2-nodes.yaml"
+  wait_training --for=jsonpath='{.status.phase}'=Running
+  echo "Running $((SECONDS - began))s after kubectl apply."
+  cat <<'TEXT'
+
+What is real and what is simulated: the API server, the scheduler, the Job and garbage-collector
+controllers, RBAC, the operator and every object below are real. The two nodes, their 16 GPUs and
+the pods' containers are simulated by kwok: nothing trains; kwok reports the pods Running, and the
+demo plays the trainer's part by patching its progress report and ending its pods.
+TEXT
+  echo
+  kubectl get smt -n "$demo_ns"
+  echo
+  kubectl get job,pods -n "$demo_ns" -l app.kubernetes.io/instance="$demo_training" -o wide
+  echo
+  kubectl get svc -n "$demo_ns" -l app.kubernetes.io/instance="$demo_training"
+  echo
+  echo "Conditions:"
+  conditions
+
+  say "The trainer reports progress (status.progress; the operator never overwrites it)"
+  kubectl patch smt "$demo_training" -n "$demo_ns" --subresource=status --type=merge -p "{\"status\":{\"progress\":{\"step\":120,\"totalSteps\":1620,\"epoch\":1,\"rewardMean\":2.41,\"valAccuracy\":0.67,\"updatedAt\":\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\"},\"checkpoint\":{\"step\":100,\"path\":\"/checkpoints/$demo_training/global_step_100\"}}}" >/dev/null
+  kubectl get smt -n "$demo_ns"
+
+  sleep 3 # the group holds its GPUs for a moment (status.gpuSeconds counts whole seconds)
+  say "A node fails: the driver pod exits 1; the operator restarts the group as attempt 2"
+  local driver
+  driver=$(kubectl get pods -n "$demo_ns" -l batch.kubernetes.io/job-name="$demo_training-a1",batch.kubernetes.io/job-completion-index=0 -o name)
+  kubectl annotate -n "$demo_ns" "$driver" sim.soundmind.ai/exit-code=1 sim.soundmind.ai/exit-message="NCCL watchdog timeout" >/dev/null
+  wait_training --for=jsonpath='{.status.attempt}'=2
+  wait_training --for=jsonpath='{.status.phase}'=Running
+  kubectl get smt "$demo_training" -n "$demo_ns" -o custom-columns='NAME:.metadata.name,PHASE:.status.phase,ATTEMPT:.status.attempt,JOB:.status.jobName,CHECKPOINT:.status.checkpoint.step,GPU-SECONDS:.status.gpuSeconds'
+  kubectl get pods -n "$demo_ns" -l app.kubernetes.io/instance="$demo_training" -o wide
+
+  sleep 3
+  say "The driver finishes: Succeeded"
+  driver=$(kubectl get pods -n "$demo_ns" -l batch.kubernetes.io/job-name="$demo_training-a2",batch.kubernetes.io/job-completion-index=0 -o name)
+  kubectl annotate -n "$demo_ns" "$driver" sim.soundmind.ai/exit-code=0 >/dev/null
+  wait_training --for=jsonpath='{.status.phase}'=Succeeded
+  kubectl get smt -n "$demo_ns"
+  echo
+  echo "Conditions:"
+  conditions
+  echo
+  echo "Events (kubectl describe smt $demo_training -n $demo_ns):"
+  local uid
+  uid=$(kubectl get smt "$demo_training" -n "$demo_ns" -o jsonpath='{.metadata.uid}')
+  kubectl get events -n "$demo_ns" --field-selector involvedObject.uid="$uid" \
+    --sort-by=.eventTime -o custom-columns='TYPE:.type,REASON:.reason,MESSAGE:.message'
+  echo
+  echo "Operator metrics (http://127.0.0.1:$port/metrics):"
+  "$python" -c "import urllib.request as u; print(u.urlopen('http://127.0.0.1:$port/metrics').read().decode())" \
+    | grep -E '^soundmind_(trainings|training_gpu_seconds|training_retries_total|operator_reconcile_total|training_pending_duration_seconds_(count|sum))' | sed 's/^/  /'
+  stop_operator
+  echo
+  echo "Run the operator yourself:  KUBECONFIG=$workdir/operator.kubeconfig $python -m soundmind_operator.main --all-namespaces"
+}
+
+steps=(step_cluster step_training)
 
 for step in "${steps[@]}"; do
   "$step"

@@ -71,7 +71,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_) -> 
         logger.info("metrics on :%d/metrics", options.metrics_port)
 
 
-@kopf.daemon(GROUP, VERSION, TRAINING_PLURAL, cancellation_timeout=30)
+# On deletion or exit the loop is signalled and finishes its current pass (well under a second)
+# before kopf would cancel it.
+@kopf.daemon(GROUP, VERSION, TRAINING_PLURAL, cancellation_backoff=10, cancellation_timeout=10)
 async def training_loop(name, namespace, stopped, memo: kopf.Memo, logger, **_) -> None:
     await handlers.run(memo.training, namespace, name, stopped, logger)
 

@@ -345,8 +345,8 @@ def test_driver_failure_is_retried_then_backoff_limit_exceeded(kube: Kube, ns: s
     assert f'{metrics.TRAINING_RETRIES}{{namespace="{ns}",training="flaky"}} 1.0' in operator.metrics()
 
 
-def test_config_error_fails_without_retry(kube: Kube, ns: str):
-    create_training(kube, ns, "badcfg", maxRetries=3)
+def test_config_error_fails_without_retry_and_the_job_expires(kube: Kube, ns: str):
+    create_training(kube, ns, "badcfg", maxRetries=3, ttlSecondsAfterFinished=2)
     wait_training(kube, ns, "badcfg", phase_is("Running"), "Running")
     end_pod(kube, ns, driver(running_pods(kube, ns, "badcfg-a1", 1)), EXIT_CONFIG_ERROR, "extraArgs: unknown key x")
 
@@ -355,6 +355,18 @@ def test_config_error_fails_without_retry(kube: Kube, ns: str):
     assert "exited 78" in condition(failed, "Failed")["message"]
     assert "unknown key x" in condition(failed, "Failed")["message"]
     assert [j.metadata.name for j in jobs(kube, ns, "badcfg")] == ["badcfg-a1"]
+    # ttlSecondsAfterFinished removes the finished Job; the training stays Failed, nothing is retried.
+    wait_for(lambda: not jobs(kube, ns, "badcfg"), timeout=30, what="the TTL controller deleting the Job")
+    assert get_training(kube, ns, "badcfg")["status"]["phase"] == "Failed"
+    assert not jobs(kube, ns, "badcfg")
+
+
+def test_active_deadline_fails_the_run(kube: Kube, ns: str):
+    create_training(kube, ns, "slow", activeDeadlineSeconds=2, maxRetries=3)
+    job = wait_for(lambda: _try(lambda: kube.batch_v1.read_namespaced_job("slow-a1", ns)), what="Job slow-a1")
+    assert job.spec.active_deadline_seconds == 2
+    failed = wait_training(kube, ns, "slow", failed_with("DeadlineExceeded"), "Failed/DeadlineExceeded")
+    assert failed["status"]["attempt"] == 1 and "activeDeadlineSeconds=2" in condition(failed, "Failed")["message"]
 
 
 def test_suspend_removes_the_pods_and_resume_brings_them_back(kube: Kube, ns: str):

@@ -208,7 +208,7 @@ def decide(obs: Observation) -> Decision:
 
     _account_gpu_seconds(obs, status)
     decision.status = status.result()
-    decision.events = status.events + decision.events
+    decision.events = decision.events + status.events  # a retry is announced before its new attempt
     return decision
 
 
@@ -314,6 +314,9 @@ def _queued(obs: Observation, status: _Status, workload: Obj | None) -> None:
 
 def _observe_pods(obs: Observation, status: _Status, decision: Decision, job: Obj) -> None:
     nodes = obs.spec.resources.nodes
+    ended = [p for p in obs.pods if (p.get("status") or {}).get("phase") in ("Succeeded", "Failed")]
+    if ended and status.phase == RUNNING:
+        return  # a pod of the running group ended: the Job's verdict (success, failure) follows at once
     live = [p for p in obs.pods if (p.get("status") or {}).get("phase") in ("Pending", "Running")]
     running = [p for p in live if p["status"]["phase"] == "Running"]
     unschedulable = [p for p in live if (_condition(p, "PodScheduled") or {}).get("reason") == "Unschedulable"]

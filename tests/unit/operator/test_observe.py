@@ -275,3 +275,11 @@ def test_terminal_trainings_are_left_alone():
     done = {"phase": "Succeeded", "attempt": 1, "jobName": "alr-a1", "conditions": []}
     d = decide(observe_(status=done, jobs=[]))
     assert d.actions == [] and d.events == [] and d.status["phase"] == "Succeeded"
+
+
+def test_a_pod_ending_before_the_jobs_verdict_changes_nothing():
+    status = running_status()
+    pods = [pod(0, phase="Failed", exit_code=1), pod(1, node="sim-gpu-1")]
+    d = decide(observe_(spec={"resources": {"nodes": 2}}, status=status, jobs=[job()], pods=pods))
+    assert d.status["phase"] == "Running" and d.actions == []
+    assert [e for e in d.events if e.reason != "Scheduled"] == []
