@@ -81,7 +81,9 @@ def kube() -> Iterator[Kube]:
         f"local cluster: all nodes Ready {time.monotonic() - began:.1f}s after start ({cluster.workdir})"
     )
     try:
-        yield Kube.connect(cluster.kubeconfig, kubectl=bin_dir / "kubectl")
+        kube = Kube.connect(cluster.kubeconfig, kubectl=bin_dir / "kubectl")
+        yield kube
+        kube.api_client.close()
     finally:
         cluster.stop()
 
