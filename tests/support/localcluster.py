@@ -6,6 +6,11 @@ lifecycle described in :mod:`tests.support.sim`. Everything lives in one tempora
 kubeconfigs, etcd data, logs) that :meth:`LocalCluster.stop` removes after ending the processes it
 started, by process group, and only those.
 
+:class:`SimulatedNodes` is the kwok half on its own, for a cluster started elsewhere (a kind cluster
+given to the tests by ``SOUNDMIND_TEST_KUBECONFIG``): a local kwok process with the same Stages and
+nodes, stopped with the nodes it created deleted. Both start kwok and create the nodes with
+:meth:`_Components._start_kwok_and_nodes`.
+
 Command line (used by hack/cluster.sh): ``python -m tests.support.localcluster up|down|status``.
 """
 
@@ -29,6 +34,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import yaml
@@ -39,10 +45,14 @@ from tests.support.stages import stages_yaml
 
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/12"
-POD_CIDR = "10.244.0.1/16"
+# Simulated pods' IPs: outside kind's pod (10.244.0.0/16) and service (10.96.0.0/16) ranges, so on a
+# kind cluster they never duplicate a real pod's address.
+POD_CIDR = "10.250.0.1/16"
 _LOOPBACK = "127.0.0.1"
 _DIR_PREFIX = "soundmind-cluster-"
+_KWOK_DIR_PREFIX = "soundmind-kwok-"  # a SimulatedNodes' directory (kwok's config and log)
 _DIR_STATE = "cluster.json"
+NODE_LEASE_SECONDS = 40  # kwok renews each simulated node's Lease in kube-node-lease well within this
 
 
 class ClusterError(RuntimeError):
@@ -61,8 +71,8 @@ def default_bin_dir() -> Path:
     return default_cache_dir() / "bin" / "current"
 
 
-def missing_binaries(bin_dir: Path) -> list[str]:
-    return [name for name in BINARIES if not os.access(bin_dir / name, os.X_OK)]
+def missing_binaries(bin_dir: Path, names: tuple[str, ...] = BINARIES) -> list[str]:
+    return [name for name in names if not os.access(bin_dir / name, os.X_OK)]
 
 
 def _free_port() -> int:
@@ -141,15 +151,153 @@ def _kubeconfig(server: str, ca: CertPair, user: CertPair, name: str) -> dict:
     }
 
 
-class LocalCluster:
+# (method, path, JSON body) -> (HTTP status, body); raises OSError while the API server is unreachable.
+ApiRequest = Callable[[str, str, "dict | None"], "tuple[int, bytes]"]
+
+
+class _Components:
+    """Programs this process started, each in its own process group, with their files in one
+    directory; and the simulated nodes, through the cluster's API (:meth:`_request`)."""
+
+    def __init__(self, workdir: Path, components: list[Component], detach: bool = False):
+        self.workdir = workdir
+        self.components = components
+        self.detach = detach
+        self.created_nodes: list[str] = []  # by _start_kwok_and_nodes (409: it existed already)
+
+    def _request(self, method: str, path: str, body: dict | None = None) -> tuple[int, bytes]:
+        raise NotImplementedError
+
+    def _state(self) -> dict:
+        return {
+            "workdir": str(self.workdir),
+            "components": [{"name": c.name, "pid": c.pid, "log": str(c.log)} for c in self.components],
+        }
+
+    def save_state(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self._state(), indent=2) + "\n")
+
+    # -- kwok and its nodes (the one way both a LocalCluster and SimulatedNodes start them) -----
+    def _start_kwok_and_nodes(
+        self, bin_dir: Path, kubeconfig: Path, nodes: int, shape: sim.NodeShape, deadline: float
+    ) -> None:
+        """Start kwok against ``kubeconfig`` with the Stages of :mod:`tests.support.stages` (a
+        config file: no CRDs needed), managing only nodes labelled ``sim.MANAGED_NODE_LABEL``;
+        create ``nodes`` simulated nodes (recording in ``created_nodes`` those that did not exist);
+        return once that many are Ready."""
+        config = self.workdir / "kwok.yaml"
+        config.write_text(stages_yaml())
+        self._spawn(
+            bin_dir,
+            "kwok",
+            [
+                f"--kubeconfig={kubeconfig}",
+                f"--config={config}",
+                "--manage-all-nodes=false",
+                f"--manage-nodes-with-label-selector={sim.MANAGED_NODE_LABEL}=true",
+                f"--node-lease-duration-seconds={NODE_LEASE_SECONDS}",
+                f"--cidr={POD_CIDR}",
+            ],
+        )
+        for index in range(nodes):
+            manifest = sim.node_manifest(index, shape)
+            name = manifest["metadata"]["name"]
+            try:
+                status, body = self._request("POST", "/api/v1/nodes", manifest)
+            except OSError as error:
+                raise ClusterError(f"creating node {name}: {error}") from error
+            if status == 201:
+                self.created_nodes.append(name)
+            elif status != 409:
+                raise ClusterError(f"creating node {name}: HTTP {status}: {body[:500]!r}")
+        self._wait(f"{nodes} simulated node(s) Ready", lambda: self._nodes_ready(nodes), deadline)
+
+    def _nodes_ready(self, count: int) -> bool:
+        nodes = self._get(f"/api/v1/nodes?labelSelector={sim.MANAGED_NODE_LABEL}%3Dtrue")
+        return bool(nodes) and sum(map(_node_ready, nodes["items"])) >= count
+
+    def _get(self, path: str, raw: bool = False):
+        return _api_get(self._request, path, raw)
+
+    # -- processes -------------------------------------------------------------------------------
+    def _spawn(self, bin_dir: Path, name: str, args: list[str]) -> None:
+        log_path = self.workdir / "logs" / f"{name}.log"
+        log_path.parent.mkdir(exist_ok=True)
+        with open(log_path, "ab") as log_file:
+            process = subprocess.Popen(
+                [str(bin_dir / name), *args],
+                cwd=self.workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # own process group: stop() signals exactly it
+                preexec_fn=None if self.detach else _die_with_parent,
+            )
+        self.components.append(Component(name, process.pid, log_path, process))
+        self.save_state(self.workdir / _DIR_STATE)  # lets a later start tidy up after a killed owner
+
+    def _stop_components(self) -> None:
+        """End our components by process group, newest first (the API server drains faster while
+        etcd still runs)."""
+        for component in reversed(self.components):
+            if component.exited() or not _pid_started_in(component.pid, self.workdir):
+                continue
+            _signal_group(component.pid, signal.SIGTERM)
+            give_up = time.monotonic() + 10
+            while not component.exited() and time.monotonic() < give_up:
+                time.sleep(0.05)
+            if not component.exited():
+                _signal_group(component.pid, signal.SIGKILL)
+        for component in self.components:
+            if component.process is not None:
+                component.process.wait(timeout=10)
+        self.components = []
+
+    def _remove_files(self) -> None:
+        if self.workdir.name.startswith((_DIR_PREFIX, _KWOK_DIR_PREFIX)):
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _wait(self, what: str, condition: Callable[[], bool], deadline: float) -> None:
+        """Poll ``condition`` until it holds; fail early, with its log, when a component dies."""
+        while True:
+            for component in self.components:
+                if component.exited():
+                    raise ClusterError(
+                        f"{component.name} exited while waiting for {what}; last lines of {component.log}:\n"
+                        + _log_excerpt(component.log)
+                    )
+            if condition():
+                return
+            if time.monotonic() > deadline:
+                logs = "\n".join(f"--- {c.name} ({c.log}):\n{_log_excerpt(c.log, 10)}" for c in self.components)
+                raise ClusterError(f"timed out waiting for {what}; component logs:\n{logs}")
+            time.sleep(0.2)
+
+
+def _api_get(request: ApiRequest, path: str, raw: bool = False):
+    """The decoded object (or raw body) at ``path``; None for 404 or while unreachable."""
+    try:
+        status, body = request("GET", path, None)
+    except OSError:
+        return None
+    if status != 200:
+        return None
+    return body if raw else json.loads(body)
+
+
+def _node_ready(node: dict) -> bool:
+    conditions = node.get("status", {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+class LocalCluster(_Components):
     """A running local control plane. Create with :meth:`start` (or :meth:`from_state` for one
     started by another process); end with :meth:`stop`."""
 
     def __init__(self, workdir: Path, server: str, components: list[Component], detach: bool = False):
-        self.workdir = workdir
+        super().__init__(workdir, components, detach)
         self.server = server
-        self.components = components
-        self.detach = detach
 
     # -- paths --------------------------------------------------------------------------------
     @property
@@ -169,11 +317,14 @@ class LocalCluster:
         *,
         nodes: int = sim.DEFAULT_NODE_COUNT,
         node_shape: sim.NodeShape = sim.DEFAULT_NODE_SHAPE,
+        kwok: bool = True,
         timeout: float = 120.0,
         detach: bool = False,
         log: Callable[[str], None] = lambda message: None,
     ) -> LocalCluster:
         """Start every component, create ``nodes`` simulated nodes, and return once all are Ready.
+        Without ``kwok``: the control plane alone, no kwok and no nodes (what a kind cluster looks
+        like to :class:`SimulatedNodes`).
 
         Unless ``detach``, the components die with this process even when it is killed before it can
         call :meth:`stop`. On any failure the components started so far are stopped and
@@ -190,8 +341,9 @@ class LocalCluster:
         cluster = cls(workdir, f"https://{_LOOPBACK}:{apiserver_port}", [], detach=detach)
         try:
             cluster._launch(bin_dir, apiserver_port, deadline, log)
-            cluster._create_nodes(nodes, node_shape)
-            cluster._wait("all nodes Ready", lambda: cluster._nodes_ready(nodes), deadline)
+            if kwok:
+                kubeconfig = cluster.workdir / "kwok.kubeconfig"
+                cluster._start_kwok_and_nodes(bin_dir, kubeconfig, nodes, node_shape, deadline)
             cluster._wait(
                 "the controller manager (default ServiceAccount)",
                 lambda: cluster._get("/api/v1/namespaces/default/serviceaccounts/default") is not None,
@@ -200,7 +352,8 @@ class LocalCluster:
         except BaseException:
             cluster.stop(keep_files=True)  # the logs are what the error message points at
             raise
-        log(f"cluster ready in {time.monotonic() - began:.1f}s: {nodes} simulated node(s), {cluster.server}")
+        simulated = f"{nodes} simulated node(s)" if kwok else "no kwok"
+        log(f"cluster ready in {time.monotonic() - began:.1f}s: {simulated}, {cluster.server}")
         return cluster
 
     def _launch(self, bin_dir: Path, apiserver_port: int, deadline: float, log: Callable[[str], None]) -> None:
@@ -225,7 +378,6 @@ class LocalCluster:
             path = self.workdir / f"{name}.kubeconfig"
             path.write_text(yaml.safe_dump(_kubeconfig(self.server, pki.ca, user, name)))
             path.chmod(0o600)
-        (self.workdir / "kwok.yaml").write_text(stages_yaml())
 
         etcd_port, etcd_peer_port = _free_port(), _free_port()
         self._spawn(bin_dir, "etcd", self._etcd_args(etcd_port, etcd_peer_port))
@@ -236,26 +388,12 @@ class LocalCluster:
         log("kube-apiserver is ready")
         self._spawn(bin_dir, "kube-controller-manager", self._controller_manager_args(pki))
         self._spawn(bin_dir, "kube-scheduler", self._scheduler_args())
-        self._spawn(bin_dir, "kwok", self._kwok_args())
 
     def stop(self, keep_files: bool = False) -> None:
-        """End our components by process group, newest first (the API server drains faster while
-        etcd still runs), then remove the cluster directory unless ``keep_files``."""
-        for component in reversed(self.components):
-            if component.exited() or not _pid_started_in(component.pid, self.workdir):
-                continue
-            _signal_group(component.pid, signal.SIGTERM)
-            give_up = time.monotonic() + 10
-            while not component.exited() and time.monotonic() < give_up:
-                time.sleep(0.05)
-            if not component.exited():
-                _signal_group(component.pid, signal.SIGKILL)
-        for component in self.components:
-            if component.process is not None:
-                component.process.wait(timeout=10)
-        self.components = []
-        if not keep_files and self.workdir.name.startswith(_DIR_PREFIX):
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        """End our components (only those), then remove the cluster directory unless ``keep_files``."""
+        self._stop_components()
+        if not keep_files:
+            self._remove_files()
 
     def healthy(self) -> bool:
         """Every component still runs and the API server answers /readyz."""
@@ -267,15 +405,8 @@ class LocalCluster:
             return False
 
     # -- state file (hack/cluster.sh keeps one cluster across shells) ---------------------------
-    def save_state(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        state = {
-            "workdir": str(self.workdir),
-            "server": self.server,
-            "kubeconfig": str(self.kubeconfig),
-            "components": [{"name": c.name, "pid": c.pid, "log": str(c.log)} for c in self.components],
-        }
-        path.write_text(json.dumps(state, indent=2) + "\n")
+    def _state(self) -> dict:
+        return {"server": self.server, "kubeconfig": str(self.kubeconfig), **super()._state()}
 
     @classmethod
     def from_state(cls, path: Path) -> LocalCluster | None:
@@ -287,22 +418,6 @@ class LocalCluster:
         return cls(Path(state["workdir"]), state["server"], components)
 
     # -- components ---------------------------------------------------------------------------
-    def _spawn(self, bin_dir: Path, name: str, args: list[str]) -> None:
-        log_path = self.workdir / "logs" / f"{name}.log"
-        log_path.parent.mkdir(exist_ok=True)
-        with open(log_path, "ab") as log_file:
-            process = subprocess.Popen(
-                [str(bin_dir / name), *args],
-                cwd=self.workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # own process group: stop() signals exactly it
-                preexec_fn=None if self.detach else _die_with_parent,
-            )
-        self.components.append(Component(name, process.pid, log_path, process))
-        self.save_state(self.workdir / _DIR_STATE)  # lets a later start tidy up after a killed owner
-
     def _etcd_args(self, port: int, peer_port: int) -> list[str]:
         client, peer = f"http://{_LOOPBACK}:{port}", f"http://{_LOOPBACK}:{peer_port}"
         return [
@@ -378,16 +493,6 @@ class LocalCluster:
             "--profiling=false",
         ]
 
-    def _kwok_args(self) -> list[str]:
-        return [
-            f"--kubeconfig={self.workdir / 'kwok.kubeconfig'}",
-            f"--config={self.workdir / 'kwok.yaml'}",
-            "--manage-all-nodes=false",
-            f"--manage-nodes-with-label-selector={sim.MANAGED_NODE_LABEL}=true",
-            "--node-lease-duration-seconds=40",
-            f"--cidr={POD_CIDR}",
-        ]
-
     # -- API access (standard library only: this runs before any client library is configured) -
     @functools.cached_property
     def _ssl_context(self) -> ssl.SSLContext:
@@ -408,34 +513,6 @@ class LocalCluster:
         except urllib.error.HTTPError as error:
             return error.code, error.read()
 
-    def _get(self, path: str, raw: bool = False):
-        """The decoded object (or raw body) at ``path``; None for 404 or while unreachable."""
-        try:
-            status, body = self._request("GET", path)
-        except OSError:
-            return None
-        if status != 200:
-            return None
-        return body if raw else json.loads(body)
-
-    def _create_nodes(self, count: int, shape: sim.NodeShape) -> None:
-        for index in range(count):
-            manifest = sim.node_manifest(index, shape)
-            status, body = self._request("POST", "/api/v1/nodes", manifest)
-            if status not in (201, 409):
-                raise ClusterError(f"creating node {manifest['metadata']['name']}: HTTP {status}: {body[:500]!r}")
-
-    def _nodes_ready(self, count: int) -> bool:
-        nodes = self._get(f"/api/v1/nodes?labelSelector={sim.MANAGED_NODE_LABEL}%3Dtrue")
-        if not nodes:
-            return False
-        ready = [
-            n
-            for n in nodes["items"]
-            if any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))
-        ]
-        return len(ready) >= count
-
     @staticmethod
     def _etcd_healthy(port: int) -> bool:
         try:
@@ -444,21 +521,107 @@ class LocalCluster:
         except (OSError, ValueError):
             return False
 
-    def _wait(self, what: str, condition: Callable[[], bool], deadline: float) -> None:
-        """Poll ``condition`` until it holds; fail early, with its log, when a component dies."""
-        while True:
-            for component in self.components:
-                if component.exited():
-                    raise ClusterError(
-                        f"{component.name} exited while waiting for {what}; last lines of {component.log}:\n"
-                        + _log_excerpt(component.log)
-                    )
-            if condition():
-                return
-            if time.monotonic() > deadline:
-                logs = "\n".join(f"--- {c.name} ({c.log}):\n{_log_excerpt(c.log, 10)}" for c in self.components)
-                raise ClusterError(f"timed out waiting for {what}; component logs:\n{logs}")
-            time.sleep(0.2)
+
+class SimulatedNodes(_Components):
+    """kwok, run here, and the simulated nodes it manages, on a cluster started elsewhere (any
+    kubeconfig with cluster-admin rights). :meth:`stop` ends kwok and deletes the nodes it created,
+    leaving the cluster as it was found."""
+
+    def __init__(self, workdir: Path, request: ApiRequest, components: list[Component] | None = None):
+        super().__init__(workdir, components or [])
+        self._api = request
+
+    def _request(self, method: str, path: str, body: dict | None = None) -> tuple[int, bytes]:
+        return self._api(method, path, body)
+
+    @classmethod
+    def start(
+        cls,
+        bin_dir: Path,
+        kubeconfig: Path,
+        request: ApiRequest,
+        *,
+        nodes: int = sim.DEFAULT_NODE_COUNT,
+        node_shape: sim.NodeShape = sim.DEFAULT_NODE_SHAPE,
+        timeout: float = 60.0,
+    ) -> SimulatedNodes:
+        """Start kwok against ``kubeconfig`` and create ``nodes`` simulated nodes through
+        ``request``; return once they are Ready. kwok dies with this process. On failure, what was
+        started or created is undone and :class:`ClusterError` quotes kwok's log."""
+        missing = missing_binaries(bin_dir, ("kwok",))
+        if missing:
+            raise ClusterError(f"missing binaries in {bin_dir}: {', '.join(missing)} (build them: hack/tools.sh)")
+        _remove_dead_cluster_dirs()
+        simulated = cls(Path(tempfile.mkdtemp(prefix=_KWOK_DIR_PREFIX)), request)
+        try:
+            simulated._start_kwok_and_nodes(
+                bin_dir, kubeconfig.resolve(), nodes, node_shape, time.monotonic() + timeout
+            )
+        except BaseException:
+            simulated.stop(keep_files=True)
+            raise
+        return simulated
+
+    def stop(self, keep_files: bool = False) -> None:
+        """End kwok, delete the nodes it created (their Leases go with them: owner references),
+        and remove its directory unless ``keep_files``."""
+        self._stop_components()
+        failed = []
+        for name in self.created_nodes:
+            try:
+                status, body = self._request("DELETE", f"/api/v1/nodes/{name}")
+            except OSError as error:
+                status, body = 0, str(error).encode()
+            if status not in (200, 202, 404):
+                failed.append(f"{name}: HTTP {status}: {body[:200]!r}")
+        self.created_nodes = []
+        if not keep_files:
+            self._remove_files()
+        if failed:
+            raise ClusterError("could not delete simulated node(s): " + "; ".join(failed))
+
+
+MANAGED, PARTLY_MANAGED, UNMANAGED = "managed", "partly managed", "unmanaged"
+
+
+def simulation_state(nodes: list[dict], leases: list[dict], now: float, count: int) -> str:
+    """Whether a kwok is already at work on the cluster's simulated nodes (``nodes``, those labelled
+    ``sim.MANAGED_NODE_LABEL``, and the node ``leases`` of kube-node-lease, as API dicts; ``now`` in
+    epoch seconds): a node counts when it is Ready and its Lease was renewed within its duration.
+    MANAGED: at least ``count`` do (use them as they are); UNMANAGED: none does (start kwok: it
+    picks up any stale labelled nodes too); PARTLY_MANAGED: some, but fewer than ``count`` (a second
+    kwok would fight the first over them)."""
+    renewed: dict[str, float] = {}
+    for lease in leases:
+        spec = lease.get("spec") or {}
+        renew_time = spec.get("renewTime")
+        if renew_time:
+            expires = _epoch(renew_time) + float(spec.get("leaseDurationSeconds") or NODE_LEASE_SECONDS)
+            renewed[lease["metadata"]["name"]] = expires
+    live = sum(
+        1
+        for node in nodes
+        if (node["metadata"].get("labels") or {}).get(sim.MANAGED_NODE_LABEL) == "true"
+        and _node_ready(node)
+        and renewed.get(node["metadata"]["name"], 0.0) > now
+    )
+    if live >= count:
+        return MANAGED
+    return PARTLY_MANAGED if live else UNMANAGED
+
+
+def cluster_simulation_state(request: ApiRequest, count: int = sim.DEFAULT_NODE_COUNT) -> str:
+    """:func:`simulation_state` of the cluster behind ``request``, read now."""
+    nodes = _api_get(request, f"/api/v1/nodes?labelSelector={sim.MANAGED_NODE_LABEL}%3Dtrue")
+    leases = _api_get(request, "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases")
+    if nodes is None or leases is None:
+        raise ClusterError("could not list nodes and node leases (does the kubeconfig have cluster-admin?)")
+    return simulation_state(nodes["items"], leases["items"], time.time(), count)
+
+
+def _epoch(timestamp: str) -> float:
+    """RFC 3339 (``2026-11-26T10:05:02.714870Z``, fraction optional) to epoch seconds."""
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
 
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
@@ -471,11 +634,18 @@ def _die_with_parent() -> None:
 
 
 def _remove_dead_cluster_dirs() -> None:
-    """Remove the directories of clusters whose processes are all gone (failed starts, killed owners)."""
-    for state in Path(tempfile.gettempdir()).glob(f"{_DIR_PREFIX}*/{_DIR_STATE}"):
-        cluster = LocalCluster.from_state(state)
-        if cluster and not any(not c.exited() and _pid_started_in(c.pid, cluster.workdir) for c in cluster.components):
-            shutil.rmtree(cluster.workdir, ignore_errors=True)
+    """Remove the directories of clusters (and of SimulatedNodes' kwoks) whose processes are all gone
+    (failed starts, killed owners)."""
+    for prefix in (_DIR_PREFIX, _KWOK_DIR_PREFIX):
+        for path in Path(tempfile.gettempdir()).glob(f"{prefix}*/{_DIR_STATE}"):
+            try:
+                state = json.loads(path.read_text())
+                workdir = Path(state["workdir"])
+                components = [Component(c["name"], int(c["pid"]), Path(c["log"])) for c in state["components"]]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if not any(not c.exited() and _pid_started_in(c.pid, workdir) for c in components):
+                shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
@@ -497,6 +667,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bin-dir", type=Path, default=default_bin_dir())
     parser.add_argument("--nodes", type=int, default=sim.DEFAULT_NODE_COUNT)
     parser.add_argument("--gpus-per-node", type=int, default=sim.DEFAULT_NODE_SHAPE.gpus)
+    parser.add_argument("--no-kwok", action="store_true", help="control plane only: no kwok, no nodes")
     args = parser.parse_args(argv)
 
     existing = LocalCluster.from_state(args.state)
@@ -522,7 +693,9 @@ def main(argv: list[str] | None = None) -> int:
         args.state.unlink(missing_ok=True)
     shape = sim.NodeShape(gpus=args.gpus_per_node)
     try:
-        cluster = LocalCluster.start(args.bin_dir, nodes=args.nodes, node_shape=shape, detach=True, log=_stderr)
+        cluster = LocalCluster.start(
+            args.bin_dir, nodes=args.nodes, node_shape=shape, kwok=not args.no_kwok, detach=True, log=_stderr
+        )
     except ClusterError as error:
         _stderr(f"error: {error}")
         return 1
