@@ -3,7 +3,9 @@
 ``kube`` (session): a cluster and its API clients (:class:`tests.support.kube.Kube`). By default a
 fresh local control plane with simulated GPU nodes (tests/support/localcluster.py), started on first
 use so unit tests never pay for it, and stopped at the end of the session. With
-``SOUNDMIND_TEST_KUBECONFIG`` set, that cluster is used instead (a kind cluster in CI, say).
+``SOUNDMIND_TEST_KUBECONFIG`` set, that cluster is used instead (a kind cluster in CI, say): unless a
+kwok already keeps simulated nodes Ready there, the session runs kwok here against it, creates the
+simulated nodes, and at the end stops kwok and deletes the nodes it created.
 
 ``namespace`` (per test): a new namespace, deleted after the test.
 
@@ -26,11 +28,14 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from tests.support import sim
 from tests.support.kube import Kube
 from tests.support.poll import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 EXTERNAL_KUBECONFIG_ENV = "SOUNDMIND_TEST_KUBECONFIG"
+# Job successPolicy (GA in v1.33) and podFailurePolicy, which the operator's Jobs rely on.
+MIN_SERVER_VERSION = (1, 33)
 
 _cluster_report: list[str] = []
 
@@ -39,11 +44,12 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("true", "1")
 
 
-def _cluster_binaries() -> Path:
+def _cluster_binaries(names: tuple[str, ...] | None = None) -> Path:
+    """The directory of the cluster binaries ``names`` (default: all), built first if missing."""
     from tests.support import localcluster
 
     bin_dir = localcluster.default_bin_dir()
-    missing = localcluster.missing_binaries(bin_dir)
+    missing = localcluster.missing_binaries(bin_dir, names or localcluster.BINARIES)
     if not missing:
         return bin_dir
     if _in_ci():
@@ -56,19 +62,19 @@ def _cluster_binaries() -> Path:
 
 
 @pytest.fixture(scope="session")
+def cluster_bin_dir() -> Path:
+    """The directory of all the local cluster's binaries (built on demand outside CI)."""
+    return _cluster_binaries()
+
+
+@pytest.fixture(scope="session")
 def kube() -> Iterator[Kube]:
     # Imported here so that unit-only runs need none of the cluster's dependencies.
     from tests.support import localcluster
 
     external = os.environ.get(EXTERNAL_KUBECONFIG_ENV)
     if external:
-        kube = Kube.connect(Path(external), kubectl=localcluster.default_bin_dir() / "kubectl")
-        try:
-            kube.core_v1.list_namespace(limit=1)
-        except Exception as error:  # noqa: BLE001 - any failure to reach it means the same to the user
-            pytest.fail(f"{EXTERNAL_KUBECONFIG_ENV}={external}: cluster not reachable: {error}", pytrace=False)
-        _cluster_report.append(f"cluster: {EXTERNAL_KUBECONFIG_ENV}={external}")
-        yield kube
+        yield from _external_cluster(external)
         return
 
     bin_dir = _cluster_binaries()
@@ -86,6 +92,73 @@ def kube() -> Iterator[Kube]:
         kube.api_client.close()
     finally:
         cluster.stop()
+
+
+def _external_cluster(setting: str) -> Iterator[Kube]:
+    """The cluster of ``SOUNDMIND_TEST_KUBECONFIG``, with simulated GPU nodes kept Ready by kwok:
+    one already running there, or one started here for the session (stopped at its end, with the
+    nodes it created deleted). Any problem fails the session, in CI or not: the variable asked for
+    that cluster."""
+    from tests.support import localcluster
+
+    where = f"{EXTERNAL_KUBECONFIG_ENV}={setting}"
+    path = Path(setting).expanduser().resolve()
+    if not path.is_file():
+        pytest.fail(f"{where}: no kubeconfig file at {path}", pytrace=False)
+    try:
+        kube = Kube.connect(path, kubectl=localcluster.default_bin_dir() / "kubectl")
+    except Exception as error:  # noqa: BLE001 - a kubeconfig the client cannot use, for whatever reason
+        pytest.fail(f"{where}: not a usable kubeconfig: {error}", pytrace=False)
+    try:
+        server = kube.api_client.configuration.host
+        try:
+            version = client.VersionApi(kube.api_client).get_code(_request_timeout=10)
+        except Exception as error:  # noqa: BLE001 - any failure to reach it means the same to the user
+            pytest.fail(
+                f"{where}: the cluster at {server} is not reachable ({type(error).__name__}: {str(error)[:300]}). "
+                f"Is it running? Try `kubectl --kubeconfig {path} cluster-info`.",
+                pytrace=False,
+            )
+        found = (int(version.major), int(re.match(r"\d*", version.minor).group() or 0))
+        if found < MIN_SERVER_VERSION:
+            pytest.fail(
+                f"{where}: the cluster at {server} runs Kubernetes {version.git_version}; the tests need "
+                f"v{'.'.join(map(str, MIN_SERVER_VERSION))} or newer (Job successPolicy and podFailurePolicy)",
+                pytrace=False,
+            )
+        described = f"cluster: {where} ({version.git_version} at {server})"
+        try:
+            state = localcluster.cluster_simulation_state(kube.request)
+        except localcluster.ClusterError as error:
+            pytest.fail(f"{where}: {error}", pytrace=False)
+        if state == localcluster.MANAGED:
+            _cluster_report.append(f"{described}; its simulated nodes are kept Ready by a kwok already running")
+            yield kube
+            return
+        if state == localcluster.PARTLY_MANAGED:
+            pytest.fail(
+                f"{where}: a kwok already manages nodes labelled {sim.MANAGED_NODE_LABEL}=true there, but fewer "
+                f"than {sim.DEFAULT_NODE_COUNT} are Ready; stop it or delete those nodes, so that this session "
+                "runs its own",
+                pytrace=False,
+            )
+        bin_dir = _cluster_binaries(("kwok",))
+        began = time.monotonic()
+        try:
+            simulated = localcluster.SimulatedNodes.start(bin_dir, path, kube.request)
+        except localcluster.ClusterError as error:
+            pytest.fail(f"{where}: kwok or the simulated nodes did not start: {error}", pytrace=False)
+        _cluster_report.append(
+            f"{described}; kwok started here, {len(simulated.created_nodes)} simulated node(s) created, "
+            f"all Ready {time.monotonic() - began:.1f}s after start"
+        )
+        try:
+            yield kube
+        finally:
+            simulated.stop()  # raises when a node could not be deleted: the cluster is not as found
+            _cluster_report.append(f"{where}: kwok stopped, simulated nodes it created deleted")
+    finally:
+        kube.api_client.close()
 
 
 def _namespace_name(test_name: str) -> str:

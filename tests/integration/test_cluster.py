@@ -23,6 +23,9 @@ def pod_spec(gpus: int = 0, restart_policy: str = "Never") -> client.V1PodSpec:
     limits = {sim.GPU_RESOURCE: str(gpus)} if gpus else None
     return client.V1PodSpec(
         restart_policy=restart_policy,
+        # Simulated nodes only: on a kind cluster (SOUNDMIND_TEST_KUBECONFIG) a pod without GPUs would
+        # otherwise land on a real node too, which would try to pull this image.
+        node_selector={sim.MANAGED_NODE_LABEL: "true"},
         containers=[
             client.V1Container(name="main", image=IMAGE, resources=client.V1ResourceRequirements(limits=limits))
         ],

@@ -7,7 +7,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import urllib3
 from kubernetes import client, config
+from kubernetes.client.rest import ApiException
 
 
 @dataclass
@@ -39,6 +41,25 @@ class Kube:
             apiextensions_v1=client.ApiextensionsV1Api(api),
             kubectl_path=Path(found) if found else None,
         )
+
+    def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, bytes]:
+        """A raw API call (``path`` with its query string, JSON ``body``) returning the HTTP status and
+        body, whatever the status; OSError when the server cannot be reached. The shape
+        :class:`tests.support.localcluster.SimulatedNodes` talks to a cluster through."""
+        headers = {"Accept": "application/json", "Content-Type": "application/json"}
+        serialized = self.api_client.param_serialize(
+            method, path, header_params=headers, body=body, auth_settings=["BearerToken"]
+        )
+        try:
+            response = self.api_client.call_api(*serialized, _request_timeout=10)
+        except ApiException as error:  # TLS failures come as status 0
+            if error.status:
+                text = error.body or b""
+                return error.status, text.encode() if isinstance(text, str) else text
+            raise OSError(f"{method} {self.api_client.configuration.host}{path}: {error.reason}") from error
+        except urllib3.exceptions.HTTPError as error:
+            raise OSError(f"{method} {self.api_client.configuration.host}{path}: {error}") from error
+        return response.status, response.read()
 
     def kubectl(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """Run kubectl against this cluster; raises with kubectl's stderr when ``check`` and it fails."""
