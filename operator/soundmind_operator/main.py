@@ -63,6 +63,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_) -> 
     # The resources served are known at start (CRDs are installed first): no need to watch CRDs
     # or namespaces, so the operator's RBAC does not grant that.
     settings.scanning.disabled = True
+    # A stopped training loop exits within milliseconds (it only waits on events); waiting that
+    # long lets kopf release a deleted training at once instead of re-checking it later.
+    settings.background.instant_exit_timeout = 0.1
     memo.training = handlers.TrainingContext(
         kube=Kube(api_client()), metrics=metrics.OperatorMetrics(), resync_seconds=options.resync_seconds
     )

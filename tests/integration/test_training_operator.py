@@ -215,6 +215,10 @@ def test_bad_specs_are_rejected_at_admission_naming_the_field(kube: Kube, namesp
     resumed = {**good, "spec": {**good["spec"], "suspend": False, "maxRetries": 5}}  # mutable fields may change
     assert kubectl_apply(kube, tmp_path, resumed).returncode == 0
 
+    for example in sorted((op.ROOT / "examples").glob("training*.yaml")):
+        dry_run = kube.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", str(example), check=False)
+        assert dry_run.returncode == 0, f"{example.name}: {dry_run.stderr}"
+
     wrong = {field: err for field, (code, err) in refused.items() if code == 0 or field.split()[0] not in err}
     assert not wrong, "accepted, or refused without naming the field:\n" + "\n".join(
         f"{k}: {v}" for k, v in wrong.items()
@@ -280,6 +284,14 @@ def test_one_node_training_runs_reports_progress_and_succeeds(
     for name in (metrics.RECONCILE_TOTAL, metrics.RECONCILE_DURATION, metrics.TRAINING_GPU_SECONDS, metrics.TRAININGS):
         assert name in exported
     assert f'{metrics.TRAININGS}{{phase="Succeeded"}}' in exported
+    samples = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in exported.splitlines()
+        if not line.startswith("#")
+    }
+    passes = samples[f'{metrics.RECONCILE_DURATION}_count{{kind="SoundMindTraining",result="ok"}}']
+    spent = samples[f'{metrics.RECONCILE_DURATION}_sum{{kind="SoundMindTraining",result="ok"}}']
+    print(f"reconcile passes so far: {passes:.0f}, mean {1000 * spent / passes:.1f} ms")
 
 
 def test_two_node_training_spreads_over_both_nodes_and_is_garbage_collected(kube: Kube, ns: str):
