@@ -196,6 +196,46 @@ def test_deleted_pod_goes_away(kube: Kube, namespace: str):
     wait_for(gone, timeout=30, what="deleted pod removed")
 
 
+def test_deleted_pod_of_a_job_with_a_pod_failure_policy_goes_away(kube: Kube, namespace: str):
+    """The Job controller keeps its tracking finalizer on a deleted pod until the pod is terminal
+    (with a podFailurePolicy it must read the exit code), so a deleted pod must stop, as under a
+    kubelet, before it can go away. Without that, training pods would hang Terminating."""
+    policy = client.V1PodFailurePolicy(
+        rules=[
+            client.V1PodFailurePolicyRule(
+                action="FailJob",
+                on_exit_codes=client.V1PodFailurePolicyOnExitCodesRequirement(operator="In", values=[78]),
+            )
+        ]
+    )
+    kube.batch_v1.create_namespaced_job(
+        namespace,
+        client.V1Job(
+            metadata=client.V1ObjectMeta(name="held"),
+            spec=client.V1JobSpec(
+                backoff_limit=0, pod_failure_policy=policy, template=client.V1PodTemplateSpec(spec=pod_spec(gpus=8))
+            ),
+        ),
+    )
+    selector = "batch.kubernetes.io/job-name=held"
+    wait_for(
+        lambda: [p for p in kube.core_v1.list_namespaced_pod(namespace, label_selector=selector).items if is_ready(p)],
+        what="the job's pod Running and Ready",
+    )
+
+    pod = kube.core_v1.list_namespaced_pod(namespace, label_selector=selector).items[0]
+    kube.core_v1.delete_namespaced_pod(pod.metadata.name, namespace)
+
+    def gone() -> bool:
+        try:
+            kube.core_v1.read_namespaced_pod(pod.metadata.name, namespace)
+        except ApiException as error:
+            return error.status == 404
+        return False
+
+    wait_for(gone, timeout=30, what="the deleted pod removed")
+
+
 def test_service_account_can_do_what_its_role_allows_and_nothing_else(kube: Kube, namespace: str):
     kube.core_v1.create_namespaced_service_account(
         namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="reader"))

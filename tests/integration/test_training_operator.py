@@ -64,9 +64,8 @@ def ns(kube: Kube, namespace: str, operator: op.OperatorProcess) -> Iterator[str
     """A namespace with the volumes a training mounts, and the operator running."""
     op.create_volumes(kube, namespace)
     yield namespace
-    # Delete the trainings first and let the garbage collector take their Jobs: kwok never moves a
-    # deleted pod to a terminal phase, and the Job controller keeps its tracking finalizer on a
-    # non-terminal pod of a live Job with a podFailurePolicy, so the namespace's pods would hang.
+    # Delete the trainings first and let the garbage collector take their Jobs and pods, so the
+    # volumes below are no longer in use when they are deleted.
     kube.custom_objects.delete_collection_namespaced_custom_object(GROUP, VERSION, namespace, TRAINING_PLURAL)
     wait_for(
         lambda: not kube.batch_v1.list_namespaced_job(namespace).items,
@@ -409,7 +408,7 @@ def kueue_crds(kube: Kube) -> list[str]:
             ["go", "mod", "download", "-json", KUEUE_MODULE], capture_output=True, text=True, timeout=300
         )
     except FileNotFoundError:
-        pytest.skip("no Go toolchain to fetch Kueue's CRDs with")
+        pytest.fail("no Go toolchain to fetch Kueue's CRDs with (make tools needs one too)")
     if downloaded.returncode != 0:
         pytest.fail(f"go mod download {KUEUE_MODULE} failed:\n{downloaded.stdout}\n{downloaded.stderr}")
     module_dir = Path(json.loads(downloaded.stdout)["Dir"])

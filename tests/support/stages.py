@@ -221,6 +221,38 @@ spec:
 apiVersion: kwok.x-k8s.io/v1alpha1
 kind: Stage
 metadata:
+  name: pod-terminate-on-delete
+spec:
+  # As a kubelet does: a deleted pod's containers are stopped (SIGTERM, exit 143) and the pod
+  # reaches a terminal phase before it is removed. Controllers that hold a finalizer until then
+  # (the Job controller does, for Jobs with a podFailurePolicy) can let go of it.
+  resourceRef: {apiGroup: v1, kind: Pod}
+  selector:
+    matchExpressions:
+    - key: '.metadata.deletionTimestamp'
+      operator: Exists
+    - key: '.status.phase'
+      operator: In
+      values: ['Pending', 'Running']
+  next:
+    statusTemplate: |
+      {{ $now := Now }}
+@TERMINATED_CONDITIONS@
+      containerStatuses:
+      {{ range .spec.containers }}
+      - image: {{ .image | Quote }}
+        name: {{ .name | Quote }}
+        ready: false
+        started: false
+        restartCount: 0
+        state:
+          terminated: {exitCode: 143, reason: Error, startedAt: {{ $now | Quote }}, finishedAt: {{ $now | Quote }}}
+      {{ end }}
+      phase: Failed
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
   name: pod-delete
 spec:
   resourceRef: {apiGroup: v1, kind: Pod}
@@ -228,6 +260,9 @@ spec:
     matchExpressions:
     - key: '.metadata.deletionTimestamp'
       operator: Exists
+    - key: '.status.phase'
+      operator: In
+      values: ['Succeeded', 'Failed']
   next:
     delete: true
 """
