@@ -5,6 +5,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 python=${1:?usage: $0 <python>}
+export PATH="$(dirname "$python"):$PATH" # the project's `soundmind` command
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
@@ -24,6 +25,51 @@ TEXT
   kubectl get nodes -o custom-columns='NAME:.metadata.name,READY:.status.conditions[?(@.type=="Ready")].status,GPUS:.status.capacity.nvidia\.com/gpu,CPU:.status.capacity.cpu,MEMORY:.status.capacity.memory,GPU:.metadata.labels.nvidia\.com/gpu\.product'
   echo
   echo "Use it from your shell:  eval \"\$(make -s cluster-up | tail -2)\"   (stop: make cluster-down)"
+}
+
+# -- The workload: data, reward, trainer launch ------------------------------------------------------
+step_workload() {
+  say "The workload: spoken ALR data, the SoundMind-RL reward, the verl GRPO launch"
+  local work="${SOUNDMIND_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/soundmind}/demo/workload"
+  rm -rf "$work" && mkdir -p "$work"
+  # Logic problems the project generates (premises, conclusion, correct label), spoken by espeak-ng.
+  soundmind data synth --out "$work/alr" --split train --limit 16 --seed 1
+  soundmind data synth --out "$work/alr" --split dev --limit 8 --seed 2
+  local wav
+  wav=$(find "$work/alr/train" -name question.wav | sort | head -1)
+  echo "  e.g. $wav: $(soxi -r "$wav") Hz, $(soxi -c "$wav") channel, $(soxi -D "$wav") s"
+  soundmind data prepare --data-dir "$work/alr" --out "$work/alr/prepared/audio-text" --modality audio-text
+  "$python" - "$work/alr/prepared/audio-text/train.parquet" <<'PY'
+import sys, pyarrow.parquet as pq
+t = pq.read_table(sys.argv[1])
+row = t.slice(0, 1).to_pylist()[0]
+print(f"  {sys.argv[1]}: {t.num_rows} rows, columns {t.column_names}")
+print(f"  ground truth {row['reward_model']['ground_truth']!r}; user turn: {row['prompt'][-1]['content'][:110]!r}...")
+PY
+  echo
+  echo "The reward scores by the label, never by the reference reasoning:"
+  "$python" - <<'PY'
+from soundmind.reward import compute_score
+good = "<think>Both premises hold, so the conclusion follows.</think>\nAnswer: entailed"
+for text, truth in [(good, "entailed"), (good, "not-entailed"), ("It is entailed, I think.", "entailed")]:
+    r = compute_score("soundmind/alr", text, truth, {"ref_answer_words": 9})
+    print(f"  truth={truth:<13} score={r['score']:.2f} acc={r['acc']:.0f} format_ok={r['format_ok']!s:<5}  {text[-30:]!r}")
+PY
+  local dev="$root/../shared/data/alr/dev.jsonl"
+  if [ -f "$dev" ]; then
+    echo
+    echo "Published ALR dev references whose reasoning ends against their own label:"
+    soundmind reward check "$dev" | tail -3
+  fi
+  echo
+  echo "The trainer's launch, rendered and validated against verl 0.9.1's own config (soundmind train --dry-run):"
+  cat >"$work/training.yaml" <<YAML
+dataset: {path: $work/alr/prepared/audio-text, modality: audio-text}
+algorithm: {trainBatchSize: 8}
+resources: {nodes: 2, gpusPerNode: 8}
+YAML
+  SOUNDMIND_TRAINING_NAME=alr-grpo-2n soundmind train --config "$work/training.yaml" --dry-run \
+    --checkpoints-root "$work/checkpoints" | sed 's/^/  /'
 }
 
 # -- SoundMindTraining operator (issue 5) -----------------------------------------------------------
@@ -140,7 +186,7 @@ TEXT
   echo "Run the operator yourself:  KUBECONFIG=$workdir/operator.kubeconfig $python -m soundmind_operator.main --all-namespaces"
 }
 
-steps=(step_cluster step_training)
+steps=(step_cluster step_workload step_training)
 
 for step in "${steps[@]}"; do
   "$step"
