@@ -27,12 +27,12 @@ unit: deps ## unit tests (no cluster)
 integration: deps tools ## integration tests against the local control plane (or SOUNDMIND_TEST_KUBECONFIG)
 	$(PY) -m pytest tests/integration
 
-test: deps tools ## all tests: unit, then integration
+test: deps tools lint ## lint, then all tests: unit and integration
 	$(PY) -m pytest tests
 
 lint: ## ruff
-	$(PY) -m ruff check soundmind operator tests hack
-	$(PY) -m ruff format --check soundmind operator tests hack
+	$(PY) -m ruff check soundmind operator tests hack benchmarks
+	$(PY) -m ruff format --check soundmind operator tests hack benchmarks
 
 cluster-up: tools ## start (or reuse) the local cluster; last two lines are exports for eval
 	@hack/cluster.sh up

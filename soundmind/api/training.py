@@ -76,9 +76,7 @@ class ResourcesSpec(ApiModel):
     shm_size: str = Field(
         "64Gi", pattern=QUANTITY, max_length=64, description="Size of the in-memory /dev/shm (NCCL, Ray object store)."
     )
-    node_selector: dict[str, str] = Field(
-        {}, max_length=64, description="Node labels the training pods must match."
-    )
+    node_selector: dict[str, str] = Field({}, max_length=64, description="Node labels the training pods must match.")
     tolerations: list[Toleration] = Field(
         [], max_length=64, description="Tolerations for the training pods (e.g. GPU taints)."
     )
