@@ -29,7 +29,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from tests.support import sim
-from tests.support.kube import Kube
+from tests.support.kube import Kube, exists
 from tests.support.poll import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -166,16 +166,6 @@ def _namespace_name(test_name: str) -> str:
     return f"{slug or 'test'}-{uuid.uuid4().hex[:6]}"
 
 
-def _exists(read) -> bool:
-    """Whether ``read()`` finds its object (404 means no)."""
-    try:
-        return bool(read())
-    except ApiException as error:
-        if error.status == 404:
-            return False
-        raise
-
-
 @pytest.fixture
 def namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace (labelled ``soundmind.ai/test=true``) whose default ServiceAccount exists,
@@ -186,7 +176,7 @@ def namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
     )
 
     wait_for(
-        lambda: _exists(lambda: kube.core_v1.read_namespaced_service_account("default", name)),
+        lambda: exists(lambda: kube.core_v1.read_namespaced_service_account("default", name)),
         timeout=30,
         what=f"ServiceAccount {name}/default",
     )

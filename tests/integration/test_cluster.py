@@ -11,7 +11,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from tests.support import sim
-from tests.support.kube import Kube
+from tests.support.kube import Kube, exists
 from tests.support.poll import wait_for
 
 pytestmark = pytest.mark.integration
@@ -186,14 +186,11 @@ def test_deleted_pod_goes_away(kube: Kube, namespace: str):
 
     kube.core_v1.delete_namespaced_pod("short-lived", namespace)
 
-    def gone() -> bool:
-        try:
-            kube.core_v1.read_namespaced_pod("short-lived", namespace)
-        except ApiException as error:
-            return error.status == 404
-        return False
-
-    wait_for(gone, timeout=30, what="deleted pod removed")
+    wait_for(
+        lambda: not exists(lambda: kube.core_v1.read_namespaced_pod("short-lived", namespace)),
+        timeout=30,
+        what="deleted pod removed",
+    )
 
 
 def test_deleted_pod_of_a_job_with_a_pod_failure_policy_goes_away(kube: Kube, namespace: str):
@@ -226,14 +223,11 @@ def test_deleted_pod_of_a_job_with_a_pod_failure_policy_goes_away(kube: Kube, na
     pod = kube.core_v1.list_namespaced_pod(namespace, label_selector=selector).items[0]
     kube.core_v1.delete_namespaced_pod(pod.metadata.name, namespace)
 
-    def gone() -> bool:
-        try:
-            kube.core_v1.read_namespaced_pod(pod.metadata.name, namespace)
-        except ApiException as error:
-            return error.status == 404
-        return False
-
-    wait_for(gone, timeout=30, what="the deleted pod removed")
+    wait_for(
+        lambda: not exists(lambda: kube.core_v1.read_namespaced_pod(pod.metadata.name, namespace)),
+        timeout=30,
+        what="the deleted pod removed",
+    )
 
 
 def test_service_account_can_do_what_its_role_allows_and_nothing_else(kube: Kube, namespace: str):

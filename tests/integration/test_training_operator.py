@@ -276,8 +276,10 @@ def test_one_node_training_runs_reports_progress_and_succeeds(
     assert done["status"]["completionTime"] and condition(done, "Complete")["status"] == "True"
     assert done["status"]["progress"]["step"] == 5, "the operator must never overwrite the trainer's progress"
     assert done["status"]["gpuSeconds"] > 0
-    reasons = {e.reason for e in events_of(kube, ns, "alr")}
-    assert {"JobCreated", "Running", "NoProgress", "Succeeded"} <= reasons, reasons
+    wait_for(
+        lambda: {"JobCreated", "Running", "NoProgress", "Succeeded"} <= {e.reason for e in events_of(kube, ns, "alr")},
+        what="an event for every transition",
+    )
 
     exported = operator.metrics()
     for name in (metrics.RECONCILE_TOTAL, metrics.RECONCILE_DURATION, metrics.TRAINING_GPU_SECONDS, metrics.TRAININGS):
@@ -343,8 +345,11 @@ def test_driver_failure_is_retried_then_backoff_limit_exceeded(kube: Kube, ns: s
 
     second = wait_training(kube, ns, "flaky", lambda t: t["status"].get("attempt") == 2, "attempt 2")
     assert second["status"]["jobName"] == "flaky-a2"
-    retrying = [e for e in events_of(kube, ns, "flaky") if e.reason == "Retrying"]
-    assert retrying and "NCCL error" in retrying[0].message and retrying[0].type == "Warning"
+    # Events are posted after the status patch that they describe, so wait for it.
+    retrying = wait_for(
+        lambda: [e for e in events_of(kube, ns, "flaky") if e.reason == "Retrying"], what="a Retrying event"
+    )
+    assert "NCCL error" in retrying[0].message and retrying[0].type == "Warning"
     pods = running_pods(kube, ns, "flaky-a2", 1)
     env = {e.name: e.value for e in pods[0].spec.containers[0].env}
     assert env["SOUNDMIND_ATTEMPT"] == "2"

@@ -74,3 +74,13 @@ class Kube:
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
         return result
+
+
+def exists(read) -> bool:
+    """Whether ``read()`` finds its object (a 404 means no; other API errors propagate)."""
+    try:
+        return bool(read())
+    except ApiException as error:
+        if error.status == 404:
+            return False
+        raise

@@ -26,7 +26,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.support.kube import Kube
+from tests.support.kube import Kube, exists
 from tests.support.poll import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     install_crds(kube)
     install_rbac(kube)
     wait_for(
-        lambda: _exists(
+        lambda: exists(
             lambda: kube.core_v1.read_namespaced_service_account(OPERATOR_SERVICE_ACCOUNT, OPERATOR_NAMESPACE)
         ),
         timeout=30,
@@ -221,15 +221,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(service_account_kubeconfig(kube, args.out))
     return 0
-
-
-def _exists(read) -> bool:
-    try:
-        return bool(read())
-    except ApiException as error:
-        if error.status == 404:
-            return False
-        raise
 
 
 if __name__ == "__main__":

@@ -24,10 +24,28 @@ _NODE_STATUS = """\
       {{ end }}
 """
 
-_TERMINATED_CONDITIONS = """\
+# A pod whose containers have ended. The including template sets $now, $code (the exit code, a
+# string), $reason and $message first.
+_TERMINATED = """\
       conditions:
       - {type: Ready, status: "False", reason: PodCompleted, lastTransitionTime: {{ $now | Quote }}}
       - {type: ContainersReady, status: "False", reason: PodCompleted, lastTransitionTime: {{ $now | Quote }}}
+      containerStatuses:
+      {{ range .spec.containers }}
+      - image: {{ .image | Quote }}
+        name: {{ .name | Quote }}
+        ready: false
+        started: false
+        restartCount: 0
+        state:
+          terminated:
+            exitCode: {{ $code }}
+            reason: {{ $reason | Quote }}
+            message: {{ $message | Quote }}
+            startedAt: {{ $now | Quote }}
+            finishedAt: {{ $now | Quote }}
+      {{ end }}
+      phase: {{ if eq $code "0" }}Succeeded{{ else }}Failed{{ end }}
 """
 
 _STAGES = """\
@@ -162,18 +180,8 @@ spec:
   next:
     statusTemplate: |
       {{ $now := Now }}
-@TERMINATED_CONDITIONS@
-      containerStatuses:
-      {{ range .spec.containers }}
-      - image: {{ .image | Quote }}
-        name: {{ .name | Quote }}
-        ready: false
-        started: false
-        restartCount: 0
-        state:
-          terminated: {exitCode: 0, reason: Completed, startedAt: {{ $now | Quote }}, finishedAt: {{ $now | Quote }}}
-      {{ end }}
-      phase: Succeeded
+      {{ $code := "0" }}{{ $reason := "Completed" }}{{ $message := "" }}
+@TERMINATED@
 ---
 apiVersion: kwok.x-k8s.io/v1alpha1
 kind: Stage
@@ -200,23 +208,7 @@ spec:
       {{ if eq $code "0" }}{{ $defaultReason = "Completed" }}{{ end }}
       {{ $reason := or ( index .metadata.annotations "@EXIT_REASON@" ) $defaultReason }}
       {{ $message := or ( index .metadata.annotations "@EXIT_MESSAGE@" ) "" }}
-@TERMINATED_CONDITIONS@
-      containerStatuses:
-      {{ range .spec.containers }}
-      - image: {{ .image | Quote }}
-        name: {{ .name | Quote }}
-        ready: false
-        started: false
-        restartCount: 0
-        state:
-          terminated:
-            exitCode: {{ $code }}
-            reason: {{ $reason | Quote }}
-            message: {{ $message | Quote }}
-            startedAt: {{ $now | Quote }}
-            finishedAt: {{ $now | Quote }}
-      {{ end }}
-      phase: {{ if eq $code "0" }}Succeeded{{ else }}Failed{{ end }}
+@TERMINATED@
 ---
 apiVersion: kwok.x-k8s.io/v1alpha1
 kind: Stage
@@ -237,18 +229,8 @@ spec:
   next:
     statusTemplate: |
       {{ $now := Now }}
-@TERMINATED_CONDITIONS@
-      containerStatuses:
-      {{ range .spec.containers }}
-      - image: {{ .image | Quote }}
-        name: {{ .name | Quote }}
-        ready: false
-        started: false
-        restartCount: 0
-        state:
-          terminated: {exitCode: 143, reason: Error, startedAt: {{ $now | Quote }}, finishedAt: {{ $now | Quote }}}
-      {{ end }}
-      phase: Failed
+      {{ $code := "143" }}{{ $reason := "Error" }}{{ $message := "stopped: the pod was deleted" }}
+@TERMINATED@
 ---
 apiVersion: kwok.x-k8s.io/v1alpha1
 kind: Stage
@@ -281,7 +263,7 @@ def stages_yaml() -> str:
     """The kwok configuration file: a multi-document YAML of Stages."""
     text = (
         _STAGES.replace("@NODE_STATUS@\n", _NODE_STATUS)
-        .replace("@TERMINATED_CONDITIONS@\n", _TERMINATED_CONDITIONS)
+        .replace("@TERMINATED@\n", _TERMINATED)
         .replace("@TIME_LEFT@", _TIME_LEFT)
     )
     for placeholder, value in {
