@@ -8,6 +8,7 @@ prompt cannot hold a 60-130 s spoken question at ~25 audio tokens per second).
 
 from __future__ import annotations
 
+import enum
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
@@ -15,7 +16,18 @@ from pydantic import Field, model_validator
 from soundmind.api.base import DNS_SUBDOMAIN, QUANTITY, RESOURCE_NAME, ApiModel, SecretKeyRef, Toleration
 from soundmind.version import TRAINER_IMAGE
 
-Modality = Literal["audio-text", "text", "audio"]
+
+class Modality(enum.StrEnum):
+    """What the model is given of each question."""
+
+    AUDIO_TEXT = "audio-text"
+    TEXT = "text"
+    AUDIO = "audio"
+
+    @property
+    def has_audio(self) -> bool:
+        return self is not Modality.TEXT
+
 
 # Spec fields a user may change on a live training; all others are immutable (CEL transition rules).
 MUTABLE_SPEC_FIELDS = (
@@ -37,7 +49,7 @@ class DatasetSpec(ApiModel):
         "prepared parquet files (train.parquet, dev.parquet).",
     )
     modality: Modality = Field(
-        "audio-text",
+        Modality.AUDIO_TEXT,
         description="What the model is given: 'audio-text' (spoken question plus its text), 'text' (text "
         "only), or 'audio' (the question only as audio, plus the fixed answer instruction).",
     )

@@ -7,6 +7,8 @@ import argparse
 import sys
 import time
 
+from soundmind.api.training import Modality
+
 EXIT_BAD_DATA = 2
 
 
@@ -40,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     prepare.add_argument("--data-dir", required=True, help="ALR data set root")
     prepare.add_argument("--out", required=True, help="output directory for <split>.parquet")
-    prepare.add_argument("--modality", required=True, choices=["audio-text", "text", "audio"])
+    prepare.add_argument("--modality", required=True, choices=[m.value for m in Modality])
     prepare.add_argument("--splits", nargs="+", metavar="SPLIT", help="default: every split present")
     prepare.add_argument(
         "--audio-ref",

@@ -49,6 +49,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile
 
+from soundmind.api.training import Modality
 from soundmind.data import audio
 from soundmind.data.errors import DataError
 from soundmind.data.layouts import Sample, detect_layout, iter_samples, present_splits
@@ -61,16 +62,6 @@ AUDIO_PLACEHOLDER = "<audio>"
 # verl splits prompt text on these when a row has media, so question text must not contain them.
 _MEDIA_PLACEHOLDERS = ("<audio>", "<image>", "<video>")
 DEFAULT_ROW_GROUP_ROWS = 32  # ~100 MB of embedded audio per group for 90 s questions
-
-
-class Modality(enum.StrEnum):
-    AUDIO_TEXT = "audio-text"
-    TEXT = "text"
-    AUDIO = "audio"
-
-    @property
-    def has_audio(self) -> bool:
-        return self is not Modality.TEXT
 
 
 class AudioRef(enum.StrEnum):

@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from soundmind.data.prepare import Modality, prompt_messages, row_schema
+from soundmind.api.training import Modality
+from soundmind.data.prepare import prompt_messages, row_schema
 
 
 def write_split(path: Path, rows: int, modality: str = "audio-text", question_seconds: float = 90.0) -> None:
