@@ -464,13 +464,8 @@ class LocalCluster(_Components):
         ]
 
     def _controller_manager_args(self, pki: ClusterPKI) -> list[str]:
-        kubeconfig = self.workdir / "controller-manager.kubeconfig"
         return [
-            f"--kubeconfig={kubeconfig}",
-            f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            "--secure-port=0",
-            "--leader-elect=false",
+            *self._component_args("controller-manager"),
             "--controllers=*",
             "--use-service-account-credentials=true",
             f"--service-account-private-key-file={pki.service_account_key}",
@@ -479,11 +474,15 @@ class LocalCluster(_Components):
             f"--cluster-signing-key-file={pki.ca.key}",
             "--cluster-name=soundmind-local",
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
-            "--profiling=false",
         ]
 
     def _scheduler_args(self) -> list[str]:
-        kubeconfig = self.workdir / "scheduler.kubeconfig"
+        return self._component_args("scheduler")
+
+    def _component_args(self, component: str) -> list[str]:
+        """What the controller manager and the scheduler share: their own kubeconfig for everything,
+        no serving port, no leader election (one replica), no profiling."""
+        kubeconfig = self.workdir / f"{component}.kubeconfig"
         return [
             f"--kubeconfig={kubeconfig}",
             f"--authentication-kubeconfig={kubeconfig}",
