@@ -6,7 +6,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${SOUNDMIND_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/soundmind}
 # `|| true`: with pipefail, an unmatched requirements glob (no extra requirement files) would end the script.
-key=$({ cat "$root/pyproject.toml" "$root/hack/venv.sh" "$root"/hack/requirements-*.txt 2>/dev/null || true; } | sha256sum | cut -c1-12)
+key=$({ cat "$root/pyproject.toml" "$root/hack/venv.sh" "$root"/hack/requirements-*.txt \
+  "$root/images/trainer/requirements.lock" 2>/dev/null || true; } | sha256sum | cut -c1-12)
 venv="$cache/venv/py311-$key"
 mkdir -p "$cache/venv"
 exec 9>"$cache/venv/.lock"
@@ -22,7 +23,7 @@ if [ ! -x "$venv/.ready" ]; then
   "$venv/bin/pip" install -q --no-deps "verl==0.9.1" >&2
   for req in "$root"/hack/requirements-*.txt; do
     [ -e "$req" ] || continue
-    "$venv/bin/pip" install -q -r "$req" >&2
+    "$venv/bin/pip" install -q -r "$req" -c "$root/images/trainer/requirements.lock" >&2
   done
   printf '#!/bin/sh\n' >"$venv/.ready" && chmod +x "$venv/.ready"
 fi
