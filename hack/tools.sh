@@ -6,7 +6,8 @@
 #
 # Versions: k8s and etcd come from the wrapper modules under hack/tools/ (go.mod + go.sum are the
 # pins); kwok and helm are `go install`ed at the versions below (their own go.sum is checked
-# against the Go checksum database).
+# against the Go checksum database). It also fetches the third-party CRDs the integration tests
+# install (pins in hack/third-party-crds.txt) into <cache>/crds/.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${SOUNDMIND_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/soundmind}
@@ -78,5 +79,27 @@ for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
   helm_ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$k8s_minor"
 done
 build helm "$HELM_VERSION" go_install "$helm_ldflags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+
+# Third-party CRDs for the integration tests, copied from their Go modules into <cache>/crds/
+# <project>-<version>/: what tests/support/third_party_crds.py does on demand, from the same pins.
+mkdir -p "$cache/crds"
+while read -r project module version subdir; do
+  dest="$cache/crds/$project-$version"
+  [ -d "$dest" ] && continue
+  start=$SECONDS
+  work=$(mktemp -d "$cache/crds/.$project-XXXXXX")
+  # Run outside any module (in $work); on failure -json puts the reason in the JSON on stdout.
+  if ! json=$(cd "$work" && GOFLAGS=-mod=mod go mod download -json "$module@$version"); then
+    rm -rf "$work"
+    echo "tools.sh: go mod download $module@$version failed: $json" >&2
+    exit 1
+  fi
+  dir=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p' <<<"$json")
+  mkdir "$work/crds"
+  install -m 644 "$dir/$subdir"/*.yaml "$work/crds/"
+  mv -T "$work/crds" "$dest"
+  rm -rf "$work"
+  echo "fetched $project $version CRDs in $((SECONDS - start))s" >&2
+done < <(grep -v '^[[:space:]]*\(#\|$\)' "$root/hack/third-party-crds.txt")
 
 echo "$current"
