@@ -18,9 +18,17 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from soundmind.api.base import GROUP, VERSION
-from soundmind.api.training import MUTABLE_SPEC_FIELDS, TRAINING_SPEC_RULES, TrainingSpec, TrainingStatus
-from soundmind_operator.training.names import MAX_TRAINING_NAME_LENGTH, TRAINING_NAME_PATTERN
+from soundmind.api.base import GROUP, VERSION, ResourceKind
+from soundmind.api.serving import AUTOSCALING_RULES, SERVING, SERVING_SPEC_RULES, ServingSpec, ServingStatus
+from soundmind.api.training import (
+    MUTABLE_SPEC_FIELDS,
+    TRAINING,
+    TRAINING_SPEC_RULES,
+    TrainingSpec,
+    TrainingStatus,
+)
+from soundmind_operator.serving.names import MAX_SERVING_NAME_LENGTH
+from soundmind_operator.training.names import MAX_TRAINING_NAME_LENGTH
 
 CRD_DIR = pathlib.Path(__file__).resolve().parents[2] / "charts" / "soundmind-crds" / "templates"
 CATEGORY = "soundmind"
@@ -101,9 +109,6 @@ def training_crd() -> dict[str, Any]:
                 }
             )
     spec["x-kubernetes-validations"] = TRAINING_SPEC_RULES
-    status = structural_schema(TrainingStatus)
-    # kopf keeps its own bookkeeping under status; without this the API server would prune it.
-    status["x-kubernetes-preserve-unknown-fields"] = True
     columns = [
         ("Phase", "string", ".status.phase", "Lifecycle phase"),
         ("Step", "integer", ".status.progress.step", "Last completed GRPO step"),
@@ -112,31 +117,63 @@ def training_crd() -> dict[str, Any]:
         ("Age", "date", ".metadata.creationTimestamp", None),
     ]
     # The Job, its pods' host names and the headless Service are named after the training.
-    name_rules = [
-        {
-            "rule": f"self.metadata.name.size() <= {MAX_TRAINING_NAME_LENGTH}",
-            "message": f"metadata.name must be at most {MAX_TRAINING_NAME_LENGTH} characters: the Job and pod "
-            "host names derived from it must fit in 63",
-        },
-        {
-            "rule": f"self.metadata.name.matches('{TRAINING_NAME_PATTERN}')",
-            "message": "metadata.name must start with a letter and hold only lower-case letters, digits and '-' "
-            "(it names the training's headless Service)",
-        },
-    ]
     return _crd(
-        kind="SoundMindTraining",
-        plural="soundmindtrainings",
-        short="smt",
+        TRAINING,
         description="A SoundMind-RL GRPO training run of an audio-language model on GPU nodes.",
         spec=spec,
-        status=status,
+        status=structural_schema(TrainingStatus),
         columns=columns,
-        rules=name_rules,
+        rules=_name_rules(TRAINING, MAX_TRAINING_NAME_LENGTH, "the Job and pod host names derived from it"),
     )
 
 
-def _crd(*, kind, plural, short, description, spec, status, columns, scale=None, rules=None) -> dict[str, Any]:
+def serving_crd() -> dict[str, Any]:
+    spec = structural_schema(ServingSpec)
+    spec["x-kubernetes-validations"] = SERVING_SPEC_RULES
+    spec["properties"]["autoscaling"]["x-kubernetes-validations"] = AUTOSCALING_RULES
+    columns = [
+        ("Phase", "string", ".status.phase", "Pending, Progressing, Available, Degraded or Failed"),
+        ("Model", "string", ".status.model", "The model being served"),
+        ("Ready", "integer", ".status.readyReplicas", "Replicas answering /health"),
+        ("Replicas", "integer", ".status.replicas", "Replicas of the Deployment"),
+        ("URL", "string", ".status.url", "In-cluster base URL of the OpenAI-compatible API"),
+        ("Age", "date", ".metadata.creationTimestamp", None),
+    ]
+    scale = {
+        "specReplicasPath": ".spec.replicas",
+        "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector",
+    }
+    return _crd(
+        SERVING,
+        description="A model served by vLLM's OpenAI-compatible server with audio input, autoscaled on vLLM's load.",
+        spec=spec,
+        status=structural_schema(ServingStatus),
+        columns=columns,
+        scale=scale,
+        rules=_name_rules(SERVING, MAX_SERVING_NAME_LENGTH, "the Deployment's pod names derived from it"),
+    )
+
+
+# Children are named after their owner, and Service names are DNS-1035 labels (start with a letter).
+NAME_PATTERN = "^[a-z]([-a-z0-9]*[a-z0-9])?$"
+
+
+def _name_rules(kind: ResourceKind, max_length: int, derived: str) -> list[dict[str, str]]:
+    return [
+        {
+            "rule": f"self.metadata.name.size() <= {max_length}",
+            "message": f"metadata.name must be at most {max_length} characters: {derived} must fit in 63",
+        },
+        {
+            "rule": f"self.metadata.name.matches('{NAME_PATTERN}')",
+            "message": "metadata.name must start with a letter and hold only lower-case letters, digits and '-' "
+            f"(it names the {kind.kind}'s Service)",
+        },
+    ]
+
+
+def _crd(kind: ResourceKind, *, description, spec, status, columns, scale=None, rules=None) -> dict[str, Any]:
     subresources: dict[str, Any] = {"status": {}}
     if scale:
         subresources["scale"] = scale
@@ -144,17 +181,17 @@ def _crd(*, kind, plural, short, description, spec, status, columns, scale=None,
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": f"{plural}.{GROUP}",
+            "name": kind.crd_name,
             "labels": {"app.kubernetes.io/name": "soundmind", "app.kubernetes.io/part-of": "soundmind"},
         },
         "spec": {
             "group": GROUP,
             "names": {
-                "kind": kind,
-                "listKind": f"{kind}List",
-                "plural": plural,
-                "singular": kind.lower(),
-                "shortNames": [short],
+                "kind": kind.kind,
+                "listKind": f"{kind.kind}List",
+                "plural": kind.plural,
+                "singular": kind.singular,
+                "shortNames": [kind.short],
                 "categories": [CATEGORY],
             },
             "scope": "Namespaced",
@@ -190,7 +227,7 @@ def _crd(*, kind, plural, short, description, spec, status, columns, scale=None,
 
 def all_crds() -> dict[str, dict[str, Any]]:
     """File name -> CRD, for every kind the operator serves."""
-    crds = [training_crd()]
+    crds = [training_crd(), serving_crd()]
     return {f"{GROUP}_{c['spec']['names']['plural']}.yaml": c for c in crds}
 
 

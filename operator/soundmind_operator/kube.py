@@ -1,8 +1,10 @@
 """The operator's Kubernetes API access: one client, and the idempotent verbs reconcilers use.
 
-"Already exists" on create and "not found" on delete are success: a reconcile that runs twice, or
-after a restart, converges instead of failing. Lists come back as plain camelCase dicts (the wire
-form), which is what the pure status code reads.
+Children are written with server-side apply under the field manager `soundmind-operator`, forcing
+the fields it owns: applying the same manifest twice changes nothing, a deleted child comes back,
+and a changed builder (an operator upgrade, a spec change) reaches objects that exist. A training's
+Job is the exception: each attempt's Job is created once (its pod template is immutable) and only
+its mutable fields are patched. "Not found" on delete is success.
 """
 
 from __future__ import annotations
@@ -16,7 +18,27 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from soundmind_operator.labels import OPERATOR_NAME
+
 Manifest = dict[str, Any]
+
+FIELD_MANAGER = OPERATOR_NAME
+REQUEST_TIMEOUT_SECONDS = 30
+
+# Plural resource names of the kinds the operator writes, by kind.
+PLURALS = {
+    "ConfigMap": "configmaps",
+    "ServiceAccount": "serviceaccounts",
+    "Service": "services",
+    "Role": "roles",
+    "RoleBinding": "rolebindings",
+    "Job": "jobs",
+    "Deployment": "deployments",
+    "PodDisruptionBudget": "poddisruptionbudgets",
+    "HorizontalPodAutoscaler": "horizontalpodautoscalers",
+    "ScaledObject": "scaledobjects",
+    "ServiceMonitor": "servicemonitors",
+}
 
 
 class Conflict(Exception):
@@ -32,55 +54,111 @@ def api_client() -> client.ApiClient:
     return config.new_client_from_config()
 
 
+def _custom_path(group: str, version: str, namespace: str, plural: str, name: str) -> str:
+    return f"/apis/{group}/{version}/namespaces/{namespace}/{plural}/{name}"
+
+
+def resource_path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
+    """The REST path of a namespaced object (or its collection, without `name`)."""
+    prefix = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    path = f"{prefix}/namespaces/{namespace}/{PLURALS[kind]}"
+    return f"{path}/{name}" if name else path
+
+
+def _uncounted(verb: str) -> None:
+    pass
+
+
 @dataclass
 class Kube:
     api: client.ApiClient
+    # Called with the HTTP method of every request (the operator's metrics count them).
+    on_request: Callable[[str], None] = _uncounted
 
-    def __post_init__(self) -> None:
-        self.core = client.CoreV1Api(self.api)
-        self.batch = client.BatchV1Api(self.api)
-        self.rbac = client.RbacAuthorizationV1Api(self.api)
-        self.custom = client.CustomObjectsApi(self.api)
-        self._creators: dict[str, Callable[[str, Manifest], Any]] = {
-            "ConfigMap": self.core.create_namespaced_config_map,
-            "ServiceAccount": self.core.create_namespaced_service_account,
-            "Service": self.core.create_namespaced_service,
-            "Role": self.rbac.create_namespaced_role,
-            "RoleBinding": self.rbac.create_namespaced_role_binding,
-            "Job": self.batch.create_namespaced_job,
-        }
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        content_type: str = "application/json",
+        query: list[tuple[str, Any]] | None = None,
+    ) -> Manifest:
+        """One API call; the response body as a dict. ApiException on any non-2xx status."""
+        self.on_request(method)
+        serialized = self.api.param_serialize(
+            method,
+            path,
+            query_params=query or [],
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self.api.call_api(*serialized, _request_timeout=REQUEST_TIMEOUT_SECONDS)
+        data = response.read()
+        if not 200 <= response.status < 300:
+            raise ApiException(http_resp=response)
+        return json.loads(data) if data else {}
+
+    def apply(self, namespace: str, manifest: Manifest) -> Manifest:
+        """Server-side apply: create, or bring the fields we own back to the manifest."""
+        meta = manifest["metadata"]
+        path = resource_path(manifest["apiVersion"], manifest["kind"], namespace, meta["name"])
+        return self.request(
+            "PATCH",
+            path,
+            {**manifest, "metadata": {**meta, "namespace": namespace}},
+            content_type="application/apply-patch+yaml",
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+        )
 
     def create(self, namespace: str, manifest: Manifest) -> bool:
         """Create it; False when it already exists (same deterministic name: created before)."""
+        path = resource_path(manifest["apiVersion"], manifest["kind"], namespace)
         try:
-            self._creators[manifest["kind"]](namespace, manifest)
+            self.request("POST", path, manifest, query=[("fieldManager", FIELD_MANAGER)])
         except ApiException as error:
             if error.status == 409:
                 return False
             raise
         return True
 
-    def delete_job(self, namespace: str, name: str) -> bool:
-        """Delete a Job and, in the background, its pods; False when it was already gone."""
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> Manifest | None:
         try:
-            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+            return self.request("GET", resource_path(api_version, kind, namespace, name))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        """Delete it, and in the background what it owns (a Job's pods); False when already gone."""
+        try:
+            self.request(
+                "DELETE", resource_path(api_version, kind, namespace, name), {"propagationPolicy": "Background"}
+            )
         except ApiException as error:
             if error.status == 404:
                 return False
             raise
         return True
 
-    def patch_job_spec(self, namespace: str, name: str, spec: Manifest) -> None:
-        self.batch.patch_namespaced_job(name, namespace, {"spec": spec})
+    def merge_patch(self, api_version: str, kind: str, namespace: str, name: str, patch: Manifest) -> None:
+        self.request(
+            "PATCH",
+            resource_path(api_version, kind, namespace, name),
+            patch,
+            content_type="application/merge-patch+json",
+            query=[("fieldManager", FIELD_MANAGER)],
+        )
 
-    def list_dicts(self, lister: Callable[..., Any], *args: Any, **kwargs: Any) -> list[Manifest]:
-        """A list call's items as wire dicts (no model round trip)."""
-        response = lister(*args, _preload_content=False, **kwargs)
-        return json.loads(response.data)["items"]
+    def list(self, api_version: str, kind: str, namespace: str, label_selector: str) -> list[Manifest]:
+        path = resource_path(api_version, kind, namespace)
+        return self.request("GET", path, query=[("labelSelector", label_selector)])["items"]
 
     def get_custom(self, group: str, version: str, namespace: str, plural: str, name: str) -> Manifest | None:
         try:
-            return self.custom.get_namespaced_custom_object(group, version, namespace, plural, name)
+            return self.request("GET", _custom_path(group, version, namespace, plural, name))
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -93,8 +171,36 @@ class Kube:
         past `resource_version`: the fields were decided from that version."""
         body = {"metadata": {"resourceVersion": resource_version}, "status": status}
         try:
-            self.custom.patch_namespaced_custom_object_status(group, version, namespace, plural, name, body)
+            self.request(
+                "PATCH",
+                _custom_path(group, version, namespace, plural, name) + "/status",
+                body,
+                content_type="application/merge-patch+json",
+            )
         except ApiException as error:
             if error.status == 409:
                 raise Conflict(f"{plural}/{name} in {namespace} changed while reconciling") from None
             raise
+
+    def served_versions(self, group: str) -> list[str]:
+        """The versions of an API group the server serves, preferred first; [] when it serves none
+        (its CRDs are not installed). Asked once at start-up, never on a reconcile pass."""
+        try:
+            found = self.request("GET", f"/apis/{group}")
+        except ApiException as error:
+            if error.status == 404:
+                return []
+            raise
+        preferred = (found.get("preferredVersion") or {}).get("version")
+        versions = [v["version"] for v in found.get("versions") or []]
+        return sorted(versions, key=lambda v: v != preferred)
+
+    def serves(self, group: str, version: str, plural: str) -> bool:
+        """Whether `group/version` serves the resource `plural`."""
+        try:
+            found = self.request("GET", f"/apis/{group}/{version}")
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        return any(r.get("name") == plural for r in found.get("resources") or [])

@@ -1,9 +1,15 @@
 """`soundmind-operator`: the kopf wiring, the start-up settings and the command line. Nothing else:
-the work is in `soundmind_operator.training` (builders, status, reconcile loop)."""
+the work is in `soundmind_operator.training` and `soundmind_operator.serving` (names, builders, a
+pure state machine, a reconcile pass each) on the shared core (`loop`, `cache`, `kube`, ...).
+
+Every handler is `async def` and does no I/O: kopf runs sync handlers in a thread pool, and the
+wake-up events and metrics they touch belong to the event loop.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import socket
 import sys
@@ -12,25 +18,28 @@ from dataclasses import dataclass
 import kopf
 
 from soundmind.api.base import GROUP, VERSION
-from soundmind.train.contract import TRAINING_PLURAL
-from soundmind_operator import metrics
+from soundmind.api.serving import SERVING
+from soundmind.api.training import TRAINING
+from soundmind_operator import cache, loop, metrics
 from soundmind_operator.kube import Kube, api_client
-from soundmind_operator.training import handlers, names
+from soundmind_operator.labels import MANAGED, MANAGED_SELECTOR, OPERATOR_NAME
+from soundmind_operator.serving import builders as serving_builders
+from soundmind_operator.serving import names as serving_names
+from soundmind_operator.serving.reconcile import ServingCache, ServingReconciler, training_view
+from soundmind_operator.training import names as training_names
+from soundmind_operator.training.reconcile import KUEUE_GROUP, TrainingReconciler
 
 FINALIZER = f"{GROUP}/finalizer"
-MANAGED = {names.MANAGED_BY_LABEL: names.OPERATOR_NAME}
-MANAGED_SELECTOR = f"{names.MANAGED_BY_LABEL}={names.OPERATOR_NAME}"
-
-
-WAKE_HANDLERS = ("training_changed", "job_changed", "pod_changed")
+# Which kind owns the children of each component.
+KIND_OF_COMPONENT = {training_names.COMPONENT: TRAINING.kind, serving_names.COMPONENT: SERVING.kind}
+# Handlers that run on every watch event; kopf's per-event success lines would drown the log.
+QUIET_HANDLERS = ("training_changed", "serving_changed", "child_changed", "wake_")
 
 
 class _QuietWakeHandlers(logging.Filter):
-    """kopf logs each handler's success; the wake-up handlers run on every Job and pod event."""
-
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not (message.endswith("succeeded.") and any(f"'{h}'" in message for h in WAKE_HANDLERS))
+        return not (message.endswith("succeeded.") and any(f"'{h}" in message for h in QUIET_HANDLERS))
 
 
 @dataclass(frozen=True)
@@ -38,18 +47,19 @@ class Options:
     resync_seconds: float = 15.0
     metrics_port: int = 9090  # 0: no /metrics endpoint (images/operator exposes 8080 and 9090)
     watch_server_timeout: int = 300  # seconds; the API server wants an integer
+    prometheus_url: str = serving_builders.DEFAULT_PROMETHEUS_URL
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_) -> None:
     options: Options = memo.options
     # Watches end server-side before the client gives up, so a silent connection is noticed.
     settings.watching.server_timeout = options.watch_server_timeout
     settings.watching.client_timeout = options.watch_server_timeout + 30
     settings.watching.connect_timeout = 30
-    # Only the operator's own Jobs and pods are streamed, filtered by the API server.
-    settings.watching.label_selectors["batch", "jobs"] = MANAGED_SELECTOR
-    settings.watching.label_selectors["v1", "pods"] = MANAGED_SELECTOR
+    # Only the operator's own children are streamed, filtered by the API server.
+    for watched in cache.WATCHED:
+        settings.watching.label_selectors[watched.group or watched.version, watched.plural] = MANAGED_SELECTOR
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -57,55 +67,134 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_) -> 
     )
     settings.posting.enabled = True
     settings.posting.level = logging.INFO
-    settings.posting.reporting_component = names.OPERATOR_NAME
+    settings.posting.reporting_component = OPERATOR_NAME
     settings.posting.reporting_instance = socket.gethostname()
-    settings.posting.event_name_prefix = f"{names.OPERATOR_NAME}-"
+    settings.posting.event_name_prefix = f"{OPERATOR_NAME}-"
     # The resources served are known at start (CRDs are installed first): no need to watch CRDs
     # or namespaces, so the operator's RBAC does not grant that.
     settings.scanning.disabled = True
-    # A stopped training loop exits within milliseconds (it only waits on events); waiting that
-    # long lets kopf release a deleted training at once instead of re-checking it later.
+    # A stopped loop exits within milliseconds (it only waits on events); waiting that long lets
+    # kopf release a deleted object at once instead of re-checking it later.
     settings.background.instant_exit_timeout = 0.1
-    memo.training = handlers.TrainingContext(
-        kube=Kube(api_client()), metrics=metrics.OperatorMetrics(), resync_seconds=options.resync_seconds
+
+    operator_metrics: metrics.OperatorMetrics = memo.metrics
+    kube = Kube(api_client(), on_request=lambda verb: operator_metrics.api_requests.labels(verb).inc())
+    memo.loop = loop.LoopContext(metrics=operator_metrics, resync_seconds=options.resync_seconds)
+    # What the cluster offers is decided once, here, not with a 404 on every pass.
+    kueue, platform = await asyncio.to_thread(_discover, kube, options)
+    memo.training = TrainingReconciler(kube, operator_metrics, kueue_version=kueue[0] if kueue else None)
+    memo.serving = ServingReconciler(kube, operator_metrics, platform)
+    scaler = "KEDA ScaledObjects" if platform.keda else "HorizontalPodAutoscalers (KEDA is not installed)"
+    logger.info(
+        "servings scale with %s; %s; Kueue %s",
+        scaler,
+        "ServiceMonitors" if platform.service_monitors else "prometheus.io annotations (no prometheus-operator)",
+        kueue[0] if kueue else "not installed",
     )
     if options.metrics_port:
         metrics.serve(options.metrics_port)
         logger.info("metrics on :%d/metrics", options.metrics_port)
 
 
+def _discover(kube: Kube, options: Options) -> tuple[list[str], serving_builders.Platform]:
+    platform = serving_builders.Platform(
+        keda=kube.serves("keda.sh", "v1alpha1", "scaledobjects"),
+        service_monitors=kube.serves("monitoring.coreos.com", "v1", "servicemonitors"),
+        prometheus_url=options.prometheus_url,
+    )
+    return kube.served_versions(KUEUE_GROUP), platform
+
+
+# -- the watched children: one index per kind, keyed by owner; each event wakes the owner --------
+
+
+async def _index_owned(namespace, labels, body, **_) -> dict:
+    key = cache.owner_key(namespace, labels)
+    return {key: cache.trimmed(body)} if key else {}
+
+
+async def _child_changed(namespace, labels, memo: kopf.Memo, **_) -> None:
+    key = cache.owner_key(namespace, labels)
+    if key is not None and key[1] in KIND_OF_COMPONENT:
+        memo.loop.wakeups.wake(KIND_OF_COMPONENT[key[1]], key[0], key[2])
+
+
+for _watched in cache.WATCHED:
+    _resource = (_watched.group, _watched.version, _watched.plural) if _watched.group else ("v1", _watched.plural)
+    kopf.index(*_resource, labels=MANAGED, id=_watched.index_id)(_index_owned)
+    kopf.on.event(*_resource, labels=MANAGED, id=f"wake_{_watched.plural}")(_child_changed)
+
+
+# -- SoundMindTraining ----------------------------------------------------------------------------
+
+
 # On deletion or exit the loop is signalled and finishes its current pass (well under a second)
 # before kopf would cancel it.
-@kopf.daemon(GROUP, VERSION, TRAINING_PLURAL, cancellation_backoff=10, cancellation_timeout=10)
-async def training_loop(name, namespace, stopped, memo: kopf.Memo, logger, **_) -> None:
-    await handlers.run(memo.training, namespace, name, stopped, logger)
+@kopf.daemon(GROUP, VERSION, TRAINING.plural, cancellation_backoff=10, cancellation_timeout=10)
+async def training_loop(name, namespace, stopped, memo: kopf.Memo, logger, **indices) -> None:
+    key = (namespace, training_names.COMPONENT, name)
+    await loop.run(memo.loop, memo.training, namespace, name, stopped, logger, lambda: cache.read(indices, key))
 
 
-@kopf.on.event(GROUP, VERSION, TRAINING_PLURAL)
-def training_changed(name, namespace, memo: kopf.Memo, **_) -> None:
-    memo.training.wakeups.wake(namespace, name)
+@kopf.index(GROUP, VERSION, TRAINING.plural)
+async def trainings(namespace, name, body, **_) -> dict:
+    """What servings read of a training (its phase and exported model)."""
+    return {(namespace, name): training_view(body)}
 
 
-@kopf.on.delete(GROUP, VERSION, TRAINING_PLURAL, optional=True)
-def training_deleted(name, namespace, memo: kopf.Memo, logger, **_) -> None:
-    handlers.forget(memo.training, namespace, name, logger)
+@kopf.index(GROUP, VERSION, SERVING.plural)
+async def servings_by_training(namespace, name, spec, **_) -> dict:
+    source = (spec.get("fromTraining") or {}).get("name")
+    return {(namespace, source): name} if source else {}
 
 
-@kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
-def job_changed(namespace, labels, memo: kopf.Memo, **_) -> None:
-    handlers.wake_owner(memo.training, namespace, labels)
+@kopf.on.event(GROUP, VERSION, TRAINING.plural)
+async def training_changed(name, namespace, memo: kopf.Memo, servings_by_training: kopf.Index, **_) -> None:
+    memo.loop.wakeups.wake(TRAINING.kind, namespace, name)
+    for serving in servings_by_training.get((namespace, name), []):
+        memo.loop.wakeups.wake(SERVING.kind, namespace, serving)
 
 
-@kopf.on.event("v1", "pods", labels=MANAGED)
-def pod_changed(namespace, labels, memo: kopf.Memo, **_) -> None:
-    handlers.wake_owner(memo.training, namespace, labels)
+@kopf.on.delete(GROUP, VERSION, TRAINING.plural, optional=True)
+async def training_deleted(name, namespace, memo: kopf.Memo, logger, **_) -> None:
+    memo.training.forget(namespace, name)
+    logger.info("training %s/%s deleted; its children go with it (owner references)", namespace, name)
+
+
+# -- SoundMindServing -----------------------------------------------------------------------------
+
+
+@kopf.daemon(GROUP, VERSION, SERVING.plural, cancellation_backoff=10, cancellation_timeout=10)
+async def serving_loop(name, namespace, spec, stopped, memo: kopf.Memo, logger, **indices) -> None:
+    key = (namespace, serving_names.COMPONENT, name)
+
+    def read_cache() -> ServingCache:
+        source = (spec.get("fromTraining") or {}).get("name")  # kopf keeps `spec` current
+        views = list(indices["trainings"].get((namespace, source), [])) if source else []
+        return ServingCache(owned=cache.read(indices, key), training=views[0] if views else None)
+
+    await loop.run(memo.loop, memo.serving, namespace, name, stopped, logger, read_cache)
+
+
+@kopf.on.event(GROUP, VERSION, SERVING.plural)
+async def serving_changed(name, namespace, memo: kopf.Memo, **_) -> None:
+    memo.loop.wakeups.wake(SERVING.kind, namespace, name)
+
+
+@kopf.on.delete(GROUP, VERSION, SERVING.plural, optional=True)
+async def serving_deleted(name, namespace, memo: kopf.Memo, logger, **_) -> None:
+    memo.serving.forget(namespace, name)
+    logger.info("serving %s/%s deleted; its children go with it (owner references)", namespace, name)
+
+
+# -- command line ---------------------------------------------------------------------------------
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="soundmind-operator",
-        description="Reconcile SoundMindTrainings into GPU training Jobs, using the current KUBECONFIG "
-        "(or the pod's ServiceAccount in a cluster).",
+        description="Reconcile SoundMindTrainings into GPU training Jobs and SoundMindServings into autoscaled "
+        "vLLM Deployments, using the current KUBECONFIG (or the pod's ServiceAccount in a cluster).",
     )
     scope = parser.add_mutually_exclusive_group(required=True)
     scope.add_argument("-n", "--namespace", action="append", metavar="NS", help="serve this namespace (repeatable)")
@@ -120,6 +209,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resync-seconds", type=float, default=Options.resync_seconds, help="re-check interval")
     parser.add_argument("--metrics-port", type=int, default=Options.metrics_port, help="/metrics port (0: off)")
     parser.add_argument("--liveness-port", type=int, default=8080, help="/healthz port (0: off)")
+    parser.add_argument(
+        "--prometheus-url",
+        default=Options.prometheus_url,
+        help="the Prometheus that KEDA queries for vLLM's metrics (default %(default)s)",
+    )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     return parser.parse_args(argv)
 
@@ -129,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     kopf.configure(debug=args.verbose, log_prefix=True)  # messages about an object name it: [ns/name]
     for handler in logging.getLogger().handlers:
         handler.addFilter(_QuietWakeHandlers())
-    options = Options(resync_seconds=args.resync_seconds, metrics_port=args.metrics_port)
+    options = Options(
+        resync_seconds=args.resync_seconds, metrics_port=args.metrics_port, prometheus_url=args.prometheus_url
+    )
     kopf.run(
         clusterwide=args.all_namespaces,
         namespaces=args.namespace or (),
@@ -137,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         peering_name=args.peering,
         priority=args.priority,
         liveness_endpoint=f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None,
-        memo=kopf.Memo(options=options),
+        # Made once per process: a start-up retried by kopf must not register the metrics twice.
+        memo=kopf.Memo(options=options, metrics=metrics.OperatorMetrics()),
     )
     return 0
 

@@ -1,8 +1,8 @@
 """Every Prometheus metric the operator exports, by name, in one place: the exporter, the Helm
 chart's dashboards and alert rules (and their tests) import the names from here.
 
-Per-training series carry `namespace` and `training` labels and are removed when the training is
-deleted; operator-wide series are labelled by `kind` and `result` only.
+Per-object series carry `namespace` and `training` (or `serving`) labels and are removed when the
+object is deleted; operator-wide series are labelled by `kind`, `result` or `verb` only.
 """
 
 from __future__ import annotations
@@ -19,21 +19,27 @@ from prometheus_client import (
     start_http_server,
 )
 
+from soundmind.api.serving import ServingPhase
 from soundmind.api.training import Phase
 
 RECONCILE_TOTAL = "soundmind_operator_reconcile_total"
 RECONCILE_DURATION = "soundmind_operator_reconcile_duration_seconds"
+API_REQUESTS = "soundmind_operator_api_requests_total"
 TRAININGS = "soundmind_trainings"
 TRAINING_GPUS_REQUESTED = "soundmind_training_gpus_requested"
 TRAINING_GPUS_RUNNING = "soundmind_training_gpus_running"
 TRAINING_GPU_SECONDS = "soundmind_training_gpu_seconds"
 TRAINING_RETRIES = "soundmind_training_retries_total"
 TRAINING_PENDING_DURATION = "soundmind_training_pending_duration_seconds"
+SERVINGS = "soundmind_servings"
+SERVING_REPLICAS_DESIRED = "soundmind_serving_replicas_desired"
+SERVING_REPLICAS_READY = "soundmind_serving_replicas_ready"
 
 # Results of one reconcile pass.
 RESULT_OK, RESULT_CONFLICT, RESULT_ERROR = "ok", "conflict", "error"
 
 _TRAINING = ("namespace", "training")
+_SERVING = ("namespace", "serving")
 
 disable_created_metrics()  # no `*_created` series next to every counter and histogram
 
@@ -53,7 +59,27 @@ class OperatorMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=registry,
         )
-        self.trainings = Gauge(TRAININGS, "SoundMindTrainings by phase.", ["phase"], registry=registry)
+        self.api_requests = Counter(
+            API_REQUESTS.removesuffix("_total"),
+            "Requests of reconcile passes to the Kubernetes API, by HTTP method (watches excluded).",
+            ["verb"],
+            registry=registry,
+        )
+        self.trainings = _PhaseCount(
+            Gauge(TRAININGS, "SoundMindTrainings by phase.", ["phase"], registry=registry), get_args(Phase)
+        )
+        self.servings = _PhaseCount(
+            Gauge(SERVINGS, "SoundMindServings by phase.", ["phase"], registry=registry), get_args(ServingPhase)
+        )
+        self.replicas_desired = Gauge(
+            SERVING_REPLICAS_DESIRED,
+            "Replicas a serving's Deployment is asked for (by spec.replicas or the autoscaler).",
+            _SERVING,
+            registry=registry,
+        )
+        self.replicas_ready = Gauge(
+            SERVING_REPLICAS_READY, "Ready replicas of a serving's Deployment.", _SERVING, registry=registry
+        )
         self.gpus_requested = Gauge(
             TRAINING_GPUS_REQUESTED, "GPUs a training asks for (nodes × gpusPerNode).", _TRAINING, registry=registry
         )
@@ -76,7 +102,6 @@ class OperatorMetrics:
             buckets=(1, 2, 5, 10, 30, 60, 300, 900, 1800, 3600, 4 * 3600),
             registry=registry,
         )
-        self._phases: dict[tuple[str, str], str] = {}
 
     def observe_training(
         self, namespace: str, training: str, *, phase: str | None, requested: int, running: int, gpu_seconds: float
@@ -85,26 +110,57 @@ class OperatorMetrics:
         self.gpus_requested.labels(*key).set(requested)
         self.gpus_running.labels(*key).set(running)
         self.gpu_seconds.labels(*key).set(gpu_seconds)
-        if phase:
-            self._phases[key] = phase
-        self._publish_phases()
+        self.trainings.set(key, phase)
 
     def forget_training(self, namespace: str, training: str) -> None:
         key = (namespace, training)
-        for gauge in (self.gpus_requested, self.gpus_running, self.gpu_seconds, self.retries):
-            try:
-                gauge.remove(*key)
-            except KeyError:
-                pass
-        self._phases.pop(key, None)
-        self._publish_phases()
+        _remove(key, self.gpus_requested, self.gpus_running, self.gpu_seconds, self.retries)
+        self.trainings.drop(key)
 
-    def _publish_phases(self) -> None:
+    def observe_serving(self, namespace: str, serving: str, *, phase: str | None, desired: int, ready: int) -> None:
+        key = (namespace, serving)
+        self.replicas_desired.labels(*key).set(desired)
+        self.replicas_ready.labels(*key).set(ready)
+        self.servings.set(key, phase)
+
+    def forget_serving(self, namespace: str, serving: str) -> None:
+        key = (namespace, serving)
+        _remove(key, self.replicas_desired, self.replicas_ready)
+        self.servings.drop(key)
+
+
+def _remove(key: tuple[str, str], *series) -> None:
+    for metric in series:
+        try:
+            metric.remove(*key)
+        except KeyError:
+            pass
+
+
+class _PhaseCount:
+    """A gauge of objects by phase, every phase present (0 when none), from each object's last phase."""
+
+    def __init__(self, gauge: Gauge, phases: tuple[str, ...]):
+        self.gauge = gauge
+        self.phases = phases
+        self._of: dict[tuple[str, str], str] = {}
+        self._publish()
+
+    def set(self, key: tuple[str, str], phase: str | None) -> None:
+        if phase:  # a pass that decided no phase yet keeps the last one
+            self._of[key] = phase
+            self._publish()
+
+    def drop(self, key: tuple[str, str]) -> None:
+        self._of.pop(key, None)
+        self._publish()
+
+    def _publish(self) -> None:
         counts: dict[str, int] = {}
-        for phase in self._phases.values():
+        for phase in self._of.values():
             counts[phase] = counts.get(phase, 0) + 1
-        for phase in get_args(Phase):
-            self.trainings.labels(phase).set(counts.get(phase, 0))
+        for phase in self.phases:
+            self.gauge.labels(phase).set(counts.get(phase, 0))
 
 
 def serve(port: int, address: str = "0.0.0.0") -> None:

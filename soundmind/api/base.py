@@ -3,6 +3,7 @@ Kubernetes value types (secret references, tolerations) the specs embed."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,6 +21,24 @@ QUANTITY = r"^(\+)?([0-9]+(\.[0-9]*)?|\.[0-9]+)(([KMGTPE]i)|[numkMGTPE]|([eE][-+
 RESOURCE_NAME = (
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 )
+
+
+@dataclass(frozen=True)
+class ResourceKind:
+    """The identity of one custom resource kind: the CRD, the operator's handlers, the RBAC and the
+    tests derive every name from here."""
+
+    kind: str  # SoundMindTraining
+    plural: str  # soundmindtrainings
+    short: str  # smt
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
+    @property
+    def crd_name(self) -> str:
+        return f"{self.plural}.{GROUP}"
 
 
 class ApiModel(BaseModel):
@@ -45,3 +64,12 @@ class Toleration(ApiModel):
         None, description="Taint effect to tolerate (empty: all effects)."
     )
     toleration_seconds: int | None = Field(None, description="For NoExecute: how long to stay bound.")
+
+
+class Condition(ApiModel):
+    type: str = Field(..., max_length=316, description="Condition type, e.g. Schedulable, Running, Available.")
+    status: Literal["True", "False", "Unknown"] = Field(..., description="True, False or Unknown.")
+    reason: str = Field("", max_length=1024, description="CamelCase reason for the last transition.")
+    message: str = Field("", max_length=32768, description="Human-readable details.")
+    last_transition_time: str | None = Field(None, description="When the status last changed (RFC 3339).")
+    observed_generation: int | None = Field(None, ge=0, description="The spec generation this was based on.")

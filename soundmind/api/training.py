@@ -13,8 +13,19 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from soundmind.api.base import DNS_SUBDOMAIN, QUANTITY, RESOURCE_NAME, ApiModel, SecretKeyRef, Toleration
+from soundmind.api.base import (
+    DNS_SUBDOMAIN,
+    QUANTITY,
+    RESOURCE_NAME,
+    ApiModel,
+    Condition,
+    ResourceKind,
+    SecretKeyRef,
+    Toleration,
+)
 from soundmind.version import TRAINER_IMAGE
+
+TRAINING = ResourceKind(kind="SoundMindTraining", plural="soundmindtrainings", short="smt")
 
 
 class Modality(enum.StrEnum):
@@ -211,15 +222,6 @@ TRAINING_SPEC_RULES = [
 Phase = Literal["Pending", "Queued", "Running", "Succeeded", "Failed", "Suspended"]
 
 
-class Condition(ApiModel):
-    type: str = Field(..., max_length=316, description="Condition type, e.g. Schedulable, Running, Complete.")
-    status: Literal["True", "False", "Unknown"] = Field(..., description="True, False or Unknown.")
-    reason: str = Field("", max_length=1024, description="CamelCase reason for the last transition.")
-    message: str = Field("", max_length=32768, description="Human-readable details.")
-    last_transition_time: str | None = Field(None, description="When the status last changed (RFC 3339).")
-    observed_generation: int | None = Field(None, ge=0, description="The spec generation this was based on.")
-
-
 class TrainingProgress(ApiModel):
     step: int | None = Field(None, ge=0, description="Last completed GRPO step (written by the trainer).")
     total_steps: int | None = Field(None, ge=0, description="Steps in the whole run.")
@@ -234,6 +236,13 @@ class CheckpointStatus(ApiModel):
     path: str | None = Field(None, description="Directory of that checkpoint on the checkpoint volume.")
 
 
+class ModelStatus(ApiModel):
+    path: str | None = Field(
+        None, description="Hugging Face directory of the exported model, on the checkpoint volume."
+    )
+    step: int | None = Field(None, ge=0, description="The step of the checkpoint it was exported from.")
+
+
 class TrainingStatus(ApiModel):
     """Observed state. `progress` and `checkpoint` belong to the trainer; the rest to the operator."""
 
@@ -246,6 +255,9 @@ class TrainingStatus(ApiModel):
     job_name: str | None = Field(None, description="The Job of the current attempt.")
     progress: TrainingProgress | None = Field(None, description="RL progress reported by the trainer.")
     checkpoint: CheckpointStatus | None = Field(None, description="Newest checkpoint reported by the trainer.")
+    model: ModelStatus | None = Field(
+        None, description="The exported model (written by the trainer on success); what servings serve."
+    )
     gpu_seconds: float | None = Field(None, ge=0, description="GPUs × pod running seconds, over all attempts.")
     gpu_seconds_updated_at: str | None = Field(
         None, description="Until when gpuSeconds is counted (RFC 3339); the operator adds only later pod time."

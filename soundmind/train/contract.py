@@ -5,6 +5,7 @@ other is impossible because both import this module.
 """
 
 from soundmind.api.base import GROUP
+from soundmind.api.training import TRAINING
 
 # The rendered TrainingSpec is mounted from a ConfigMap at CONFIG_DIR/CONFIG_FILE.
 CONFIG_DIR = "/etc/soundmind"
@@ -25,7 +26,10 @@ ENV_NAMESPACE = "SOUNDMIND_NAMESPACE"  # from the downward API
 ENV_ATTEMPT = "SOUNDMIND_ATTEMPT"  # 1 + retries so far; keeps each attempt's verl log apart
 ENV_HEAD_ADDRESS = "SOUNDMIND_HEAD_ADDRESS"  # stable DNS name of index 0 (headless Service)
 ENV_JOB_INDEX = "JOB_COMPLETION_INDEX"  # set by the Job controller for Indexed Jobs
-ENV_HF_TOKEN = "HF_TOKEN"  # from spec.hfTokenSecret through secretKeyRef only
+
+# The trainer image's numeric non-root user (images/trainer/Dockerfile; a test ties the two): the pod
+# runs as it and volumes are made group-writable for it.
+TRAINER_UID = 1000
 
 RAY_HEAD_PORT = 6379
 METRICS_PORT = 9400  # the head's Prometheus endpoint (progress of the run)
@@ -36,8 +40,6 @@ EXIT_OK = 0
 EXIT_CONFIG_ERROR = 78  # EX_CONFIG (sysexits.h): the spec, data or verl overrides are invalid
 EXIT_HEAD_LOST = 75  # EX_TEMPFAIL: a worker lost its Ray head; a retry may succeed
 EXIT_WORKERS_MISSING = 69  # EX_UNAVAILABLE: not every node joined the Ray cluster in time; a retry may succeed
-
-TRAINING_PLURAL = "soundmindtrainings"
 
 # Layout of one training's directory on the checkpoint volume. verl writes global_step_N/ and
 # latest_checkpointed_iteration.txt there; each attempt gets its own verl log (verl truncates its log on start).
@@ -57,7 +59,7 @@ def trainer_role_rules(training_name: str) -> list[dict]:
     return [
         {
             "apiGroups": [GROUP],
-            "resources": [f"{TRAINING_PLURAL}/status"],
+            "resources": [f"{TRAINING.plural}/status"],
             "resourceNames": [training_name],
             "verbs": ["get", "patch"],
         }

@@ -49,7 +49,7 @@ def plan_for(spec: TrainingSpec, identity: PodIdentity, options: Options, prepar
     dataset = locate(spec.dataset.path, spec.dataset.modality)
     if prepare and not dataset.ready:
         _prepare(dataset, spec.dataset.modality)
-    return render(spec, identity, dataset, checkpoints_root=options.checkpoints_root)
+    return render(spec, identity, dataset, checkpoints_root=options.checkpoints_root, ray_port=options.ray_port)
 
 
 def _prepare(dataset: DatasetFiles, modality: str) -> None:

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from soundmind.api.base import GROUP, VERSION
-from soundmind.api.training import CheckpointStatus, TrainingProgress
+from soundmind.api.training import TRAINING, CheckpointStatus, TrainingProgress
 from soundmind.train import contract
 from soundmind.train.metrics import TrainMetrics
 
@@ -249,7 +249,7 @@ def status_patcher(api_client, namespace: str, name: str, timeout: float = 10.0)
             GROUP,
             VERSION,
             namespace,
-            contract.TRAINING_PLURAL,
+            TRAINING.plural,
             name,
             body,
             _content_type="application/merge-patch+json",

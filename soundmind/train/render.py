@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from soundmind.api.training import TrainingSpec
 from soundmind.train import contract
@@ -131,15 +132,8 @@ def _check_extra_args(spec: TrainingSpec, rendered: list[Override]) -> None:
             )
 
 
-def render(
-    spec: TrainingSpec,
-    identity: PodIdentity,
-    dataset: DatasetFiles,
-    checkpoints_root: str = contract.CHECKPOINTS_MOUNT,
-    python: str = sys.executable,
-) -> LaunchPlan:
-    checkpoint_dir = contract.checkpoint_dir(identity.training_name, checkpoints_root)
-    rendered = overrides(spec, identity, dataset, checkpoint_dir)
+def _validated_arguments(spec: TrainingSpec, rendered: list[Override]) -> list[str]:
+    """The verl overrides with `extraArgs` last, composed against verl's schema."""
     _check_extra_args(spec, rendered)
     arguments = [str(override) for override in rendered] + list(spec.extra_args)
     try:
@@ -150,6 +144,29 @@ def render(
         raise ConfigError(where, str(exc)) from None
     if "file" not in list(config.trainer.logger):
         raise ConfigError("extraArgs", "trainer.logger must include 'file': progress reporting reads verl's file log")
+    return arguments
+
+
+def validate_overrides(spec: TrainingSpec, training_name: str, namespace: str) -> None:
+    """What the operator checks before a Job exists: the whole verl command the pods would render,
+    `extraArgs` included, against verl's schema. The data set is not read (the operator has no data
+    volume); its checks (prompt budget, step count) stay with the pod."""
+    identity = PodIdentity(training_name=training_name, namespace=namespace, attempt=1, index=0, head_address="")
+    dataset = DatasetFiles(directory=Path(spec.dataset.path), raw_root=None)
+    checkpoint_dir = contract.checkpoint_dir(training_name)
+    _validated_arguments(spec, overrides(spec, identity, dataset, checkpoint_dir))
+
+
+def render(
+    spec: TrainingSpec,
+    identity: PodIdentity,
+    dataset: DatasetFiles,
+    checkpoints_root: str = contract.CHECKPOINTS_MOUNT,
+    python: str = sys.executable,
+    ray_port: int = contract.RAY_HEAD_PORT,
+) -> LaunchPlan:
+    checkpoint_dir = contract.checkpoint_dir(identity.training_name, checkpoints_root)
+    arguments = _validated_arguments(spec, overrides(spec, identity, dataset, checkpoint_dir))
 
     notes: list[str] = []
     total_steps = None
@@ -164,7 +181,7 @@ def render(
     log_path = contract.attempt_log_path(checkpoint_dir, identity.attempt)
     return LaunchPlan(
         command=[python, "-m", VERL_ENTRYPOINT, *arguments],
-        env=driver_env(identity, log_path),
+        env=driver_env(identity, log_path, ray_port),
         checkpoint_dir=checkpoint_dir,
         log_path=log_path,
         total_steps=total_steps,
@@ -172,11 +189,11 @@ def render(
     )
 
 
-def driver_env(identity: PodIdentity, log_path: str) -> dict[str, str]:
+def driver_env(identity: PodIdentity, log_path: str, ray_port: int = contract.RAY_HEAD_PORT) -> dict[str, str]:
     """Everything verl, Ray and NCCL need from the environment, decided here only."""
     head = "127.0.0.1" if identity.is_head else identity.head_address
     return {
-        "RAY_ADDRESS": f"{head}:{contract.RAY_HEAD_PORT}",
+        "RAY_ADDRESS": f"{head}:{ray_port}",
         "VERL_FILE_LOGGER_PATH": log_path,
         "NCCL_DEBUG": "WARN",
         "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1",  # a hung collective fails the step instead of the deadline

@@ -22,6 +22,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from soundmind.api.base import API_VERSION, GROUP, VERSION
+from soundmind.api.training import TRAINING
 from soundmind.train import contract
 from soundmind.train import metrics as names
 from soundmind.train.metrics import TrainMetrics
@@ -62,7 +63,7 @@ def create_training(kube: Kube, namespace: str, name: str) -> None:
     wait_for(
         lambda: _created(
             lambda: kube.custom_objects.create_namespaced_custom_object(
-                GROUP, VERSION, namespace, contract.TRAINING_PLURAL, body
+                GROUP, VERSION, namespace, TRAINING.plural, body
             )
         ),
         timeout=30,
@@ -105,9 +106,7 @@ def trainer_credentials(kube: Kube, namespace: str, training: str) -> client.Api
 
 
 def status_of(kube: Kube, namespace: str, name: str) -> dict:
-    training = kube.custom_objects.get_namespaced_custom_object(
-        GROUP, VERSION, namespace, contract.TRAINING_PLURAL, name
-    )
+    training = kube.custom_objects.get_namespaced_custom_object(GROUP, VERSION, namespace, TRAINING.plural, name)
     return training.get("status") or {}
 
 
@@ -203,7 +202,7 @@ def test_status_and_metrics_follow_the_verl_log(kube: Kube, namespace: str, tmp_
     assert refused.value.status == 403
     with pytest.raises(ApiException) as refused:
         trainer_objects.patch_namespaced_custom_object(
-            GROUP, VERSION, namespace, contract.TRAINING_PLURAL, "alr-grpo", {"spec": {"suspend": True}}
+            GROUP, VERSION, namespace, TRAINING.plural, "alr-grpo", {"spec": {"suspend": True}}
         )
     assert refused.value.status == 403
     assert "progress" not in status_of(kube, namespace, "someone-else")

@@ -13,7 +13,6 @@ import json
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,64 +23,19 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from soundmind.api.base import GROUP, VERSION
-from soundmind.api.training import TrainingSpec
-from soundmind.train.contract import EXIT_CONFIG_ERROR, TRAINING_PLURAL
+from soundmind.api.training import TRAINING, TrainingSpec
+from soundmind.train.contract import EXIT_CONFIG_ERROR
 from soundmind_operator import metrics
 from soundmind_operator.training import builders, names
 from tests.support import operator as op
 from tests.support import sim
-from tests.support.kube import Kube
+from tests.support.kube import Kube, exists, read_or_none
 from tests.support.poll import wait_for
 
 pytestmark = pytest.mark.integration
 
 IMAGE = "registry.invalid/soundmind/trainer:sim"  # never pulled: kwok runs no containers
 KUEUE_MODULE = "sigs.k8s.io/kueue@v0.17.0"
-
-
-# -- fixtures ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def operator(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[op.OperatorProcess]:
-    """The operator, installed as a user would (CRDs, RBAC), running as its ServiceAccount."""
-    op.install_crds(kube)
-    op.install_rbac(kube)
-    workdir = tmp_path_factory.mktemp("operator")
-    kubeconfig = wait_for(
-        lambda: _try(lambda: op.service_account_kubeconfig(kube, workdir / "operator.kubeconfig")),
-        timeout=30,
-        what="a token for the operator's ServiceAccount",
-    )
-    process = op.OperatorProcess(kubeconfig, workdir / "operator.log", resync_seconds=1.0).start()
-    yield process
-    process.stop()
-    print(f"operator log: {process.log_path}")
-
-
-@pytest.fixture
-def ns(kube: Kube, namespace: str, operator: op.OperatorProcess) -> Iterator[str]:
-    """A namespace with the volumes a training mounts, and the operator running."""
-    op.create_volumes(kube, namespace)
-    yield namespace
-    # Delete the trainings first and let the garbage collector take their Jobs and pods, so the
-    # volumes below are no longer in use when they are deleted.
-    kube.custom_objects.delete_collection_namespaced_custom_object(GROUP, VERSION, namespace, TRAINING_PLURAL)
-    wait_for(
-        lambda: not kube.batch_v1.list_namespaced_job(namespace).items,
-        timeout=60,
-        what=f"Jobs of {namespace} garbage-collected",
-    )
-    op.delete_volumes(kube, namespace)
-
-
-def _try(make):
-    try:
-        return make()
-    except ApiException as error:
-        if error.status == 404:
-            return None
-        raise
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -98,16 +52,16 @@ def training_manifest(name: str, **spec) -> dict:
 
 def create_training(kube: Kube, ns: str, name: str, **spec) -> dict:
     return kube.custom_objects.create_namespaced_custom_object(
-        GROUP, VERSION, ns, TRAINING_PLURAL, training_manifest(name, **spec)
+        GROUP, VERSION, ns, TRAINING.plural, training_manifest(name, **spec)
     )
 
 
 def get_training(kube: Kube, ns: str, name: str) -> dict:
-    return kube.custom_objects.get_namespaced_custom_object(GROUP, VERSION, ns, TRAINING_PLURAL, name)
+    return kube.custom_objects.get_namespaced_custom_object(GROUP, VERSION, ns, TRAINING.plural, name)
 
 
 def patch_spec(kube: Kube, ns: str, name: str, **fields) -> None:
-    kube.custom_objects.patch_namespaced_custom_object(GROUP, VERSION, ns, TRAINING_PLURAL, name, {"spec": fields})
+    kube.custom_objects.patch_namespaced_custom_object(GROUP, VERSION, ns, TRAINING.plural, name, {"spec": fields})
 
 
 def condition(training: dict, kind: str) -> dict:
@@ -258,11 +212,11 @@ def test_one_node_training_runs_reports_progress_and_succeeds(
     progress = {"step": 5, "totalSteps": 1620, "rewardMean": 1.75, "valAccuracy": 0.62}
     progress["updatedAt"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     trainer_api.patch_namespaced_custom_object_status(
-        GROUP, VERSION, ns, TRAINING_PLURAL, "alr", {"status": {"progress": progress}}
+        GROUP, VERSION, ns, TRAINING.plural, "alr", {"status": {"progress": progress}}
     )
     with pytest.raises(ApiException) as refused:  # ... and nothing else
         trainer_api.patch_namespaced_custom_object(
-            GROUP, VERSION, ns, TRAINING_PLURAL, "alr", {"spec": {"suspend": True}}
+            GROUP, VERSION, ns, TRAINING.plural, "alr", {"spec": {"suspend": True}}
         )
     assert refused.value.status == 403
     wait_training(kube, ns, "alr", lambda t: condition(t, "Stalled").get("status") == "False", "no longer Stalled")
@@ -295,6 +249,66 @@ def test_one_node_training_runs_reports_progress_and_succeeds(
     print(f"reconcile passes so far: {passes:.0f}, mean {1000 * spent / passes:.1f} ms")
 
 
+def api_calls(operator: op.OperatorProcess) -> tuple[float, float]:
+    """(API requests of reconcile passes, reconcile passes) so far, from the operator's metrics."""
+    requests = passes = 0.0
+    for line in operator.metrics().splitlines():
+        if line.startswith(metrics.API_REQUESTS + "{"):
+            requests += float(line.rsplit(" ", 1)[1])
+        elif line.startswith(metrics.RECONCILE_TOTAL + "{"):
+            passes += float(line.rsplit(" ", 1)[1])
+    return requests, passes
+
+
+def test_a_finished_training_makes_no_api_calls(kube: Kube, ns: str, operator: op.OperatorProcess):
+    """Its loop waits for a change instead of re-reading the training every resync (1 s here)."""
+    create_training(kube, ns, "quiet")
+    wait_training(kube, ns, "quiet", phase_is("Running"), "Running")
+    (pod,) = running_pods(kube, ns, "quiet-a1", 1)
+    end_pod(kube, ns, pod, 0)
+    wait_training(kube, ns, "quiet", phase_is("Succeeded"), "Succeeded")
+    time.sleep(3)  # the pass that saw it finish, and the Job's last events
+    before = api_calls(operator)
+    assert before[0] > 0, "the operator's API requests are counted"
+    time.sleep(60)
+    after = api_calls(operator)
+    print(
+        f"a finished training, 60 s at a 1 s resync: {after[0] - before[0]:.0f} API requests, "
+        f"{after[1] - before[1]:.0f} passes"
+    )
+    assert after == before
+
+    # A change to it wakes it again (one pass), and it settles again.
+    patch_spec(kube, ns, "quiet", maxRetries=5)
+    wait_for(lambda: api_calls(operator)[1] > after[1], timeout=15, what="a pass after the change")
+
+
+def test_deleted_children_of_a_running_training_are_restored(kube: Kube, ns: str):
+    create_training(kube, ns, "alr", resources={"nodes": 2})
+    wait_training(kube, ns, "alr", phase_is("Running"), "Running")
+    kube.rbac_v1.delete_namespaced_role(names.role("alr"), ns)
+    kube.core_v1.delete_namespaced_service(names.headless_service("alr"), ns)
+    wait_for(
+        lambda: (
+            exists(lambda: kube.rbac_v1.read_namespaced_role(names.role("alr"), ns))
+            and exists(lambda: kube.core_v1.read_namespaced_service(names.headless_service("alr"), ns))
+        ),
+        timeout=15,
+        what="the Role and the headless Service restored",
+    )
+    role = kube.rbac_v1.read_namespaced_role(names.role("alr"), ns)
+    assert role.metadata.owner_references[0].name == "alr"
+    assert [j.metadata.name for j in jobs(kube, ns, "alr")] == ["alr-a1"], "the Job is left alone"
+
+
+def test_a_bad_verl_override_is_a_config_error_before_any_job(kube: Kube, ns: str):
+    create_training(kube, ns, "typo", extraArgs=["trainer.val_before_train=False", "trainer.totl_epochs=3"])
+    failed = wait_training(kube, ns, "typo", failed_with("ConfigError"), "ConfigError")
+    message = condition(failed, "Failed")["message"]
+    assert "extraArgs[1]" in message and "trainer.totl_epochs" in message, message
+    assert not jobs(kube, ns, "typo") and not kube.core_v1.list_namespaced_pod(ns).items
+
+
 def test_two_node_training_spreads_over_both_nodes_and_is_garbage_collected(kube: Kube, ns: str):
     create_training(kube, ns, "multi", resources={"nodes": 2})
     wait_training(kube, ns, "multi", phase_is("Running"), "Running")
@@ -306,7 +320,7 @@ def test_two_node_training_spreads_over_both_nodes_and_is_garbage_collected(kube
     head = next(e.value for e in driver(pods).spec.containers[0].env if e.name == "SOUNDMIND_HEAD_ADDRESS")
     assert head == f"multi-a1-0.multi-ray.{ns}.svc"
 
-    kube.custom_objects.delete_namespaced_custom_object(GROUP, VERSION, ns, TRAINING_PLURAL, "multi")
+    kube.custom_objects.delete_namespaced_custom_object(GROUP, VERSION, ns, TRAINING.plural, "multi")
 
     def children_left():
         selector = names.selector("multi")
@@ -379,7 +393,7 @@ def test_config_error_fails_without_retry_and_the_job_expires(kube: Kube, ns: st
 
 def test_active_deadline_fails_the_run(kube: Kube, ns: str):
     create_training(kube, ns, "slow", activeDeadlineSeconds=2, maxRetries=3)
-    job = wait_for(lambda: _try(lambda: kube.batch_v1.read_namespaced_job("slow-a1", ns)), what="Job slow-a1")
+    job = wait_for(lambda: read_or_none(lambda: kube.batch_v1.read_namespaced_job("slow-a1", ns)), what="Job slow-a1")
     assert job.spec.active_deadline_seconds == 2
     failed = wait_training(kube, ns, "slow", failed_with("DeadlineExceeded"), "Failed/DeadlineExceeded")
     assert failed["status"]["attempt"] == 1 and "activeDeadlineSeconds=2" in condition(failed, "Failed")["message"]
@@ -420,8 +434,13 @@ def kueue_crds(kube: Kube) -> list[str]:
     return op.install_crds(kube, module_dir / "config" / "components" / "crd" / "bases")
 
 
-def test_kueue_queue_holds_the_job_until_admitted(kube: Kube, ns: str, kueue_crds: list[str]):
+def test_kueue_queue_holds_the_job_until_admitted(
+    kube: Kube, ns: str, kueue_crds: list[str], operator: op.OperatorProcess
+):
     assert "workloads.kueue.x-k8s.io" in kueue_crds
+    # The operator finds Kueue's API version once, at start-up (no 404 on every pass): restart it.
+    operator.stop()
+    operator.start()
     kueue = ("kueue.x-k8s.io", "v1beta2")
     kube.custom_objects.create_namespaced_custom_object(
         *kueue,
@@ -513,7 +532,7 @@ def test_operator_killed_mid_reconcile_leaves_exactly_one_job(kube: Kube, ns: st
         GROUP,
         VERSION,
         ns,
-        TRAINING_PLURAL,
+        TRAINING.plural,
         "sturdy",
         {"status": {"phase": None, "attempt": None, "jobName": None, "conditions": None}},
     )

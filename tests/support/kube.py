@@ -84,3 +84,13 @@ def exists(read) -> bool:
         if error.status == 404:
             return False
         raise
+
+
+def read_or_none(read):
+    """``read()``'s object, or None when it is not there (404); other API errors propagate."""
+    try:
+        return read()
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise

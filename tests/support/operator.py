@@ -28,6 +28,7 @@ from kubernetes.client.rest import ApiException
 
 from tests.support.kube import Kube, exists
 from tests.support.poll import wait_for
+from tests.support.third_party_crds import KubeYamlLoader
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = ROOT / "charts" / "soundmind-crds" / "templates"
@@ -44,7 +45,7 @@ def install_crds(kube: Kube, directory: Path = CRD_DIR) -> list[str]:
     names = [
         doc["metadata"]["name"]
         for path in sorted(directory.glob("*.yaml"))
-        for doc in yaml.safe_load_all(path.read_text())
+        for doc in yaml.load_all(path.read_text(), Loader=KubeYamlLoader)
         if doc and doc.get("kind") == "CustomResourceDefinition"
     ]
     for name in names:

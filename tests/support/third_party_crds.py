@@ -70,17 +70,17 @@ def crd_dir(project: str) -> Path:
     return pin.cache_dir
 
 
-class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml: these files are megabytes
+class KubeYamlLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml: these files are megabytes
     """yaml.safe_load as Kubernetes reads YAML: a plain ``=`` (in prometheus-operator's CRDs) is the
     string "=", not YAML 1.1's "value" tag, which PyYAML resolves but cannot construct."""
 
 
-_Loader.add_constructor("tag:yaml.org,2002:value", _Loader.construct_scalar)
+KubeYamlLoader.add_constructor("tag:yaml.org,2002:value", KubeYamlLoader.construct_scalar)
 
 
 def crds(project: str) -> list[dict]:
     """``project``'s CustomResourceDefinitions, parsed, in file-name order."""
-    return [yaml.load(path.read_text(), Loader=_Loader) for path in sorted(crd_dir(project).glob("*.yaml"))]
+    return [yaml.load(path.read_text(), Loader=KubeYamlLoader) for path in sorted(crd_dir(project).glob("*.yaml"))]
 
 
 def _download(pin: Pin) -> None:

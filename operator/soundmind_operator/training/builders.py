@@ -13,14 +13,13 @@ from typing import Any
 from soundmind.api.training import TrainingSpec
 from soundmind.train import contract
 from soundmind.train.config import dump_spec
+from soundmind_operator import pods
 from soundmind_operator.training import names
 
 Manifest = dict[str, Any]
 
 RAY_HEAD_PORT_NAME = "ray-gcs"
 METRICS_PORT_NAME = "metrics"
-# Trainer images run as this unprivileged user (images/trainer); volumes are made writable for it.
-TRAINER_UID = 1000
 
 
 def _metadata(name: str, training: str, **extra_labels: str) -> Manifest:
@@ -75,7 +74,7 @@ def build_headless_service(training: str) -> Manifest:
         "spec": {
             "clusterIP": "None",
             "publishNotReadyAddresses": True,  # workers must resolve the head before it is Ready
-            "selector": {names.INSTANCE_LABEL: training, names.MANAGED_BY_LABEL: names.OPERATOR_NAME},
+            "selector": names.match_labels(training),
             "ports": [{"name": RAY_HEAD_PORT_NAME, "port": contract.RAY_HEAD_PORT, "protocol": "TCP"}],
         },
     }
@@ -173,17 +172,10 @@ def build_job(
 
 def _pod_spec(training: str, namespace: str, spec: TrainingSpec, attempt: int) -> Manifest:
     resources = spec.resources
-    gpus = str(resources.gpus_per_node)
     pod: Manifest = {
         "restartPolicy": "Never",
         "serviceAccountName": names.service_account(training),
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": TRAINER_UID,
-            "runAsGroup": TRAINER_UID,
-            "fsGroup": TRAINER_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pods.pod_security_context(contract.TRAINER_UID),
         "containers": [
             {
                 "name": contract.CONTAINER_NAME,
@@ -194,11 +186,9 @@ def _pod_spec(training: str, namespace: str, spec: TrainingSpec, attempt: int) -
                     {"name": RAY_HEAD_PORT_NAME, "containerPort": contract.RAY_HEAD_PORT, "protocol": "TCP"},
                     {"name": METRICS_PORT_NAME, "containerPort": contract.METRICS_PORT, "protocol": "TCP"},
                 ],
-                "resources": {
-                    # Extended resources (GPUs) need limits equal to requests; CPU is left burstable.
-                    "requests": {resources.gpu_resource: gpus, "cpu": resources.cpu, "memory": resources.memory},
-                    "limits": {resources.gpu_resource: gpus, "memory": resources.memory},
-                },
+                "resources": pods.gpu_resources(
+                    resources.gpu_resource, resources.gpus_per_node, resources.cpu, resources.memory
+                ),
                 "volumeMounts": [
                     {"name": "config", "mountPath": contract.CONFIG_DIR, "readOnly": True},
                     {"name": "shm", "mountPath": contract.SHM_MOUNT},
@@ -206,29 +196,19 @@ def _pod_spec(training: str, namespace: str, spec: TrainingSpec, attempt: int) -
                     {"name": "data", "mountPath": contract.DATA_MOUNT},
                     {"name": "models", "mountPath": contract.MODELS_MOUNT},
                 ],
-                "securityContext": {
-                    "allowPrivilegeEscalation": False,
-                    "privileged": False,
-                    "capabilities": {"drop": ["ALL"]},
-                },
+                "securityContext": pods.container_security_context(),
                 "terminationMessagePolicy": "FallbackToLogsOnError",
             }
         ],
         "volumes": [
             {"name": "config", "configMap": {"name": names.config_map(training)}},
-            # NCCL and Ray's object store live in /dev/shm; the container default (64Mi) is far too small.
-            {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": resources.shm_size}},
-            {"name": "checkpoints", "persistentVolumeClaim": {"claimName": spec.storage.checkpoints.claim_name}},
-            {"name": "data", "persistentVolumeClaim": {"claimName": spec.storage.data.claim_name}},
-            {"name": "models", "persistentVolumeClaim": {"claimName": spec.storage.models.claim_name}},
+            pods.shm_volume("shm", resources.shm_size),
+            pods.claim_volume("checkpoints", spec.storage.checkpoints.claim_name),
+            pods.claim_volume("data", spec.storage.data.claim_name),
+            pods.claim_volume("models", spec.storage.models.claim_name),
         ],
+        **pods.placement(resources.node_selector, resources.tolerations, resources.priority_class_name),
     }
-    if resources.node_selector:
-        pod["nodeSelector"] = dict(resources.node_selector)
-    if resources.tolerations:
-        pod["tolerations"] = [t.to_api() for t in resources.tolerations]
-    if resources.priority_class_name:
-        pod["priorityClassName"] = resources.priority_class_name
     if needs_headless_service(spec):
         pod["subdomain"] = names.headless_service(training)
         # One pod per node even when a node has GPUs to spare: "nodes" is what the user asked for.
@@ -252,12 +232,4 @@ def _env(training: str, namespace: str, spec: TrainingSpec, attempt: int) -> lis
         {"name": contract.ENV_ATTEMPT, "value": str(attempt)},
         {"name": contract.ENV_HEAD_ADDRESS, "value": head_address(training, namespace, attempt, spec)},
     ]
-    if spec.hf_token_secret is not None:
-        secret = spec.hf_token_secret
-        env.append(
-            {
-                "name": contract.ENV_HF_TOKEN,
-                "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.key}},
-            }
-        )
-    return env
+    return env + pods.hf_token_env(spec.hf_token_secret)

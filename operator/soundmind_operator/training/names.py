@@ -8,15 +8,10 @@ of creating it again.
 from __future__ import annotations
 
 from soundmind.api.base import GROUP
+from soundmind_operator import labels as standard
 
-OPERATOR_NAME = "soundmind-operator"
 COMPONENT = "trainer"
 
-NAME_LABEL = "app.kubernetes.io/name"
-INSTANCE_LABEL = "app.kubernetes.io/instance"
-COMPONENT_LABEL = "app.kubernetes.io/component"
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-PART_OF_LABEL = "app.kubernetes.io/part-of"
 ATTEMPT_LABEL = f"{GROUP}/attempt"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"  # set on pods by the Job controller
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
@@ -24,8 +19,6 @@ KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 # Longest training name whose derived names still fit: the Job `<name>-a<attempt>` (attempt up to
 # 101) and its pods' host names `<job>-<index>` (index up to 127) must be DNS labels (63).
 MAX_TRAINING_NAME_LENGTH = 54
-# Service names are DNS-1035 labels (start with a letter); the headless Service carries the name.
-TRAINING_NAME_PATTERN = "^[a-z]([-a-z0-9]*[a-z0-9])?$"
 
 
 def config_map(training: str) -> str:
@@ -53,20 +46,14 @@ def job(training: str, attempt: int) -> str:
 
 
 def labels(training: str) -> dict[str, str]:
-    """Standard labels of every child; also the selector for them (with managed-by, so another
-    tool's objects that happen to share the instance name are never touched)."""
-    return {
-        NAME_LABEL: "soundmind",
-        INSTANCE_LABEL: training,
-        COMPONENT_LABEL: COMPONENT,
-        MANAGED_BY_LABEL: OPERATOR_NAME,
-        PART_OF_LABEL: "soundmind",
-    }
+    """Standard labels of every child."""
+    return standard.labels(training, COMPONENT)
+
+
+def match_labels(training: str) -> dict[str, str]:
+    """What selects the training's pods (and nothing of a serving of the same name)."""
+    return standard.match_labels(training, COMPONENT)
 
 
 def selector(training: str) -> str:
-    return f"{MANAGED_BY_LABEL}={OPERATOR_NAME},{INSTANCE_LABEL}={training}"
-
-
-def pod_selector(job_name: str) -> str:
-    return f"{MANAGED_BY_LABEL}={OPERATOR_NAME},{JOB_NAME_LABEL}={job_name}"
+    return standard.selector(training, COMPONENT)

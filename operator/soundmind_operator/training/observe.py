@@ -6,18 +6,28 @@ fields, the events to record for every transition, and the actions for the calle
 (create the children of an attempt, delete a Job, patch a Job). Deciding from observations alone
 is what makes a reconcile safe to repeat: a second run over the same cluster decides the same.
 
-The operator owns every status field except `progress` and `checkpoint` (the trainer's), and
+The operator owns every status field except `progress`, `checkpoint` and `model` (the trainer's), and
 never writes those.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from soundmind.api.training import TrainingSpec
 from soundmind.train import contract
+from soundmind_operator.conditions import (
+    Event,
+    StatusBuilder,
+    StatusShape,
+    condition,
+    format_time,
+    parse_time,
+    status_patch,
+    true,
+)
 from soundmind_operator.training import names
 
 Obj = dict[str, Any]
@@ -47,8 +57,8 @@ CONFIG_ERROR = "ConfigError"
 DEADLINE_EXCEEDED = "DeadlineExceeded"
 PENDING_TIMEOUT = "PendingTimeout"
 
-# Status fields this module writes; everything else under status (progress, checkpoint, kopf's
-# bookkeeping) is left alone.
+# Status fields this module writes; everything else under status (progress, checkpoint and model, the
+# trainer's) is left alone.
 OPERATOR_STATUS_FIELDS = (
     "phase",
     "conditions",
@@ -60,13 +70,6 @@ OPERATOR_STATUS_FIELDS = (
     "gpuSeconds",
     "gpuSecondsUpdatedAt",
 )
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str  # Normal | Warning
-    reason: str
-    message: str
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,7 @@ class Decision:
 
     def status_patch(self, current: Obj) -> Obj:
         """Only the operator's fields that differ from `current` (empty: nothing to write)."""
-        return {k: v for k, v in self.status.items() if current.get(k) != v}
+        return status_patch(self.status, current)
 
 
 @dataclass(frozen=True)
@@ -115,82 +118,25 @@ class Observation:
     jobs: list[Obj] = field(default_factory=list)  # every Job of the training (any attempt)
     pods: list[Obj] = field(default_factory=list)  # the pods of the current attempt's Job
     workload: Obj | None = None  # Kueue's Workload for the current Job, when queued
+    # Why the verl command the pods would run is invalid (bad extraArgs), checked before any Job exists.
+    config_error: str | None = None
 
 
-def format_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+TRAINING_STATUS = StatusShape(
+    owned_fields=OPERATOR_STATUS_FIELDS,
+    condition_order=(CREATED, SCHEDULABLE, RUNNING_CONDITION, STALLED, COMPLETE, FAILED_CONDITION),
+    warning_phases=(FAILED,),
+)
 
 
-def parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def _condition(obj: Obj, kind: str) -> Obj | None:
-    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == kind), None)
-
-
-def _true(obj: Obj, kind: str) -> Obj | None:
-    found = _condition(obj, kind)
-    return found if found and found.get("status") == "True" else None
-
-
-class _Status:
-    """The status being decided: starts from the current one; conditions keep their
-    lastTransitionTime unless their status changes, and every change of status or reason
-    becomes an event."""
-
-    def __init__(self, obs: Observation):
-        self.obs = obs
-        current = obs.status
-        self.fields: Obj = {k: current[k] for k in OPERATOR_STATUS_FIELDS if k in current}
-        self.fields["observedGeneration"] = obs.generation
-        self.fields.setdefault("attempt", 1)
-        self._conditions = {c["type"]: dict(c) for c in current.get("conditions") or []}
-        self.events: list[Event] = []
-
-    @property
-    def phase(self) -> str | None:
-        return self.fields.get("phase")
-
-    def set_phase(self, phase: str, message: str) -> None:
-        if self.phase != phase:
-            before = self.phase or "New"
-            warning = phase == FAILED
-            self.events.append(Event("Warning" if warning else "Normal", phase, f"{before} → {phase}: {message}"))
-        self.fields["phase"] = phase
-
-    def condition(self, kind: str) -> Obj | None:
-        return self._conditions.get(kind)
-
-    def set_condition(self, kind: str, status: str, reason: str, message: str, *, warn: bool = False) -> None:
-        old = self._conditions.get(kind)
-        now = format_time(self.obs.now)
-        changed = old is None or old.get("status") != status
-        # News: a status change (a first False/Unknown is not), or a new reason for a warning.
-        news = (changed and (old is not None or status == "True")) or (
-            warn and (changed or old.get("reason") != reason)
-        )
-        if news:
-            self.events.append(Event("Warning" if warn else "Normal", reason, f"{kind}={status}: {message}"))
-        self._conditions[kind] = {
-            "type": kind,
-            "status": status,
-            "reason": reason,
-            "message": message,
-            "lastTransitionTime": now if changed else old.get("lastTransitionTime", now),
-            "observedGeneration": self.obs.generation,
-        }
-
-    def result(self) -> Obj:
-        order = [CREATED, SCHEDULABLE, RUNNING_CONDITION, STALLED, COMPLETE, FAILED_CONDITION]
-        conditions = sorted(self._conditions.values(), key=lambda c: (order + [c["type"]]).index(c["type"]))
-        return {**self.fields, "conditions": conditions}
+def _new_status(obs: Observation) -> StatusBuilder:
+    status = StatusBuilder(TRAINING_STATUS, obs.status, obs.generation, obs.now)
+    status.fields.setdefault("attempt", 1)
+    return status
 
 
 def decide(obs: Observation) -> Decision:
-    status = _Status(obs)
+    status = _new_status(obs)
     if status.phase in TERMINAL_PHASES:
         return Decision(status=status.result())
     attempt = status.fields["attempt"]
@@ -199,7 +145,9 @@ def decide(obs: Observation) -> Decision:
     actions: list[Action] = [DeleteJob(j["metadata"]["name"]) for j in _stale_jobs(obs.jobs, attempt)]
     decision = Decision(status={}, actions=actions)
 
-    if job is None and status.fields.get("jobName") != job_name:
+    if job is None and status.fields.get("jobName") != job_name and obs.config_error:
+        _fail(status, CONFIG_ERROR, f"not started: {obs.config_error}")
+    elif job is None and status.fields.get("jobName") != job_name:
         _create_attempt(obs, status, decision, attempt)
     elif job is None:
         _attempt_failed(obs, status, decision, attempt, None, "JobDeleted", f"Job {job_name} was deleted")
@@ -222,7 +170,7 @@ def _stale_jobs(jobs: list[Obj], attempt: int) -> list[Obj]:
     ]
 
 
-def _remaining_deadline(obs: Observation, status: _Status) -> int | None:
+def _remaining_deadline(obs: Observation, status: StatusBuilder) -> int | None:
     """The run's deadline, less what earlier attempts used (at least 1 s, so the Job fails at once)."""
     deadline = obs.spec.active_deadline_seconds
     started = parse_time(status.fields.get("startTime"))
@@ -231,7 +179,7 @@ def _remaining_deadline(obs: Observation, status: _Status) -> int | None:
     return max(1, deadline - int((obs.now - started).total_seconds()))
 
 
-def _create_attempt(obs: Observation, status: _Status, decision: Decision, attempt: int) -> None:
+def _create_attempt(obs: Observation, status: StatusBuilder, decision: Decision, attempt: int) -> None:
     job_name = names.job(obs.name, attempt)
     decision.actions.append(CreateAttempt(attempt, _remaining_deadline(obs, status)))
     status.fields["jobName"] = job_name
@@ -247,12 +195,12 @@ def _create_attempt(obs: Observation, status: _Status, decision: Decision, attem
     status.set_condition(STALLED, "False", "NotRunning", "not running")
 
 
-def _observe_job(obs: Observation, status: _Status, decision: Decision, attempt: int, job: Obj) -> None:
+def _observe_job(obs: Observation, status: StatusBuilder, decision: Decision, attempt: int, job: Obj) -> None:
     job_name = job["metadata"]["name"]
     status.fields["jobName"] = job_name
     status.set_condition(CREATED, "True", "JobCreated", f"created Job {job_name} (attempt {attempt})")
 
-    if done := (_true(job, "SuccessCriteriaMet") or _true(job, "Complete")):
+    if done := (true(job, "SuccessCriteriaMet") or true(job, "Complete")):
         completed = (job.get("status") or {}).get("completionTime") or done.get("lastTransitionTime")
         status.fields["completionTime"] = completed or format_time(obs.now)
         status.set_condition(RUNNING_CONDITION, "False", "Completed", "the driver (index 0) finished")
@@ -260,7 +208,7 @@ def _observe_job(obs: Observation, status: _Status, decision: Decision, attempt:
         status.set_condition(COMPLETE, "True", "JobSucceeded", f"Job {job_name} succeeded (attempt {attempt})")
         status.set_phase(SUCCEEDED, f"training finished (attempt {attempt})")
         return
-    if failed := (_true(job, "FailureTarget") or _true(job, "Failed")):
+    if failed := (true(job, "FailureTarget") or true(job, "Failed")):
         reason = failed.get("reason") or "Failed"
         message = failed.get("message") or ""
         _attempt_failed(obs, status, decision, attempt, job, reason, message)
@@ -292,17 +240,17 @@ def _job_spec_drift(spec: TrainingSpec, job: Obj) -> Obj:
     return patch
 
 
-def _suspended(status: _Status) -> None:
+def _suspended(status: StatusBuilder) -> None:
     status.set_phase(SUSPENDED, "spec.suspend is true: pods removed, checkpoints kept")
     status.set_condition(RUNNING_CONDITION, "False", "Suspended", "suspended by spec.suspend")
     status.set_condition(STALLED, "False", "NotRunning", "not running")
 
 
-def _queued(obs: Observation, status: _Status, workload: Obj | None) -> None:
+def _queued(obs: Observation, status: StatusBuilder, workload: Obj | None) -> None:
     queue = obs.spec.queue_name
     reason, message = "WaitingForKueue", f"waiting for Kueue to admit the Job from LocalQueue {queue!r}"
     if workload is not None:
-        pending = _condition(workload, "QuotaReserved") or _condition(workload, "Admitted")
+        pending = condition(workload, "QuotaReserved") or condition(workload, "Admitted")
         if pending and pending.get("status") != "True":
             reason = pending.get("reason") or reason
             message = f"Kueue (LocalQueue {queue!r}): {pending.get('message') or reason}"
@@ -312,19 +260,19 @@ def _queued(obs: Observation, status: _Status, workload: Obj | None) -> None:
     status.set_condition(STALLED, "False", "NotRunning", "not running")
 
 
-def _observe_pods(obs: Observation, status: _Status, decision: Decision, job: Obj) -> None:
+def _observe_pods(obs: Observation, status: StatusBuilder, decision: Decision, job: Obj) -> None:
     nodes = obs.spec.resources.nodes
     ended = [p for p in obs.pods if (p.get("status") or {}).get("phase") in ("Succeeded", "Failed")]
     if ended and status.phase == RUNNING:
         return  # a pod of the running group ended: the Job's verdict (success, failure) follows at once
     live = [p for p in obs.pods if (p.get("status") or {}).get("phase") in ("Pending", "Running")]
     running = [p for p in live if p["status"]["phase"] == "Running"]
-    unschedulable = [p for p in live if (_condition(p, "PodScheduled") or {}).get("reason") == "Unschedulable"]
+    unschedulable = [p for p in live if (condition(p, "PodScheduled") or {}).get("reason") == "Unschedulable"]
 
     if unschedulable:
-        scheduler_says = _condition(unschedulable[0], "PodScheduled").get("message") or "unschedulable"
+        scheduler_says = condition(unschedulable[0], "PodScheduled").get("message") or "unschedulable"
         since = min(
-            parse_time(_condition(p, "PodScheduled").get("lastTransitionTime")) or obs.now for p in unschedulable
+            parse_time(condition(p, "PodScheduled").get("lastTransitionTime")) or obs.now for p in unschedulable
         )
         waited = (obs.now - since).total_seconds()
         timeout = obs.spec.pending_timeout_seconds
@@ -341,7 +289,7 @@ def _observe_pods(obs: Observation, status: _Status, decision: Decision, job: Ob
             f"{len(unschedulable)}/{nodes} pods: {scheduler_says}{loud}",
             warn=True,
         )
-    elif len(live) >= nodes and all((_condition(p, "PodScheduled") or {}).get("status") == "True" for p in live):
+    elif len(live) >= nodes and all((condition(p, "PodScheduled") or {}).get("status") == "True" for p in live):
         placed = ", ".join(sorted(p["spec"].get("nodeName", "?") for p in live))
         status.set_condition(SCHEDULABLE, "True", "Scheduled", f"{len(live)}/{nodes} pods scheduled on {placed}")
 
@@ -359,7 +307,7 @@ def _observe_pods(obs: Observation, status: _Status, decision: Decision, job: Ob
         status.set_phase(PENDING, f"{len(running)}/{nodes} pods running")
 
 
-def _stall_check(obs: Observation, status: _Status) -> None:
+def _stall_check(obs: Observation, status: StatusBuilder) -> None:
     timeout = obs.spec.stall_timeout_seconds
     running_since = parse_time(status.condition(RUNNING_CONDITION)["lastTransitionTime"]) or obs.now
     progress = obs.status.get("progress") or {}
@@ -381,7 +329,13 @@ def _stall_check(obs: Observation, status: _Status) -> None:
 
 
 def _attempt_failed(
-    obs: Observation, status: _Status, decision: Decision, attempt: int, job: Obj | None, reason: str, message: str
+    obs: Observation,
+    status: StatusBuilder,
+    decision: Decision,
+    attempt: int,
+    job: Obj | None,
+    reason: str,
+    message: str,
 ) -> None:
     job_name = names.job(obs.name, attempt)
     exit_code, pod_detail = _trainer_exit(obs.pods)
@@ -431,7 +385,7 @@ def _trainer_exit(pods: list[Obj]) -> tuple[int | None, str]:
 _INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
 
-def _fail(status: _Status, reason: str, message: str) -> None:
+def _fail(status: StatusBuilder, reason: str, message: str) -> None:
     status.set_condition(RUNNING_CONDITION, "False", reason, message)
     status.set_condition(STALLED, "False", "NotRunning", "not running")
     status.set_condition(FAILED_CONDITION, "True", reason, message, warn=True)
@@ -450,11 +404,11 @@ def _pod_gpu_interval(pod: Obj, now: datetime) -> tuple[datetime, datetime] | No
         if container.get("name") == contract.CONTAINER_NAME:
             end = parse_time(((container.get("state") or {}).get("terminated") or {}).get("finishedAt"))
     if end is None and pod_status.get("phase") in ("Succeeded", "Failed"):
-        end = parse_time((_condition(pod, "Ready") or {}).get("lastTransitionTime")) or start
+        end = parse_time((condition(pod, "Ready") or {}).get("lastTransitionTime")) or start
     return start, end or now
 
 
-def _account_gpu_seconds(obs: Observation, status: _Status) -> None:
+def _account_gpu_seconds(obs: Observation, status: StatusBuilder) -> None:
     """Add the GPU time of the observed pods since the last accounting. Pods of earlier attempts
     were counted while they lived, so the total covers every attempt without keeping their pods."""
     since = parse_time(obs.status.get("gpuSecondsUpdatedAt"))

@@ -6,6 +6,7 @@ import yaml
 from soundmind.api.training import ResourcesSpec, TrainingSpec
 from soundmind.train import contract
 from soundmind.train.config import parse_spec
+from soundmind_operator import pods
 from soundmind_operator.training import builders, names
 
 NS = "team-a"
@@ -140,11 +141,11 @@ def test_env_follows_the_pod_contract_and_the_token_only_through_a_secret_ref():
     assert env[contract.ENV_TRAINING_NAME]["value"] == "alr"
     assert env[contract.ENV_NAMESPACE]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert env[contract.ENV_ATTEMPT]["value"] == "3"
-    assert env[contract.ENV_HF_TOKEN] == {
-        "name": contract.ENV_HF_TOKEN,
+    assert env[pods.ENV_HF_TOKEN] == {
+        "name": pods.ENV_HF_TOKEN,
         "valueFrom": {"secretKeyRef": {"name": "hf", "key": "tok"}},
     }
-    assert contract.ENV_HF_TOKEN not in env_of(builders.build_job("alr", NS, spec(), 1))
+    assert pods.ENV_HF_TOKEN not in env_of(builders.build_job("alr", NS, spec(), 1))
 
 
 def test_pods_run_unprivileged():

@@ -1,16 +1,26 @@
 """The operator's start-up settings, command line, metrics, RBAC manifests and examples."""
 
+import asyncio
+import inspect
+import logging
 from pathlib import Path
 
 import kopf
 import pytest
 import yaml
+from kopf._cogs.structs.references import Resource
 from prometheus_client import CollectorRegistry, generate_latest
 
 from soundmind.api.base import GROUP, VERSION
-from soundmind.api.training import TrainingSpec
+from soundmind.api.serving import SERVING, ServingSpec
+from soundmind.api.training import TRAINING, TrainingSpec
+from soundmind.serve.render import checked_arguments
 from soundmind.train import contract
 from soundmind_operator import main, metrics
+from soundmind_operator.cache import WATCHED
+from soundmind_operator.labels import MANAGED_SELECTOR
+from soundmind_operator.loop import Wakeups
+from soundmind_operator.serving.builders import Platform
 
 ROOT = Path(__file__).resolve().parents[3]
 RBAC = ROOT / "config" / "rbac"
@@ -28,17 +38,61 @@ def test_command_line_needs_a_scope():
 
 def test_startup_settings(monkeypatch):
     monkeypatch.setattr(main, "api_client", lambda: None)
-    fresh = metrics.OperatorMetrics
-    monkeypatch.setattr(metrics, "OperatorMetrics", lambda: fresh(CollectorRegistry()))
+    discovered = (["v1beta2", "v1beta1"], Platform(keda=True))
+    monkeypatch.setattr(main, "_discover", lambda kube, options: discovered)
     settings = kopf.OperatorSettings()
-    memo = kopf.Memo(options=main.Options(resync_seconds=3, metrics_port=0))
-    main.configure(settings=settings, memo=memo, logger=None)
+    memo = kopf.Memo(
+        options=main.Options(resync_seconds=3, metrics_port=0), metrics=metrics.OperatorMetrics(CollectorRegistry())
+    )
+    asyncio.run(main.configure(settings=settings, memo=memo, logger=logging.getLogger("test")))
     assert settings.watching.server_timeout == 300 and settings.watching.client_timeout > 300
     assert settings.persistence.finalizer == "soundmind.ai/finalizer"
     assert settings.persistence.progress_storage.prefix == GROUP
     assert settings.posting.enabled and settings.posting.reporting_component == "soundmind-operator"
     assert settings.scanning.disabled, "the RBAC grants no CRD or namespace watching"
-    assert memo.training.resync_seconds == 3
+    assert memo.loop.resync_seconds == 3
+    assert memo.training.kueue_version == "v1beta2" and memo.serving.platform.keda
+    # Every watched child kind is filtered by the API server to the operator's own objects.
+    for watched in WATCHED:
+        assert settings.watching.label_selectors.collect(_resource(watched)) == [MANAGED_SELECTOR]
+
+
+def _resource(watched) -> Resource:
+    return Resource(watched.group, watched.version, watched.plural)
+
+
+def test_every_handler_runs_on_the_event_loop():
+    """kopf runs a sync handler in a thread pool; the wake-ups and metrics belong to the loop."""
+    handlers = [
+        handler
+        for registry in (
+            kopf.get_default_registry()._indexing,
+            kopf.get_default_registry()._watching,
+            kopf.get_default_registry()._spawning,
+            kopf.get_default_registry()._changing,
+            kopf.get_default_registry()._activities,
+        )
+        for handler in registry.get_all_handlers()
+        if handler.fn.__module__.startswith("soundmind_operator")  # not kopf's own login handlers
+    ]
+    assert len(handlers) > 2 * len(WATCHED)
+    sync = [h.id for h in handlers if not inspect.iscoroutinefunction(h.fn)]
+    assert not sync, f"handlers kopf would run in threads: {sync}"
+
+
+def test_a_wake_up_from_a_worker_thread_is_refused():
+    wakeups = Wakeups()
+
+    async def subscribe_then_wake_from_a_thread():
+        event = wakeups.subscribe("SoundMindTraining", "ns", "alr")
+        with pytest.raises(RuntimeError):
+            await asyncio.to_thread(wakeups.wake, "SoundMindTraining", "ns", "alr")
+        assert not event.is_set()
+        wakeups.wake("SoundMindTraining", "ns", "alr")
+        assert event.is_set()
+        wakeups.wake("SoundMindServing", "ns", "alr")  # another kind's loop of the same name: not ours
+
+    asyncio.run(subscribe_then_wake_from_a_thread())
 
 
 def test_metrics_are_exported_under_the_names_of_the_metrics_module():
@@ -98,8 +152,19 @@ def test_cluster_role_has_no_wildcards_and_is_bound_to_the_service_account():
     assert _grants(_rules(RBAC / "cluster_role.yaml"), GROUP, "soundmindtrainings/status", "patch")
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("training*.yaml")), ids=lambda p: p.name)
-def test_examples_are_valid_trainings(path: Path):
+SPECS = {TRAINING.kind: TrainingSpec, SERVING.kind: ServingSpec}
+
+
+@pytest.mark.parametrize(
+    "path", sorted([*ROOT.glob("examples/training*.yaml"), ROOT / "examples" / "serving.yaml"]), ids=lambda p: p.name
+)
+def test_examples_are_valid(path: Path):
     (manifest,) = yaml.safe_load_all(path.read_text())
-    assert manifest["apiVersion"] == f"{GROUP}/{VERSION}" and manifest["kind"] == "SoundMindTraining"
-    TrainingSpec.model_validate(manifest["spec"])
+    assert manifest["apiVersion"] == f"{GROUP}/{VERSION}"
+    SPECS[manifest["kind"]].model_validate(manifest["spec"])
+
+
+def test_example_serving_renders_a_command_vllm_accepts():
+    (manifest,) = yaml.safe_load_all((ROOT / "examples" / "serving.yaml").read_text())
+    spec = ServingSpec.model_validate(manifest["spec"])
+    assert checked_arguments(spec, spec.model)[0] == "Qwen/Qwen2.5-Omni-7B"

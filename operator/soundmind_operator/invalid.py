@@ -1,0 +1,40 @@
+"""A spec the CRD let through but the API model refuses (a CRD older than the operator, say):
+the object is marked Failed, naming the field, and nothing else is touched. Shared by every kind."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pydantic
+
+from soundmind.api.base import GROUP, VERSION, ResourceKind
+from soundmind_operator.conditions import Event, format_time
+from soundmind_operator.kube import Kube, Manifest
+from soundmind_operator.loop import Outcome
+
+FAILED = "Failed"  # the phase every kind uses for this
+REASON = "InvalidSpec"
+
+
+def refuse(kube: Kube, kind: ResourceKind, body: Manifest, error: pydantic.ValidationError, condition: str) -> Outcome:
+    """Mark the object Failed with `condition`=True (reason InvalidSpec) once; a settled outcome."""
+    first = error.errors()[0]
+    message = f"spec.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+    meta = body["metadata"]
+    if (body.get("status") or {}).get("phase") == FAILED:
+        return Outcome(body=body, settled=True)
+    generation = meta.get("generation", 1)
+    entry = {
+        "type": condition,
+        "status": "True",
+        "reason": REASON,
+        "message": message,
+        "lastTransitionTime": format_time(datetime.now(UTC)),
+        "observedGeneration": generation,
+    }
+    patch: dict[str, Any] = {"phase": FAILED, "conditions": [entry], "observedGeneration": generation}
+    kube.patch_custom_status(
+        GROUP, VERSION, meta["namespace"], kind.plural, meta["name"], meta["resourceVersion"], patch
+    )
+    return Outcome(body=body, events=[Event("Warning", REASON, message)], settled=True)

@@ -1,0 +1,139 @@
+"""One reconcile loop per custom resource object, shared by every kind the operator serves.
+
+Each object gets a kopf daemon that runs its kind's blocking reconcile pass in a worker thread (the
+synchronous Kubernetes client; the event loop never blocks), then sleeps until something changes
+(the object, or a child the watches deliver) or the resync interval passes (timeouts and
+accounting are about time, not events). A settled object (a finished training) has nothing that
+time alone changes: its loop makes no API calls until an event wakes it. One loop per object
+means one writer per object.
+
+Everything that touches the loop's state (the wake-up events, the kopf indices read into a pass's
+cache, kopf's event posting) runs on the event loop's thread; only the pass itself runs elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import kopf
+
+from soundmind_operator import metrics
+from soundmind_operator.conditions import Event
+from soundmind_operator.kube import Conflict, Manifest
+
+# After a failed pass: retry soon, then back off to the resync interval.
+ERROR_BACKOFF_SECONDS = (0.5, 1, 2, 5, 10, 30)
+
+Key = tuple[str, str, str]  # (kind, namespace, name)
+
+
+@dataclass
+class Wakeups:
+    """One asyncio.Event per running loop, set by watch events about the object or its children.
+    asyncio.Event is not thread-safe: `wake` refuses to run off the event loop's thread."""
+
+    events: dict[Key, asyncio.Event] = field(default_factory=dict)
+
+    def subscribe(self, kind: str, namespace: str, name: str) -> asyncio.Event:
+        return self.events.setdefault((kind, namespace, name), asyncio.Event())
+
+    def forget(self, kind: str, namespace: str, name: str) -> None:
+        self.events.pop((kind, namespace, name), None)
+
+    def wake(self, kind: str, namespace: str | None, name: str | None) -> None:
+        asyncio.get_running_loop()  # RuntimeError in a worker thread: wake-up handlers must be async
+        event = self.events.get((kind, namespace or "", name or ""))
+        if event is not None:
+            event.set()
+
+
+@dataclass
+class Outcome:
+    """What a pass saw and decided, for the loop: the events to post and whether to wait."""
+
+    body: Manifest | None  # None: the object is gone or being deleted; the loop ends
+    events: list[Event] = field(default_factory=list)
+    settled: bool = False  # nothing changes with time alone: sleep until woken
+    detail: Any = None  # the kind's own record of the pass (for its metrics)
+
+
+class Reconciler(Protocol):
+    kind: str
+
+    def reconcile(self, namespace: str, name: str, cache: Any, logger: logging.Logger) -> Outcome:
+        """One pass (blocking; runs in a worker thread). `cache` is what `read_cache` returned."""
+
+    def record(self, namespace: str, name: str, outcome: Outcome) -> None:
+        """Metrics of a successful pass (on the event loop)."""
+
+    def forget(self, namespace: str, name: str) -> None:
+        """The object is deleted: drop its metrics."""
+
+
+@dataclass
+class LoopContext:
+    metrics: metrics.OperatorMetrics
+    resync_seconds: float
+    wakeups: Wakeups = field(default_factory=Wakeups)
+
+
+async def run(
+    ctx: LoopContext,
+    reconciler: Reconciler,
+    namespace: str,
+    name: str,
+    stopped: kopf.DaemonStopped,
+    logger: logging.Logger,
+    read_cache: Callable[[], Any],
+) -> None:
+    """The object's loop, until kopf stops it (deletion, operator exit, peering pause)."""
+    kind = reconciler.kind
+    wake = ctx.wakeups.subscribe(kind, namespace, name)
+    failures = 0
+    try:
+        while not stopped:
+            wake.clear()  # changes from now on wake the next pass
+            delay: float | None = ctx.resync_seconds
+            began = time.monotonic()
+            try:
+                outcome = await asyncio.to_thread(reconciler.reconcile, namespace, name, read_cache(), logger)
+            except Conflict:
+                result, delay = metrics.RESULT_CONFLICT, 0.05  # re-read and decide again, at once
+            except Exception:  # noqa: BLE001 - one bad pass must not end the loop; it is logged and counted
+                logger.exception("reconcile of %s %s/%s failed", kind, namespace, name)
+                result = metrics.RESULT_ERROR
+                delay = min(ERROR_BACKOFF_SECONDS[min(failures, len(ERROR_BACKOFF_SECONDS) - 1)], ctx.resync_seconds)
+                failures += 1
+            else:
+                result, failures = metrics.RESULT_OK, 0
+                if outcome.body is None:
+                    return
+                for event in outcome.events:
+                    kopf.event(outcome.body, type=event.type, reason=event.reason, message=event.message)
+                reconciler.record(namespace, name, outcome)
+                if outcome.settled:
+                    delay = None
+            ctx.metrics.reconcile_total.labels(kind, result).inc()
+            ctx.metrics.reconcile_duration.labels(kind, result).observe(time.monotonic() - began)
+            await _sleep(wake, stopped, delay)
+    finally:
+        ctx.wakeups.forget(kind, namespace, name)
+
+
+async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, seconds: float | None) -> None:
+    """Until woken, stopped, or `seconds` pass (None: no time limit)."""
+
+    async def until_stopped() -> None:
+        await stopped.wait()
+
+    waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(until_stopped())]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

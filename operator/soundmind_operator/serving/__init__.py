@@ -1,0 +1,1 @@
+"""SoundMindServing: a model behind vLLM's OpenAI-compatible server, autoscaled on vLLM's load."""

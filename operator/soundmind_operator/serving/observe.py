@@ -1,0 +1,261 @@
+"""From what the cluster shows to what a serving's status should say, and whether to apply.
+
+`decide` is a pure function of the serving (spec, generation, status), the model it resolves to
+(or why it cannot), whether vLLM's parser accepts the command, its Deployment and autoscaler as the
+watches last saw them, what the platform offers, and the time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from soundmind.api.serving import ServingSpec
+from soundmind_operator.conditions import Event, StatusBuilder, StatusShape, condition, status_patch
+from soundmind_operator.serving import builders, names
+
+Obj = dict[str, Any]
+
+# Phases (contract).
+PENDING, PROGRESSING, AVAILABLE, DEGRADED, FAILED = "Pending", "Progressing", "Available", "Degraded", "Failed"
+# Condition types (contract).
+AVAILABLE_CONDITION, PROGRESSING_CONDITION, SCALING_ACTIVE, MODEL_READY, CONFIG_ERROR = (
+    "Available",
+    "Progressing",
+    "ScalingActive",
+    "ModelReady",
+    "ConfigError",
+)
+# ModelReady=False reasons (contract).
+TRAINING_NOT_FOUND, TRAINING_NOT_FINISHED, TRAINING_FAILED = "TrainingNotFound", "TrainingNotFinished", "TrainingFailed"
+
+OPERATOR_STATUS_FIELDS = (
+    "phase",
+    "conditions",
+    "observedGeneration",
+    "replicas",
+    "readyReplicas",
+    "selector",
+    "url",
+    "model",
+    "autoscaler",
+)
+SERVING_STATUS = StatusShape(
+    owned_fields=OPERATOR_STATUS_FIELDS,
+    condition_order=(AVAILABLE_CONDITION, PROGRESSING_CONDITION, SCALING_ACTIVE, MODEL_READY, CONFIG_ERROR),
+    warning_phases=(DEGRADED, FAILED),
+)
+
+
+@dataclass(frozen=True)
+class TrainingView:
+    """What a serving needs of the training it serves from."""
+
+    phase: str | None
+    model_path: str | None  # status.model.path: the exported Hugging Face directory
+    model_step: int | None
+    checkpoints_claim: str  # the volume the export is on
+
+
+@dataclass(frozen=True)
+class Observation:
+    name: str
+    namespace: str
+    generation: int
+    spec: ServingSpec
+    status: Obj
+    now: datetime
+    platform: builders.Platform
+    training: TrainingView | None = None  # for spec.fromTraining; None when it does not exist
+    config_error: str | None = None  # why vLLM's parser refuses the command, if it does
+    deployment: Obj | None = None
+    pods: list[Obj] = field(default_factory=list)  # the serving's pods
+    hpa: Obj | None = None  # ours, or the one KEDA made for our ScaledObject
+
+
+@dataclass
+class Decision:
+    status: Obj
+    events: list[Event] = field(default_factory=list)
+    model: builders.ModelSource | None = None  # set: apply the children for this model
+
+    def status_patch(self, current: Obj) -> Obj:
+        return status_patch(self.status, current)
+
+
+def resolve_model(obs: Observation) -> tuple[builders.ModelSource | None, str, str]:
+    """The model to serve, or None with the reason and message of ModelReady=False."""
+    spec = obs.spec
+    if spec.model is not None:
+        return builders.ModelSource(spec.model), "Specified", f"serving {spec.model}"
+    training_name = spec.from_training.name
+    training = obs.training
+    if training is None:
+        return None, TRAINING_NOT_FOUND, f"SoundMindTraining {training_name!r} does not exist in {obs.namespace}"
+    if training.phase == "Failed":
+        return None, TRAINING_FAILED, f"SoundMindTraining {training_name!r} failed; it has no model to serve"
+    if training.phase != "Succeeded" or not training.model_path:
+        said = "succeeded but has not exported a model yet" if training.phase == "Succeeded" else "not finished"
+        return None, TRAINING_NOT_FINISHED, f"SoundMindTraining {training_name!r} is {said} (phase {training.phase})"
+    step = f" (step {training.model_step})" if training.model_step is not None else ""
+    source = builders.ModelSource(training.model_path, training.checkpoints_claim)
+    return source, "TrainingExported", f"serving the model SoundMindTraining {training_name!r} exported{step}"
+
+
+def decide(obs: Observation) -> Decision:
+    status = StatusBuilder(SERVING_STATUS, obs.status, obs.generation, obs.now)
+    status.fields["selector"] = names.selector(obs.name)
+    status.fields["url"] = names.url(obs.name, obs.namespace)
+    decision = Decision(status={})
+
+    model, reason, message = resolve_model(obs)
+    if model is None:
+        status.set_condition(MODEL_READY, "False", reason, message, warn=reason == TRAINING_FAILED)
+    else:
+        status.set_condition(MODEL_READY, "True", reason, message)
+        status.fields["model"] = model.path
+
+    if obs.config_error:
+        status.set_condition(CONFIG_ERROR, "True", "InvalidArguments", obs.config_error, warn=True)
+    else:
+        status.set_condition(CONFIG_ERROR, "False", "Valid", "vLLM's argument parser accepts the command")
+
+    _scaling(obs, status)
+    _replicas(obs, status)
+
+    if obs.config_error:
+        status.set_phase(FAILED, f"vllm serve would refuse its arguments: {obs.config_error}")
+        _not_serving(obs, status, "ConfigError", obs.config_error)
+    elif model is None:
+        phase = FAILED if reason == TRAINING_FAILED else PENDING
+        status.set_phase(phase, message)
+        _not_serving(obs, status, reason, message)
+    else:
+        decision.model = model
+        _rollout(obs, status)
+
+    decision.status = status.result()
+    decision.events = status.events
+    return decision
+
+
+def _not_serving(obs: Observation, status: StatusBuilder, reason: str, message: str) -> None:
+    if obs.deployment is None:
+        status.set_condition(AVAILABLE_CONDITION, "False", reason, message)
+        status.set_condition(PROGRESSING_CONDITION, "False", reason, "no Deployment is created until this is resolved")
+    else:  # an earlier, valid version keeps serving; the new one is not applied
+        _rollout(obs, status, set_phase=False)
+
+
+def _scaling(obs: Observation, status: StatusBuilder) -> None:
+    kind = builders.autoscaler_kind(obs.spec, obs.platform)
+    status.fields["autoscaler"] = kind
+    scaling = obs.spec.autoscaling
+    if kind == builders.NO_AUTOSCALER:
+        status.set_condition(
+            SCALING_ACTIVE, "False", "AutoscalingDisabled", f"spec.replicas ({obs.spec.replicas}) decides"
+        )
+        return
+    how = (
+        f"{scaling.metric.value} target {scaling.target:g} per replica, {scaling.min_replicas}-{scaling.max_replicas} "
+        "replicas"
+    )
+    if kind == builders.KEDA:
+        reason, message = "KEDA", f"KEDA ScaledObject {names.autoscaler(obs.name)}: {how}"
+    else:
+        reason = "HPA"
+        message = (
+            f"HorizontalPodAutoscaler {names.autoscaler(obs.name)} on the External metric "
+            f"{builders.external_metric_name(obs.spec)} (prometheus-adapter; KEDA is not installed): {how}"
+        )
+    hpa_active = condition(obs.hpa, "ScalingActive") if obs.hpa else None
+    if hpa_active and hpa_active.get("status") == "False":
+        said = hpa_active.get("message") or hpa_active.get("reason") or "inactive"
+        status.set_condition(
+            SCALING_ACTIVE, "False", hpa_active.get("reason") or reason, f"{message}; {said}", warn=True
+        )
+    else:
+        status.set_condition(SCALING_ACTIVE, "True", reason, message)
+
+
+def _replicas(obs: Observation, status: StatusBuilder) -> None:
+    deployment_status = (obs.deployment or {}).get("status") or {}
+    before = obs.status.get("replicas")
+    replicas = deployment_status.get("replicas", 0)
+    status.fields["replicas"] = replicas
+    status.fields["readyReplicas"] = deployment_status.get("readyReplicas", 0)
+    if obs.deployment is not None and before is not None and before != replicas:
+        by = "the autoscaler" if status.fields["autoscaler"] != builders.NO_AUTOSCALER else "spec.replicas"
+        status.events.append(Event("Normal", "Scaled", f"replicas {before} → {replicas} ({by})"))
+
+
+def desired_replicas(obs: Observation) -> int:
+    if obs.deployment is not None and "replicas" in (obs.deployment.get("spec") or {}):
+        return obs.deployment["spec"]["replicas"]
+    return obs.spec.replicas if not obs.spec.autoscaling.enabled else obs.spec.autoscaling.min_replicas
+
+
+def _rollout(obs: Observation, status: StatusBuilder, *, set_phase: bool = True) -> None:
+    """Phase and the Available/Progressing conditions from the Deployment."""
+    deployment = obs.deployment
+    if deployment is None:
+        status.set_condition(AVAILABLE_CONDITION, "False", "Creating", "creating the Deployment")
+        status.set_condition(PROGRESSING_CONDITION, "True", "Creating", "creating the Deployment")
+        if set_phase:
+            status.set_phase(PROGRESSING, "creating the Deployment")
+        return
+    desired = desired_replicas(obs)
+    state = deployment.get("status") or {}
+    ready, updated = state.get("readyReplicas", 0), state.get("updatedReplicas", 0)
+    current = state.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
+    progress = condition(deployment, "Progressing") or {}
+    stuck = progress.get("status") == "False" and progress.get("reason") == "ProgressDeadlineExceeded"
+    rolled_out = current and updated >= desired and ready >= desired
+
+    if ready > 0:
+        status.set_condition(AVAILABLE_CONDITION, "True", "ReplicasReady", f"{ready}/{desired} replicas ready")
+    else:
+        reason = "ScaledToZero" if desired == 0 else "NoReplicaReady"
+        status.set_condition(AVAILABLE_CONDITION, "False", reason, f"0/{desired} replicas ready")
+
+    broken = _broken_pods(obs.pods)
+    if rolled_out:
+        status.set_condition(PROGRESSING_CONDITION, "False", "RolloutComplete", f"{ready}/{desired} replicas ready")
+    elif broken:
+        status.set_condition(PROGRESSING_CONDITION, "False", "ReplicaFailing", broken)
+    elif stuck:
+        status.set_condition(PROGRESSING_CONDITION, "False", "ProgressDeadlineExceeded", progress.get("message", ""))
+    else:
+        status.set_condition(
+            PROGRESSING_CONDITION, "True", "RollingOut", f"{updated}/{desired} updated, {ready}/{desired} ready"
+        )
+    if not set_phase:
+        return
+    if desired == 0:
+        status.set_phase(PENDING, "scaled to 0 replicas")
+    elif rolled_out:
+        status.set_phase(AVAILABLE, f"{ready}/{desired} replicas serve {status.fields.get('model')}")
+    elif broken:
+        status.set_phase(DEGRADED, f"{ready}/{desired} replicas ready; {broken}")
+    elif stuck:
+        phase = DEGRADED if ready else FAILED
+        status.set_phase(phase, f"{ready}/{desired} replicas ready: {progress.get('message', '')}")
+    else:
+        status.set_phase(PROGRESSING, f"{updated}/{desired} replicas updated, {ready}/{desired} ready")
+
+
+# Container states from which a replica does not recover by waiting.
+_FAILING_WAIT_REASONS = ("CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError")
+
+
+def _broken_pods(pods: list[Obj]) -> str:
+    """A description of the first pod whose server cannot start, or ''."""
+    for pod in pods:
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in _FAILING_WAIT_REASONS:
+                said = f": {waiting['message']}" if waiting.get("message") else ""
+                restarts = container.get("restartCount", 0)
+                return f"pod {pod['metadata']['name']} {waiting['reason']} after {restarts} restart(s){said}"
+    return ""

@@ -1,0 +1,160 @@
+"""One reconcile pass of a SoundMindServing: read, decide (pure), apply, write status.
+
+Blocking; the loop runs it in a worker thread. The Deployment, its pods, the autoscaler and the
+other children come from the watches (`cache.Owned`); the training a `fromTraining` serving
+serves from comes from the trainings' index. Children are server-side applied when missing or
+out of date, and those the spec no longer asks for (a PDB once at most one replica may run, the
+autoscaler once autoscaling is off) are deleted.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import kopf
+import pydantic
+
+from soundmind.api.base import GROUP, VERSION
+from soundmind.api.serving import SERVING, ServingSpec
+from soundmind.api.training import CheckpointStorageSpec
+from soundmind.serve.render import checked_arguments
+from soundmind.train.errors import ConfigError
+from soundmind_operator import children, invalid, metrics
+from soundmind_operator.cache import Owned
+from soundmind_operator.kube import Kube, Manifest
+from soundmind_operator.loop import Outcome
+from soundmind_operator.serving import builders, names, observe
+
+# Children a serving may have besides the Deployment and Service, by kind (all named after it).
+OPTIONAL_CHILDREN = {
+    "PodDisruptionBudget": names.disruption_budget,
+    "HorizontalPodAutoscaler": names.autoscaler,
+    "ScaledObject": names.autoscaler,
+    "ServiceMonitor": names.service_monitor,
+}
+API_VERSIONS = {
+    "PodDisruptionBudget": "policy/v1",
+    "HorizontalPodAutoscaler": "autoscaling/v2",
+    "ScaledObject": "keda.sh/v1alpha1",
+    "ServiceMonitor": "monitoring.coreos.com/v1",
+}
+# A model path that stands in while a training has not exported yet: extraArgs are checked anyway.
+PENDING_MODEL = "/models/pending"
+
+
+@functools.lru_cache(maxsize=1024)
+def _config_error(spec_json: str, model: str) -> str | None:
+    try:
+        checked_arguments(ServingSpec.model_validate_json(spec_json), model)
+    except ConfigError as error:
+        return str(error)
+    return None
+
+
+@dataclass
+class Pass:
+    phase: str | None
+    desired: int
+    ready: int
+
+
+@dataclass
+class ServingCache:
+    owned: Owned
+    training: observe.TrainingView | None  # of spec.fromTraining, from the trainings' index
+
+
+@dataclass
+class ServingReconciler:
+    kube: Kube
+    metrics: metrics.OperatorMetrics
+    platform: builders.Platform
+    kind: str = SERVING.kind
+
+    def reconcile(self, namespace: str, name: str, cache: ServingCache, logger: logging.Logger) -> Outcome:
+        kube = self.kube
+        body = kube.get_custom(GROUP, VERSION, namespace, SERVING.plural, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return Outcome(body=None)
+        status = body.get("status") or {}
+        try:
+            spec = ServingSpec.model_validate(body.get("spec") or {})
+        except pydantic.ValidationError as error:
+            return invalid.refuse(kube, SERVING, body, error, observe.CONFIG_ERROR)
+
+        owned = cache.owned
+        deployments = owned.of("Deployment")
+        hpa_name = f"keda-hpa-{names.autoscaler(name)}" if self.platform.keda else names.autoscaler(name)
+        model_hint = spec.model or (cache.training.model_path if cache.training else None) or PENDING_MODEL
+        obs = observe.Observation(
+            name=name,
+            namespace=namespace,
+            generation=body["metadata"].get("generation", 1),
+            spec=spec,
+            status=status,
+            now=datetime.now(UTC),
+            platform=self.platform,
+            training=cache.training if spec.from_training else None,
+            config_error=_config_error(spec.model_dump_json(), model_hint),
+            deployment=next((d for d in deployments if d["metadata"]["name"] == names.deployment(name)), None),
+            pods=owned.of("Pod"),
+            hpa=next((h for h in owned.of("HorizontalPodAutoscaler") if h["metadata"]["name"] == hpa_name), None),
+        )
+        decision = observe.decide(obs)
+        if decision.model is not None:
+            self._apply(body, spec, decision.model, owned, logger)
+        patch = decision.status_patch(status)
+        if patch:
+            kube.patch_custom_status(
+                GROUP, VERSION, namespace, SERVING.plural, name, body["metadata"]["resourceVersion"], patch
+            )
+        result = decision.status
+        return Outcome(
+            body=body,
+            events=decision.events,
+            detail=Pass(result.get("phase"), observe.desired_replicas(obs), result.get("readyReplicas") or 0),
+        )
+
+    def _apply(self, body: Manifest, spec: ServingSpec, model: builders.ModelSource, owned: Owned, logger) -> None:
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        desired = builders.build_children(name, namespace, spec, model, self.platform)
+        stale = children.out_of_date(desired, owned.applied())
+        kopf.adopt(stale, owner=body)
+        for child in stale:
+            self.kube.apply(namespace, child)
+        wanted = {(c["kind"], c["metadata"]["name"]) for c in desired}
+        unwanted = [
+            (kind, make(name))
+            for kind, make in OPTIONAL_CHILDREN.items()
+            if (kind, make(name)) in owned.applied() and (kind, make(name)) not in wanted
+        ]
+        for kind, child in unwanted:
+            self.kube.delete(API_VERSIONS[kind], kind, namespace, child)
+        changed = [f"applied {c['kind']}/{c['metadata']['name']}" for c in stale]
+        changed += [f"deleted {kind}/{child}" for kind, child in unwanted]
+        if changed:
+            logger.info("%s", ", ".join(changed))
+
+    def record(self, namespace: str, name: str, outcome: Outcome) -> None:
+        done: Pass | None = outcome.detail
+        if done is not None:
+            self.metrics.observe_serving(namespace, name, phase=done.phase, desired=done.desired, ready=done.ready)
+
+    def forget(self, namespace: str, name: str) -> None:
+        self.metrics.forget_serving(namespace, name)
+
+
+def training_view(body) -> observe.TrainingView:
+    """What the trainings' index keeps of a training, for the servings that serve from it."""
+    status = body.get("status") or {}
+    model = status.get("model") or {}
+    storage = ((body.get("spec") or {}).get("storage") or {}).get("checkpoints") or {}
+    return observe.TrainingView(
+        phase=status.get("phase"),
+        model_path=model.get("path"),
+        model_step=model.get("step"),
+        checkpoints_claim=storage.get("claimName") or CheckpointStorageSpec().claim_name,
+    )
