@@ -17,23 +17,15 @@ from pathlib import Path
 
 import pytest
 
+from soundmind.api.serving import ServingSpec
 from soundmind.serve import vllm_args
+from soundmind.serve.render import vllm_arguments
 from soundmind.serve.vllm_args import VllmArgumentError, validate
 
 ROOT = Path(__file__).resolve().parents[3]
 MODEL = "Qwen/Qwen2.5-Omni-7B"
 # What the operator's Deployment renders (before the user's extraArgs).
-RENDERED = [
-    MODEL,
-    "--served-model-name", "soundmind",
-    "--host", "0.0.0.0",
-    "--port", "8000",
-    "--limit-mm-per-prompt", '{"audio": 1}',
-    "--max-model-len", "32768",
-    "--tensor-parallel-size", "1",
-    "--gpu-memory-utilization", "0.9",
-    "--dtype", "bfloat16",
-]  # fmt: skip
+RENDERED = vllm_arguments(ServingSpec(model=MODEL), MODEL)
 
 GOOD = {
     "rendered": [],
