@@ -76,6 +76,8 @@ YAML
 demo_ns=soundmind-demo
 demo_training=alr-grpo-2n
 operator_pid=""
+metrics_port=""
+operator_kubeconfig=""
 
 stop_operator() {
   if [ -n "$operator_pid" ] && kill -0 "$operator_pid" 2>/dev/null; then
@@ -99,20 +101,20 @@ conditions() {
 
 step_training() {
   say "SoundMindTraining: CRD, operator, a 2-node x 8-GPU training"
-  local workdir port liveness
+  local workdir liveness
   workdir="${SOUNDMIND_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/soundmind}/demo"
   mkdir -p "$workdir"
   # CRDs (charts/soundmind-crds) and the operator's RBAC (config/rbac), then a kubeconfig holding a
   # token of the operator's ServiceAccount: it runs with exactly the permissions it ships with.
   (cd "$root" && "$python" -m tests.support.operator kubeconfig --admin "$KUBECONFIG" --out "$workdir/operator.kubeconfig") >/dev/null
   kubectl get crd soundmindtrainings.soundmind.ai -o custom-columns='CRD:.metadata.name,SHORT:.spec.names.shortNames[0],CATEGORY:.spec.names.categories[0]'
-  read -r port liveness <<<"$("$python" -c 'import socket
+  read -r metrics_port liveness <<<"$("$python" -c 'import socket
 socks = [socket.socket() for _ in range(2)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))')"
   (cd "$root" && KUBECONFIG="$workdir/operator.kubeconfig" exec "$python" -m soundmind_operator.main --all-namespaces \
-    --resync-seconds 5 --metrics-port "$port" --liveness-port "$liveness" >"$workdir/operator.log" 2>&1) &
+    --resync-seconds 5 --metrics-port "$metrics_port" --liveness-port "$liveness" >"$workdir/operator.log" 2>&1) &
   operator_pid=$!
   trap stop_operator EXIT
   for _ in $(seq 100); do
@@ -120,6 +122,7 @@ print(*(s.getsockname()[1] for s in socks))')"
     kill -0 "$operator_pid" 2>/dev/null || { tail -20 "$workdir/operator.log"; return 1; }
     sleep 0.2
   done
+  operator_kubeconfig="$workdir/operator.kubeconfig"
   echo "soundmind-operator is running as system:serviceaccount:soundmind-system:soundmind-operator (log: $workdir/operator.log)"
 
   # A fresh demo namespace (an earlier demo's training is deleted by the running operator).
@@ -163,7 +166,9 @@ TEXT
   kubectl get pods -n "$demo_ns" -l app.kubernetes.io/instance="$demo_training" -o wide
 
   sleep 3
-  say "The driver finishes: Succeeded"
+  say "The driver finishes: it exports the model (status.model), then Succeeded"
+  kubectl patch smt "$demo_training" -n "$demo_ns" --subresource=status --type=merge \
+    -p "{\"status\":{\"model\":{\"path\":\"/checkpoints/$demo_training/export/global_step_100\",\"step\":100}}}" >/dev/null
   driver=$(kubectl get pods -n "$demo_ns" -l batch.kubernetes.io/job-name="$demo_training-a2",batch.kubernetes.io/job-completion-index=0 -o name)
   kubectl annotate -n "$demo_ns" "$driver" sim.soundmind.ai/exit-code=0 >/dev/null
   wait_training --for=jsonpath='{.status.phase}'=Succeeded
@@ -178,15 +183,86 @@ TEXT
   kubectl get events -n "$demo_ns" --field-selector involvedObject.uid="$uid" \
     --sort-by=.eventTime -o custom-columns='TYPE:.type,REASON:.reason,MESSAGE:.message'
   echo
-  echo "Operator metrics (http://127.0.0.1:$port/metrics):"
-  "$python" -c "import urllib.request as u; print(u.urlopen('http://127.0.0.1:$port/metrics').read().decode())" \
+  echo "Operator metrics (http://127.0.0.1:$metrics_port/metrics):"
+  "$python" -c "import urllib.request as u; print(u.urlopen('http://127.0.0.1:$metrics_port/metrics').read().decode())" \
     | grep -E '^soundmind_(trainings|training_gpu_seconds|training_retries_total|operator_reconcile_total|training_pending_duration_seconds_(count|sum))' | sed 's/^/  /'
-  stop_operator
-  echo
-  echo "Run the operator yourself:  KUBECONFIG=$workdir/operator.kubeconfig $python -m soundmind_operator.main --all-namespaces"
 }
 
-steps=(step_cluster step_workload step_training)
+# -- SoundMindServing (issue 8) ---------------------------------------------------------------------
+wait_serving() { # <name> <kubectl wait condition...>
+  local name=$1 out; shift
+  if ! out=$(kubectl wait sms/"$name" -n "$demo_ns" --timeout=90s "$@" 2>&1); then
+    echo "$out" >&2
+    kubectl get sms "$name" -n "$demo_ns" -o yaml >&2
+    return 1
+  fi
+}
+
+serving_conditions() {
+  kubectl get sms "$1" -n "$demo_ns" \
+    -o jsonpath='{range .status.conditions[*]}{"  "}{.type}={.status}{"\t"}{.reason}{": "}{.message}{"\n"}{end}'
+}
+
+step_serving() {
+  say "SoundMindServing: Qwen2.5-Omni behind vLLM, autoscaled (examples/serving.yaml)"
+  kubectl delete sms --all -n "$demo_ns" --ignore-not-found --wait=true >/dev/null 2>&1 || true
+  local began=$SECONDS
+  kubectl apply -n "$demo_ns" -f "$root/examples/serving.yaml"
+  wait_serving soundmind --for=jsonpath='{.status.phase}'=Available
+  echo "Available $((SECONDS - began))s after kubectl apply (kwok reports the vLLM pod Ready; nothing loads weights)."
+  echo
+  kubectl get sms -n "$demo_ns"
+  echo
+  kubectl get deploy,svc,pdb,hpa -n "$demo_ns" -l app.kubernetes.io/instance=soundmind,app.kubernetes.io/component=server
+  echo
+  echo "The vLLM command, checked against vLLM 0.24's own argument parser before the Deployment existed:"
+  kubectl get deploy soundmind -n "$demo_ns" -o jsonpath='{.spec.template.spec.containers[0].command} {.spec.template.spec.containers[0].args}{"\n"}' | sed 's/^/  /'
+  echo
+  echo "Conditions (KEDA is not installed here, so an HPA on vLLM's queue length as an External metric):"
+  serving_conditions soundmind
+
+  say "Serving what the training exported (fromTraining)"
+  kubectl apply -n "$demo_ns" -f - <<YAML
+apiVersion: soundmind.ai/v1alpha1
+kind: SoundMindServing
+metadata: {name: alr-tuned}
+spec:
+  fromTraining: {name: $demo_training}
+  servedModelName: alr-tuned
+  autoscaling: {enabled: false}
+YAML
+  wait_serving alr-tuned --for=jsonpath='{.status.phase}'=Available
+  kubectl get sms -n "$demo_ns"
+  serving_conditions alr-tuned | grep ModelReady
+
+  say "A misspelt vLLM flag: refused before any pod exists"
+  kubectl apply -n "$demo_ns" -f - <<'YAML'
+apiVersion: soundmind.ai/v1alpha1
+kind: SoundMindServing
+metadata: {name: typo}
+spec:
+  model: Qwen/Qwen2.5-Omni-7B
+  vllm: {extraArgs: ["--max-modle-len=4096"]}
+YAML
+  wait_serving typo --for=jsonpath='{.status.phase}'=Failed
+  serving_conditions typo | grep ConfigError
+  echo "  pods of typo: $(kubectl get pods -n "$demo_ns" -l app.kubernetes.io/instance=typo -o name | wc -l)"
+  kubectl delete sms typo -n "$demo_ns" >/dev/null
+
+  say "kubectl scale through the scale subresource"
+  kubectl scale sms alr-tuned -n "$demo_ns" --replicas 2
+  wait_serving alr-tuned --for=jsonpath='{.status.readyReplicas}'=2
+  kubectl get sms alr-tuned -n "$demo_ns"
+  echo
+  echo "Operator metrics for servings:"
+  "$python" -c "import urllib.request as u; print(u.urlopen('http://127.0.0.1:$metrics_port/metrics').read().decode())" \
+    | grep -E '^soundmind_(servings|serving_replicas_(ready|desired))' | grep -v ' 0.0$' | sed 's/^/  /'
+  stop_operator
+  echo
+  echo "Run the operator yourself:  KUBECONFIG=$operator_kubeconfig $python -m soundmind_operator.main --all-namespaces"
+}
+
+steps=(step_cluster step_workload step_training step_serving)
 
 for step in "${steps[@]}"; do
   "$step"
