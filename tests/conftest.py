@@ -33,6 +33,13 @@ from tests.support.kube import Kube, exists
 from tests.support.poll import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# This checkout's packages, whatever checkout the shared environment's editable install points at
+# (hack/venv.sh re-points it at the last caller): for this process and every subprocess it starts
+# (the operator, the `soundmind` command, python -m ...).
+_SOURCES = [str(ROOT), str(ROOT / "operator")]
+sys.path[:0] = [p for p in _SOURCES if p not in sys.path]
+os.environ["PYTHONPATH"] = os.pathsep.join([*_SOURCES, *filter(None, [os.environ.get("PYTHONPATH")])])
 EXTERNAL_KUBECONFIG_ENV = "SOUNDMIND_TEST_KUBECONFIG"
 # Job successPolicy (GA in v1.33) and podFailurePolicy, which the operator's Jobs rely on.
 MIN_SERVER_VERSION = (1, 33)
