@@ -125,12 +125,9 @@ def decide(obs: Observation) -> Decision:
     _replicas(obs, status)
 
     if obs.config_error:
-        status.set_phase(FAILED, f"vllm serve would refuse its arguments: {obs.config_error}")
-        _not_serving(obs, status, "ConfigError", obs.config_error)
+        _not_serving(obs, status, FAILED, "ConfigError", f"vllm serve would refuse its arguments: {obs.config_error}")
     elif model is None:
-        phase = FAILED if reason == TRAINING_FAILED else PENDING
-        status.set_phase(phase, message)
-        _not_serving(obs, status, reason, message)
+        _not_serving(obs, status, FAILED if reason == TRAINING_FAILED else PENDING, reason, message)
     else:
         decision.model = model
         _rollout(obs, status)
@@ -140,12 +137,16 @@ def decide(obs: Observation) -> Decision:
     return decision
 
 
-def _not_serving(obs: Observation, status: StatusBuilder, reason: str, message: str) -> None:
+def _not_serving(obs: Observation, status: StatusBuilder, phase: str, reason: str, message: str) -> None:
+    """The spec cannot be served as it is: nothing is applied. Without a Deployment that is `phase`;
+    with one (an earlier, valid version keeps serving) the serving is Degraded."""
     if obs.deployment is None:
+        status.set_phase(phase, message)
         status.set_condition(AVAILABLE_CONDITION, "False", reason, message)
         status.set_condition(PROGRESSING_CONDITION, "False", reason, "no Deployment is created until this is resolved")
-    else:  # an earlier, valid version keeps serving; the new one is not applied
+    else:
         _rollout(obs, status, set_phase=False)
+        status.set_phase(DEGRADED, f"the previous version keeps serving; {message}")
 
 
 def _scaling(obs: Observation, status: StatusBuilder) -> None:

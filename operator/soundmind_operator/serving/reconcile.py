@@ -121,16 +121,14 @@ class ServingReconciler:
     def _apply(self, body: Manifest, spec: ServingSpec, model: builders.ModelSource, owned: Owned, logger) -> None:
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
         desired = builders.build_children(name, namespace, spec, model, self.platform)
-        stale = children.out_of_date(desired, owned.applied())
+        applied = owned.applied()
+        stale = children.out_of_date(desired, applied)
         kopf.adopt(stale, owner=body)
         for child in stale:
             self.kube.apply(namespace, child)
         wanted = {(c["kind"], c["metadata"]["name"]) for c in desired}
-        unwanted = [
-            (kind, make(name))
-            for kind, make in OPTIONAL_CHILDREN.items()
-            if (kind, make(name)) in owned.applied() and (kind, make(name)) not in wanted
-        ]
+        optional = [(kind, make(name)) for kind, make in OPTIONAL_CHILDREN.items()]
+        unwanted = [key for key in optional if key in applied and key not in wanted]
         for kind, child in unwanted:
             self.kube.delete(API_VERSIONS[kind], kind, namespace, child)
         changed = [f"applied {c['kind']}/{c['metadata']['name']}" for c in stale]

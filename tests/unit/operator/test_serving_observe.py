@@ -172,3 +172,10 @@ def test_deciding_again_over_the_same_cluster_changes_nothing():
     first = decide(observe_(deployment=seen))
     again = decide(observe_(status=first.status, deployment=seen))
     assert again.status_patch(first.status) == {} and again.events == []
+
+
+def test_a_refused_change_leaves_the_previous_version_serving_degraded():
+    serving = decide(observe_(config_error="vllm.extraArgs[0]: bad", deployment=deployment(replicas=1, ready=1)))
+    assert serving.model is None, "the refused version is not applied"
+    assert serving.status["phase"] == "Degraded"
+    assert cond(serving, "Available")["status"] == "True" and cond(serving, "ConfigError")["status"] == "True"
