@@ -166,12 +166,12 @@ class Kube:
 
     def patch_custom_status(
         self, group: str, version: str, namespace: str, plural: str, name: str, resource_version: str, status: Manifest
-    ) -> None:
+    ) -> Manifest:
         """Merge-patch `status` (only the given fields), refused with Conflict if the object moved
-        past `resource_version`: the fields were decided from that version."""
+        past `resource_version`: the fields were decided from that version. Returns the object."""
         body = {"metadata": {"resourceVersion": resource_version}, "status": status}
         try:
-            self.request(
+            return self.request(
                 "PATCH",
                 _custom_path(group, version, namespace, plural, name) + "/status",
                 body,

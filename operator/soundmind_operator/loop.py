@@ -14,9 +14,11 @@ cache, kopf's event posting) runs on the event loop's thread; only the pass itse
 from __future__ import annotations
 
 import asyncio
+import copy
+import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -38,16 +40,23 @@ class Wakeups:
     asyncio.Event is not thread-safe: `wake` refuses to run off the event loop's thread."""
 
     events: dict[Key, asyncio.Event] = field(default_factory=dict)
+    # The resourceVersion each loop's own last status write produced: its watch event is no news.
+    own_writes: dict[Key, str] = field(default_factory=dict)
 
     def subscribe(self, kind: str, namespace: str, name: str) -> asyncio.Event:
         return self.events.setdefault((kind, namespace, name), asyncio.Event())
 
     def forget(self, kind: str, namespace: str, name: str) -> None:
         self.events.pop((kind, namespace, name), None)
+        self.own_writes.pop((kind, namespace, name), None)
 
-    def wake(self, kind: str, namespace: str | None, name: str | None) -> None:
+    def wake(self, kind: str, namespace: str | None, name: str | None, resource_version: str | None = None) -> None:
+        """Wake the loop of (kind, namespace, name), unless `resource_version` is its own last write."""
         asyncio.get_running_loop()  # RuntimeError in a worker thread: wake-up handlers must be async
-        event = self.events.get((kind, namespace or "", name or ""))
+        key = (kind, namespace or "", name or "")
+        if resource_version is not None and self.own_writes.get(key) == resource_version:
+            return
+        event = self.events.get(key)
         if event is not None:
             event.set()
 
@@ -56,8 +65,9 @@ class Wakeups:
 class Outcome:
     """What a pass saw and decided, for the loop: the events to post and whether to wait."""
 
-    body: Manifest | None  # None: the object is gone or being deleted; the loop ends
+    body: Manifest | None  # None: the object is being deleted; the loop ends
     events: list[Event] = field(default_factory=list)
+    written_version: str | None = None  # the resourceVersion the pass's status write produced
     settled: bool = False  # nothing changes with time alone: sleep until woken
     detail: Any = None  # the kind's own record of the pass (for its metrics)
 
@@ -65,8 +75,12 @@ class Outcome:
 class Reconciler(Protocol):
     kind: str
 
-    def reconcile(self, namespace: str, name: str, cache: Any, logger: logging.Logger) -> Outcome:
-        """One pass (blocking; runs in a worker thread). `cache` is what `read_cache` returned."""
+    def reconcile(self, body: Manifest, cache: Any, logger: logging.Logger) -> Outcome:
+        """One pass (blocking; runs in a worker thread) over `body`, the object as the watch last
+        delivered it, and `cache`, what `read_cache` returned."""
+
+    def fetch(self, namespace: str, name: str) -> Manifest | None:
+        """The object from the API (blocking): only when the watch lags behind the loop's own write."""
 
     def record(self, namespace: str, name: str, outcome: Outcome) -> None:
         """Metrics of a successful pass (on the event loop)."""
@@ -89,19 +103,25 @@ async def run(
     name: str,
     stopped: kopf.DaemonStopped,
     logger: logging.Logger,
+    body: Mapping[str, Any],
     read_cache: Callable[[], Any],
 ) -> None:
-    """The object's loop, until kopf stops it (deletion, operator exit, peering pause)."""
+    """The object's loop, until kopf stops it (deletion, operator exit, peering pause). `body` is
+    kopf's live view of the object, kept current by the watch: a pass reads it, not the API."""
     kind = reconciler.kind
     wake = ctx.wakeups.subscribe(kind, namespace, name)
     failures = 0
+    superseded: str | None = None  # the version our last status write replaced
     try:
         while not stopped:
             wake.clear()  # changes from now on wake the next pass
             delay: float | None = ctx.resync_seconds
             began = time.monotonic()
             try:
-                outcome = await asyncio.to_thread(reconciler.reconcile, namespace, name, read_cache(), logger)
+                snapshot = await _current(body, superseded, functools.partial(reconciler.fetch, namespace, name))
+                if snapshot is None:
+                    return
+                outcome = await asyncio.to_thread(reconciler.reconcile, snapshot, read_cache(), logger)
             except Conflict:
                 result, delay = metrics.RESULT_CONFLICT, 0.05  # re-read and decide again, at once
             except Exception:  # noqa: BLE001 - one bad pass must not end the loop; it is logged and counted
@@ -113,6 +133,9 @@ async def run(
                 result, failures = metrics.RESULT_OK, 0
                 if outcome.body is None:
                     return
+                if outcome.written_version:
+                    ctx.wakeups.own_writes[(kind, namespace, name)] = outcome.written_version
+                    superseded = snapshot["metadata"]["resourceVersion"]
                 for event in outcome.events:
                     kopf.event(outcome.body, type=event.type, reason=event.reason, message=event.message)
                 reconciler.record(namespace, name, outcome)
@@ -123,6 +146,25 @@ async def run(
             await _sleep(wake, stopped, delay)
     finally:
         ctx.wakeups.forget(kind, namespace, name)
+
+
+# How long a pass waits for the watch to deliver the loop's own last write before reading the API.
+WATCH_LAG_SECONDS = 2.0
+
+
+async def _current(
+    body: Mapping[str, Any], superseded: str | None, fetch: Callable[[], Manifest | None]
+) -> Manifest | None:
+    """A copy of the object to decide on: kopf's live view, unless it still shows the version our
+    own last write replaced (deciding on that would undo the write's decisions, e.g. start a retry
+    twice); then, once the watch has had `WATCH_LAG_SECONDS` to catch up, the API's. None: gone."""
+    waited = 0.0
+    while (body.get("metadata") or {}).get("resourceVersion") == superseded:
+        if waited >= WATCH_LAG_SECONDS:
+            return await asyncio.to_thread(fetch)
+        await asyncio.sleep(0.02)
+        waited += 0.02
+    return copy.deepcopy(dict(body))  # on the loop's thread: kopf replaces the live view in place
 
 
 async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, seconds: float | None) -> None:

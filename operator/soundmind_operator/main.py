@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import socket
 import sys
@@ -131,9 +132,10 @@ for _watched in cache.WATCHED:
 # On deletion or exit the loop is signalled and finishes its current pass (well under a second)
 # before kopf would cancel it.
 @kopf.daemon(GROUP, VERSION, TRAINING.plural, cancellation_backoff=10, cancellation_timeout=10)
-async def training_loop(name, namespace, stopped, memo: kopf.Memo, logger, **indices) -> None:
+async def training_loop(name, namespace, body, stopped, memo: kopf.Memo, logger, **indices) -> None:
     key = (namespace, training_names.COMPONENT, name)
-    await loop.run(memo.loop, memo.training, namespace, name, stopped, logger, lambda: cache.read(indices, key))
+    read_cache = functools.partial(cache.read, indices, key)
+    await loop.run(memo.loop, memo.training, namespace, name, stopped, logger, body, read_cache)
 
 
 @kopf.index(GROUP, VERSION, TRAINING.plural)
@@ -149,8 +151,8 @@ async def servings_by_training(namespace, name, spec, **_) -> dict:
 
 
 @kopf.on.event(GROUP, VERSION, TRAINING.plural)
-async def training_changed(name, namespace, memo: kopf.Memo, servings_by_training: kopf.Index, **_) -> None:
-    memo.loop.wakeups.wake(TRAINING.kind, namespace, name)
+async def training_changed(name, namespace, meta, memo: kopf.Memo, servings_by_training: kopf.Index, **_) -> None:
+    memo.loop.wakeups.wake(TRAINING.kind, namespace, name, meta.get("resourceVersion"))
     for serving in servings_by_training.get((namespace, name), []):
         memo.loop.wakeups.wake(SERVING.kind, namespace, serving)
 
@@ -165,7 +167,7 @@ async def training_deleted(name, namespace, memo: kopf.Memo, logger, **_) -> Non
 
 
 @kopf.daemon(GROUP, VERSION, SERVING.plural, cancellation_backoff=10, cancellation_timeout=10)
-async def serving_loop(name, namespace, spec, stopped, memo: kopf.Memo, logger, **indices) -> None:
+async def serving_loop(name, namespace, body, spec, stopped, memo: kopf.Memo, logger, **indices) -> None:
     key = (namespace, serving_names.COMPONENT, name)
 
     def read_cache() -> ServingCache:
@@ -173,12 +175,12 @@ async def serving_loop(name, namespace, spec, stopped, memo: kopf.Memo, logger, 
         views = list(indices["trainings"].get((namespace, source), [])) if source else []
         return ServingCache(owned=cache.read(indices, key), training=views[0] if views else None)
 
-    await loop.run(memo.loop, memo.serving, namespace, name, stopped, logger, read_cache)
+    await loop.run(memo.loop, memo.serving, namespace, name, stopped, logger, body, read_cache)
 
 
 @kopf.on.event(GROUP, VERSION, SERVING.plural)
-async def serving_changed(name, namespace, memo: kopf.Memo, **_) -> None:
-    memo.loop.wakeups.wake(SERVING.kind, namespace, name)
+async def serving_changed(name, namespace, meta, memo: kopf.Memo, **_) -> None:
+    memo.loop.wakeups.wake(SERVING.kind, namespace, name, meta.get("resourceVersion"))
 
 
 @kopf.on.delete(GROUP, VERSION, SERVING.plural, optional=True)

@@ -267,6 +267,18 @@ def test_a_finished_training_makes_no_api_calls(kube: Kube, ns: str, operator: o
     (pod,) = running_pods(kube, ns, "quiet-a1", 1)
     end_pod(kube, ns, pod, 0)
     wait_training(kube, ns, "quiet", phase_is("Succeeded"), "Succeeded")
+    # Only this training left in the cluster (earlier tests' namespaces may still be terminating).
+    wait_for(
+        lambda: (
+            [
+                t["metadata"]["name"]
+                for t in kube.custom_objects.list_cluster_custom_object(GROUP, VERSION, TRAINING.plural)["items"]
+            ]
+            == ["quiet"]
+        ),
+        timeout=60,
+        what="no training but this one",
+    )
     time.sleep(3)  # the pass that saw it finish, and the Job's last events
     before = api_calls(operator)
     assert before[0] > 0, "the operator's API requests are counted"

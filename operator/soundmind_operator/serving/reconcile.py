@@ -74,10 +74,10 @@ class ServingReconciler:
     platform: builders.Platform
     kind: str = SERVING.kind
 
-    def reconcile(self, namespace: str, name: str, cache: ServingCache, logger: logging.Logger) -> Outcome:
+    def reconcile(self, body: Manifest, cache: ServingCache, logger: logging.Logger) -> Outcome:
         kube = self.kube
-        body = kube.get_custom(GROUP, VERSION, namespace, SERVING.plural, name)
-        if body is None or body["metadata"].get("deletionTimestamp"):
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        if body["metadata"].get("deletionTimestamp"):
             return Outcome(body=None)
         status = body.get("status") or {}
         try:
@@ -107,14 +107,16 @@ class ServingReconciler:
         if decision.model is not None:
             self._apply(body, spec, decision.model, owned, logger)
         patch = decision.status_patch(status)
+        written = None
         if patch:
-            kube.patch_custom_status(
+            written = kube.patch_custom_status(
                 GROUP, VERSION, namespace, SERVING.plural, name, body["metadata"]["resourceVersion"], patch
-            )
+            )["metadata"]["resourceVersion"]
         result = decision.status
         return Outcome(
             body=body,
             events=decision.events,
+            written_version=written,
             detail=Pass(result.get("phase"), observe.desired_replicas(obs), result.get("readyReplicas") or 0),
         )
 
@@ -135,6 +137,9 @@ class ServingReconciler:
         changed += [f"deleted {kind}/{child}" for kind, child in unwanted]
         if changed:
             logger.info("%s", ", ".join(changed))
+
+    def fetch(self, namespace: str, name: str) -> Manifest | None:
+        return self.kube.get_custom(GROUP, VERSION, namespace, SERVING.plural, name)
 
     def record(self, namespace: str, name: str, outcome: Outcome) -> None:
         done: Pass | None = outcome.detail

@@ -415,14 +415,18 @@ def _account_gpu_seconds(obs: Observation, status: StatusBuilder) -> None:
     until = obs.now.replace(microsecond=0)  # the stored boundary has whole seconds: count each second once
     gpus = obs.spec.resources.gpus_per_node
     added = 0.0
+    held = False
     for pod in obs.pods:
         interval = _pod_gpu_interval(pod, obs.now)
         if interval is None:
             continue
+        held = True
         start, end = interval
         end = min(end, until)
         if since is not None:
             start = max(start, since)
         added += gpus * max(0.0, (end - start).total_seconds())
+    if not held and "gpuSeconds" in obs.status:
+        return  # no pod holds GPUs: nothing to count, and no status write just to move the boundary
     status.fields["gpuSeconds"] = round(float(obs.status.get("gpuSeconds") or 0) + added, 1)
     status.fields["gpuSecondsUpdatedAt"] = format_time(until)

@@ -60,10 +60,10 @@ class TrainingReconciler:
     kueue_version: str | None = None  # Kueue's served API version, found once at start-up
     kind: str = TRAINING.kind
 
-    def reconcile(self, namespace: str, name: str, cache: Owned, logger: logging.Logger) -> Outcome:
+    def reconcile(self, body: Manifest, cache: Owned, logger: logging.Logger) -> Outcome:
         kube = self.kube
-        body = kube.get_custom(GROUP, VERSION, namespace, TRAINING.plural, name)
-        if body is None or body["metadata"].get("deletionTimestamp"):
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        if body["metadata"].get("deletionTimestamp"):
             return Outcome(body=None)
         status = body.get("status") or {}
         try:
@@ -103,13 +103,15 @@ class TrainingReconciler:
         for action in decision.actions:
             self._act(body, spec, action, logger)
         patch = decision.status_patch(status)
+        written = None
         if patch:
-            kube.patch_custom_status(
+            written = kube.patch_custom_status(
                 GROUP, VERSION, namespace, TRAINING.plural, name, body["metadata"]["resourceVersion"], patch
-            )
+            )["metadata"]["resourceVersion"]
         return Outcome(
             body=body,
             events=decision.events,
+            written_version=written,
             settled=decision.status.get("phase") in observe.TERMINAL_PHASES,
             detail=Pass(spec, decision.status, decision.retried, decision.pending_seconds),
         )
@@ -148,6 +150,9 @@ class TrainingReconciler:
         selector = f"{KUEUE_JOB_UID_LABEL}={job['metadata']['uid']}"
         items = self.kube.request("GET", path, query=[("labelSelector", selector)])["items"]
         return items[0] if items else None
+
+    def fetch(self, namespace: str, name: str) -> Manifest | None:
+        return self.kube.get_custom(GROUP, VERSION, namespace, TRAINING.plural, name)
 
     def record(self, namespace: str, name: str, outcome: Outcome) -> None:
         done: Pass | None = outcome.detail
