@@ -8,7 +8,8 @@
 #   export PATH=<cached binaries>:$PATH
 # so `eval "$(make -s cluster-up | tail -2)"` gives this shell kubectl and helm of the cluster's
 # version. The cluster runs detached until `down`. Node count / GPUs per node: SOUNDMIND_SIM_NODES,
-# SOUNDMIND_SIM_GPUS_PER_NODE (used when a new cluster starts).
+# SOUNDMIND_SIM_GPUS_PER_NODE (used when a new cluster starts). SOUNDMIND_SIM_GANG_SCHEDULING=false starts
+# it without Kubernetes' gang scheduling (no PodGroup API), as most clusters are today.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${SOUNDMIND_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/soundmind}
@@ -32,8 +33,10 @@ launcher() {
 case "$command" in
   up)
     bin_dir=$("$root/hack/tools.sh" | tail -1)
+    gang=()
+    case "${SOUNDMIND_SIM_GANG_SCHEDULING:-true}" in false | 0) gang=(--no-gang-scheduling) ;; esac
     kubeconfig=$(launcher up --bin-dir "$bin_dir" --nodes "${SOUNDMIND_SIM_NODES:-2}" \
-      --gpus-per-node "${SOUNDMIND_SIM_GPUS_PER_NODE:-8}" | tail -1)
+      --gpus-per-node "${SOUNDMIND_SIM_GPUS_PER_NODE:-8}" "${gang[@]}" | tail -1)
     echo "export KUBECONFIG=$kubeconfig"
     echo "export PATH=$bin_dir:\$PATH"
     ;;

@@ -177,7 +177,12 @@ def _namespace_name(test_name: str) -> str:
 def namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace (labelled ``soundmind.ai/test=true``) whose default ServiceAccount exists,
     so pods can be created at once; deleted after the test."""
-    name = _namespace_name(request.node.name)
+    yield from fresh_namespace(kube, request.node.name)
+
+
+def fresh_namespace(kube: Kube, test_name: str) -> Iterator[str]:
+    """The `namespace` fixture's body, for any cluster."""
+    name = _namespace_name(test_name)
     kube.core_v1.create_namespace(
         client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={"soundmind.ai/test": "true"}))
     )

@@ -43,7 +43,9 @@ WATCHED = (
     Watched("apps", "v1", "deployments", "Deployment"),
     Watched("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget"),
     Watched("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler"),
-    # Served only where KEDA and prometheus-operator are installed; kopf skips them elsewhere.
+    # Served only where KEDA and prometheus-operator are installed, and Kubernetes' gang scheduling
+    # is on (GenericWorkload); kopf skips them elsewhere.
+    Watched("scheduling.k8s.io", "v1beta1", "podgroups", "PodGroup"),
     Watched("keda.sh", "v1alpha1", "scaledobjects", "ScaledObject"),
     Watched("monitoring.coreos.com", "v1", "servicemonitors", "ServiceMonitor"),
 )

@@ -38,6 +38,7 @@ PLURALS = {
     "HorizontalPodAutoscaler": "horizontalpodautoscalers",
     "ScaledObject": "scaledobjects",
     "ServiceMonitor": "servicemonitors",
+    "PodGroup": "podgroups",
 }
 
 

@@ -28,7 +28,7 @@ from soundmind_operator.serving import builders as serving_builders
 from soundmind_operator.serving import names as serving_names
 from soundmind_operator.serving.reconcile import ServingCache, ServingReconciler, training_view
 from soundmind_operator.training import names as training_names
-from soundmind_operator.training.reconcile import KUEUE_GROUP, TrainingReconciler
+from soundmind_operator.training.reconcile import KUEUE_GROUP, POD_GROUP_API, TrainingReconciler
 
 FINALIZER = f"{GROUP}/finalizer"
 # Which kind owns the children of each component.
@@ -82,28 +82,33 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **
     kube = Kube(api_client(), on_request=lambda verb: operator_metrics.api_requests.labels(verb).inc())
     memo.loop = loop.LoopContext(metrics=operator_metrics, resync_seconds=options.resync_seconds)
     # What the cluster offers is decided once, here, not with a 404 on every pass.
-    kueue, platform = await asyncio.to_thread(_discover, kube, options)
-    memo.training = TrainingReconciler(kube, operator_metrics, kueue_version=kueue[0] if kueue else None)
+    kueue, pod_groups, platform = await asyncio.to_thread(_discover, kube, options)
+    memo.training = TrainingReconciler(
+        kube, operator_metrics, kueue_version=kueue[0] if kueue else None, pod_group_api=pod_groups
+    )
     memo.serving = ServingReconciler(kube, operator_metrics, platform)
     scaler = "KEDA ScaledObjects" if platform.keda else "HorizontalPodAutoscalers (KEDA is not installed)"
     logger.info(
-        "servings scale with %s; %s; Kueue %s",
+        "servings scale with %s; %s; Kueue %s; multi-node trainings are placed all-or-nothing by %s",
         scaler,
         "ServiceMonitors" if platform.service_monitors else "prometheus.io annotations (no prometheus-operator)",
         kueue[0] if kueue else "not installed",
+        "the scheduler (PodGroups)"
+        if pod_groups
+        else "Kueue (with queueName) or the operator's guard (no PodGroup API: gangTimeoutSeconds)",
     )
     if options.metrics_port:
         metrics.serve(options.metrics_port)
         logger.info("metrics on :%d/metrics", options.metrics_port)
 
 
-def _discover(kube: Kube, options: Options) -> tuple[list[str], serving_builders.Platform]:
+def _discover(kube: Kube, options: Options) -> tuple[list[str], bool, serving_builders.Platform]:
     platform = serving_builders.Platform(
         keda=kube.serves("keda.sh", "v1alpha1", "scaledobjects"),
         service_monitors=kube.serves("monitoring.coreos.com", "v1", "servicemonitors"),
         prometheus_url=options.prometheus_url,
     )
-    return kube.served_versions(KUEUE_GROUP), platform
+    return kube.served_versions(KUEUE_GROUP), kube.serves(*POD_GROUP_API), platform
 
 
 # -- the watched children: one index per kind, keyed by owner; each event wakes the owner --------

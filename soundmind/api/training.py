@@ -46,6 +46,7 @@ MUTABLE_SPEC_FIELDS = (
     "maxRetries",
     "activeDeadlineSeconds",
     "pendingTimeoutSeconds",
+    "gangTimeoutSeconds",
     "stallTimeoutSeconds",
     "ttlSecondsAfterFinished",
 )
@@ -173,6 +174,13 @@ class TrainingSpec(ApiModel):
         ge=0,
         description="Fail with PendingTimeout when pods stay unschedulable this long (0: wait, with a condition).",
     )
+    gang_timeout_seconds: int = Field(
+        300,
+        ge=0,
+        description="Where neither Kubernetes' gang scheduling (PodGroup API) nor Kueue places the group "
+        "all-or-nothing: release the GPUs of a group that is only partly placed for this long (suspend its "
+        "Job, keep the attempt) and place it again later, with exponential backoff (0: never release).",
+    )
     stall_timeout_seconds: int = Field(
         3600,
         ge=0,
@@ -220,6 +228,9 @@ TRAINING_SPEC_RULES = [
 
 
 Phase = Literal["Pending", "Queued", "Running", "Succeeded", "Failed", "Suspended"]
+# Who keeps a group from holding GPUs it cannot use: Kubernetes' scheduler (a PodGroup with a gang
+# policy), Kueue's admission (queueName), or the operator's own guard (gangTimeoutSeconds).
+GangLevel = Literal["PodGroup", "Kueue", "Operator"]
 
 
 class TrainingProgress(ApiModel):
@@ -258,7 +269,23 @@ class TrainingStatus(ApiModel):
     model: ModelStatus | None = Field(
         None, description="The exported model (written by the trainer on success); what servings serve."
     )
-    gpu_seconds: float | None = Field(None, ge=0, description="GPUs × pod running seconds, over all attempts.")
+    gang: GangLevel | None = Field(
+        None,
+        description="What places the group all-or-nothing: PodGroup (Kubernetes' gang scheduling), Kueue "
+        "(queueName: Kueue's admission), or Operator (the operator releases a partial placement after "
+        "gangTimeoutSeconds).",
+    )
+    gang_releases: int | None = Field(
+        None, ge=0, description="Partial placements of the current attempt the operator released (level Operator)."
+    )
+    gang_retry_at: str | None = Field(
+        None, description="When the operator places a released group again (RFC 3339; level Operator)."
+    )
+    gpu_seconds: float | None = Field(
+        None,
+        ge=0,
+        description="GPUs × seconds the whole group ran, over all attempts (a partial placement is not counted).",
+    )
     gpu_seconds_updated_at: str | None = Field(
         None, description="Until when gpuSeconds is counted (RFC 3339); the operator adds only later pod time."
     )

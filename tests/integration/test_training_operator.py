@@ -355,12 +355,14 @@ def test_three_nodes_on_two_are_unschedulable_then_pending_timeout(kube: Kube, n
     waiting = wait_training(
         kube, ns, "big", lambda t: condition(t, "Schedulable").get("status") == "False", "Schedulable=False"
     )
+    # The scheduler's own words: about the whole PodGroup where Kubernetes' gang scheduling is on.
+    said = ("0/2 nodes are available", "minCount (3) cannot be satisfied")
     message = condition(waiting, "Schedulable")["message"]
-    assert "0/2 nodes are available" in message, message  # the scheduler's own words
+    assert any(words in message for words in said), message
     assert waiting["status"]["phase"] == "Pending"
 
     failed = wait_training(kube, ns, "big", failed_with("PendingTimeout"), "Failed/PendingTimeout")
-    assert "0/2 nodes are available" in condition(failed, "Failed")["message"]
+    assert any(words in condition(failed, "Failed")["message"] for words in said)
     wait_for(lambda: not jobs(kube, ns, "big"), timeout=30, what="the Job deleted, its GPUs freed")
 
 
@@ -468,8 +470,13 @@ def test_kueue_queue_holds_the_job_until_admitted(
     create_training(kube, ns, "queued", queueName="gpus")
     queued = wait_training(kube, ns, "queued", phase_is("Queued"), "Queued")
     assert condition(queued, "Schedulable")["reason"] == "WaitingForKueue"
+    # Kueue's admission is the group's all-or-nothing placement: no PodGroup, even where served.
+    assert queued["status"]["gang"] == "Kueue"
     (job,) = jobs(kube, ns, "queued")
     assert job.spec.suspend is True and job.metadata.labels[names.KUEUE_QUEUE_LABEL] == "gpus"
+    assert job.spec.template.spec.scheduling_group is None
+    groups = kube.request("GET", f"/apis/scheduling.k8s.io/v1beta1/namespaces/{ns}/podgroups")
+    assert groups[0] == 404 or b'"items":[]' in groups[1], groups
 
     # What Kueue does: a Workload owned by the Job, saying why it is not admitted yet ...
     template = kube.api_client.sanitize_for_serialization(job.spec.template)

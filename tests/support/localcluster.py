@@ -53,6 +53,12 @@ _DIR_PREFIX = "soundmind-cluster-"
 _KWOK_DIR_PREFIX = "soundmind-kwok-"  # a SimulatedNodes' directory (kwok's config and log)
 _DIR_STATE = "cluster.json"
 NODE_LEASE_SECONDS = 40  # kwok renews each simulated node's Lease in kube-node-lease well within this
+# Kubernetes' own gang scheduling (v1.37, beta, off by default): the GenericWorkload gate serves the
+# Workload and PodGroup APIs (API server), runs the PodGroup protection controller (controller
+# manager) and enables the scheduler's GangScheduling plugin, which has no gate of its own; the
+# beta group version must also be switched on in the API server.
+GANG_SCHEDULING_FEATURE_GATES = "GenericWorkload=true"
+GANG_SCHEDULING_RUNTIME_CONFIG = "scheduling.k8s.io/v1beta1=true"
 
 
 class ClusterError(RuntimeError):
@@ -295,9 +301,17 @@ class LocalCluster(_Components):
     """A running local control plane. Create with :meth:`start` (or :meth:`from_state` for one
     started by another process); end with :meth:`stop`."""
 
-    def __init__(self, workdir: Path, server: str, components: list[Component], detach: bool = False):
+    def __init__(
+        self,
+        workdir: Path,
+        server: str,
+        components: list[Component],
+        detach: bool = False,
+        gang_scheduling: bool = True,
+    ):
         super().__init__(workdir, components, detach)
         self.server = server
+        self.gang_scheduling = gang_scheduling
 
     # -- paths --------------------------------------------------------------------------------
     @property
@@ -318,13 +332,15 @@ class LocalCluster(_Components):
         nodes: int = sim.DEFAULT_NODE_COUNT,
         node_shape: sim.NodeShape = sim.DEFAULT_NODE_SHAPE,
         kwok: bool = True,
+        gang_scheduling: bool = True,
         timeout: float = 120.0,
         detach: bool = False,
         log: Callable[[str], None] = lambda message: None,
     ) -> LocalCluster:
         """Start every component, create ``nodes`` simulated nodes, and return once all are Ready.
         Without ``kwok``: the control plane alone, no kwok and no nodes (what a kind cluster looks
-        like to :class:`SimulatedNodes`).
+        like to :class:`SimulatedNodes`). Without ``gang_scheduling``: no Workload/PodGroup API and
+        no GangScheduling plugin, as on most clusters today.
 
         Unless ``detach``, the components die with this process even when it is killed before it can
         call :meth:`stop`. On any failure the components started so far are stopped and
@@ -338,7 +354,8 @@ class LocalCluster(_Components):
         _remove_dead_cluster_dirs()
         workdir = Path(tempfile.mkdtemp(prefix=_DIR_PREFIX))
         apiserver_port = _free_port()
-        cluster = cls(workdir, f"https://{_LOOPBACK}:{apiserver_port}", [], detach=detach)
+        server = f"https://{_LOOPBACK}:{apiserver_port}"
+        cluster = cls(workdir, server, [], detach=detach, gang_scheduling=gang_scheduling)
         try:
             cluster._launch(bin_dir, apiserver_port, deadline, log)
             if kwok:
@@ -353,7 +370,8 @@ class LocalCluster(_Components):
             cluster.stop(keep_files=True)  # the logs are what the error message points at
             raise
         simulated = f"{nodes} simulated node(s)" if kwok else "no kwok"
-        log(f"cluster ready in {time.monotonic() - began:.1f}s: {simulated}, {cluster.server}")
+        gang = "gang scheduling (PodGroup API)" if gang_scheduling else "no gang scheduling"
+        log(f"cluster ready in {time.monotonic() - began:.1f}s: {simulated}, {gang}, {cluster.server}")
         return cluster
 
     def _launch(self, bin_dir: Path, apiserver_port: int, deadline: float, log: Callable[[str], None]) -> None:
@@ -461,6 +479,7 @@ class LocalCluster(_Components):
             f"--proxy-client-key-file={pki.front_proxy_client.key}",
             "--enable-aggregator-routing=true",
             "--profiling=false",
+            *self._gang_args(runtime_config=True),
         ]
 
     def _controller_manager_args(self, pki: ClusterPKI) -> list[str]:
@@ -474,10 +493,17 @@ class LocalCluster(_Components):
             f"--cluster-signing-key-file={pki.ca.key}",
             "--cluster-name=soundmind-local",
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+            *self._gang_args(),
         ]
 
     def _scheduler_args(self) -> list[str]:
-        return self._component_args("scheduler")
+        return [*self._component_args("scheduler"), *self._gang_args()]
+
+    def _gang_args(self, runtime_config: bool = False) -> list[str]:
+        if not self.gang_scheduling:
+            return []
+        args = [f"--feature-gates={GANG_SCHEDULING_FEATURE_GATES}"]
+        return args + [f"--runtime-config={GANG_SCHEDULING_RUNTIME_CONFIG}"] if runtime_config else args
 
     def _component_args(self, component: str) -> list[str]:
         """What the controller manager and the scheduler share: their own kubeconfig for everything,
@@ -667,6 +693,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=sim.DEFAULT_NODE_COUNT)
     parser.add_argument("--gpus-per-node", type=int, default=sim.DEFAULT_NODE_SHAPE.gpus)
     parser.add_argument("--no-kwok", action="store_true", help="control plane only: no kwok, no nodes")
+    parser.add_argument(
+        "--no-gang-scheduling",
+        action="store_true",
+        help="without the Workload/PodGroup API and the GangScheduling plugin (GenericWorkload off)",
+    )
     args = parser.parse_args(argv)
 
     existing = LocalCluster.from_state(args.state)
@@ -693,7 +724,13 @@ def main(argv: list[str] | None = None) -> int:
     shape = sim.NodeShape(gpus=args.gpus_per_node)
     try:
         cluster = LocalCluster.start(
-            args.bin_dir, nodes=args.nodes, node_shape=shape, kwok=not args.no_kwok, detach=True, log=_stderr
+            args.bin_dir,
+            nodes=args.nodes,
+            node_shape=shape,
+            kwok=not args.no_kwok,
+            gang_scheduling=not args.no_gang_scheduling,
+            detach=True,
+            log=_stderr,
         )
     except ClusterError as error:
         _stderr(f"error: {error}")

@@ -20,13 +20,17 @@ import socket
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.support.kube import Kube, exists
+from soundmind.api.base import GROUP, VERSION
+from soundmind.api.serving import SERVING
+from soundmind.api.training import TRAINING
+from tests.support.kube import Kube, exists, read_or_none
 from tests.support.poll import wait_for
 from tests.support.third_party_crds import KubeYamlLoader
 
@@ -130,6 +134,26 @@ def create_volumes(kube: Kube, namespace: str, claims: tuple[str, ...] = DEFAULT
     wait_for(bound, timeout=30, what=f"claims {', '.join(claims)} Bound in {namespace}")
 
 
+def with_volumes(kube: Kube, namespace: str) -> Iterator[str]:
+    """The volumes in ``namespace`` while it is used; afterwards its custom resources and their
+    children deleted, then the volumes."""
+    create_volumes(kube, namespace)
+    yield namespace
+    # Delete the custom resources first and let the garbage collector take their Jobs, Deployments
+    # and pods, so the volumes below are no longer in use when they are deleted.
+    for kind in (TRAINING, SERVING):
+        kube.custom_objects.delete_collection_namespaced_custom_object(GROUP, VERSION, namespace, kind.plural)
+    wait_for(
+        lambda: (
+            not kube.batch_v1.list_namespaced_job(namespace).items
+            and not kube.apps_v1.list_namespaced_deployment(namespace).items
+        ),
+        timeout=60,
+        what=f"Jobs and Deployments of {namespace} garbage-collected",
+    )
+    delete_volumes(kube, namespace)
+
+
 def delete_volumes(kube: Kube, namespace: str) -> None:
     kube.core_v1.delete_collection_persistent_volume(label_selector=f"soundmind.ai/test-namespace={namespace}")
 
@@ -201,6 +225,18 @@ class OperatorProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+
+def start_installed(kube: Kube, workdir: Path, *, resync_seconds: float = 1.0) -> OperatorProcess:
+    """Install the CRDs and RBAC on ``kube`` and start the operator there as its ServiceAccount."""
+    install_crds(kube)
+    install_rbac(kube)
+    kubeconfig = wait_for(
+        lambda: read_or_none(lambda: service_account_kubeconfig(kube, workdir / "operator.kubeconfig")),
+        timeout=30,
+        what="a token for the operator's ServiceAccount",
+    )
+    return OperatorProcess(kubeconfig, workdir / "operator.log", resync_seconds=resync_seconds).start()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,8 @@ from soundmind_operator.training import names
 
 Manifest = dict[str, Any]
 
+POD_GROUP_API_VERSION = "scheduling.k8s.io/v1beta1"  # Kubernetes 1.37, feature gate GenericWorkload
+
 RAY_HEAD_PORT_NAME = "ray-gcs"
 METRICS_PORT_NAME = "metrics"
 
@@ -108,6 +110,22 @@ def job_suspended(spec: TrainingSpec) -> bool:
     return spec.suspend or bool(spec.queue_name)
 
 
+def build_pod_group(training: str, spec: TrainingSpec, attempt: int) -> Manifest:
+    """The attempt's PodGroup: the scheduler binds its pods all together or not at all
+    (`GangScheduling` plugin), so a group that does not fit holds no GPU. No Workload: a PodGroup's
+    `workloadRef` is optional, and the Job controller's own integration (WorkloadWithJob) is alpha."""
+    pod_group_spec: Manifest = {"schedulingPolicy": {"gang": {"minCount": spec.resources.nodes}}}
+    if spec.resources.priority_class_name:
+        # The group is preempted and placed at its pods' priority (the field is immutable).
+        pod_group_spec["priorityClassName"] = spec.resources.priority_class_name
+    return {
+        "apiVersion": POD_GROUP_API_VERSION,
+        "kind": "PodGroup",
+        "metadata": _metadata(names.pod_group(training, attempt), training, **{names.ATTEMPT_LABEL: str(attempt)}),
+        "spec": pod_group_spec,
+    }
+
+
 def build_job(
     training: str,
     namespace: str,
@@ -115,11 +133,13 @@ def build_job(
     attempt: int,
     *,
     active_deadline_seconds: int | None = None,
+    pod_group: bool = False,
 ) -> Manifest:
     """The Indexed Job of one attempt: one pod per node, index 0 is the Ray head and verl driver.
 
     `active_deadline_seconds` is what is left of `spec.activeDeadlineSeconds` for this attempt
-    (the deadline is the run's, not each attempt's); None means no deadline.
+    (the deadline is the run's, not each attempt's); None means no deadline. With `pod_group`, the
+    pods join the attempt's PodGroup (`build_pod_group`), which must exist for them to be placed.
     """
     resources = spec.resources
     nodes = resources.nodes
@@ -158,6 +178,8 @@ def build_job(
             "spec": _pod_spec(training, namespace, spec, attempt),
         },
     }
+    if pod_group:
+        job_spec["template"]["spec"]["schedulingGroup"] = {"podGroupName": names.pod_group(training, attempt)}
     if active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = active_deadline_seconds
     if spec.ttl_seconds_after_finished is not None:

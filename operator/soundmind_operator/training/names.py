@@ -45,6 +45,11 @@ def job(training: str, attempt: int) -> str:
     return f"{training}-a{attempt}"
 
 
+def pod_group(training: str, attempt: int) -> str:
+    """The attempt's PodGroup: one per Job, named after it."""
+    return job(training, attempt)
+
+
 def labels(training: str) -> dict[str, str]:
     """Standard labels of every child."""
     return standard.labels(training, COMPONENT)

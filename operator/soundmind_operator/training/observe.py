@@ -1,7 +1,8 @@
 """From what the cluster shows to what the training's status should say, and what to do next.
 
 `decide` is a pure function: the training (spec, generation, status), the Job of its current
-attempt, that Job's pods, Kueue's Workload for it, and the time. It returns the operator's status
+attempt, that Job's pods, its PodGroups, Kueue's Workload for it, what the cluster offers for gang
+scheduling, and the time. It returns the operator's status
 fields, the events to record for every transition, and the actions for the caller to carry out
 (create the children of an attempt, delete a Job, patch a Job). Deciding from observations alone
 is what makes a reconcile safe to repeat: a second run over the same cluster decides the same.
@@ -12,8 +13,9 @@ never writes those.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from soundmind.api.training import TrainingSpec
@@ -56,6 +58,15 @@ BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
 CONFIG_ERROR = "ConfigError"
 DEADLINE_EXCEEDED = "DeadlineExceeded"
 PENDING_TIMEOUT = "PendingTimeout"
+PARTIALLY_PLACED = "PartiallyPlaced"
+
+# Gang levels (status.gang, contract): what keeps a group from holding GPUs it cannot use.
+GANG_POD_GROUP, GANG_KUEUE, GANG_OPERATOR = "PodGroup", "Kueue", "Operator"
+POD_GROUP_SCHEDULED = "PodGroupInitiallyScheduled"  # the scheduler's condition on a PodGroup
+# The operator's guard waits gangTimeoutSeconds × 2^(release-1) (and up to half as long again, by
+# training, so that two released groups do not come back in step) before placing a group again,
+# at most this long: a group retrying all the time holds its partial GPUs at most half the time.
+MAX_GANG_BACKOFF_SECONDS = 3600
 
 # Status fields this module writes; everything else under status (progress, checkpoint and model, the
 # trainer's) is left alone.
@@ -69,19 +80,29 @@ OPERATOR_STATUS_FIELDS = (
     "jobName",
     "gpuSeconds",
     "gpuSecondsUpdatedAt",
+    "gang",
+    "gangReleases",
+    "gangRetryAt",
 )
 
 
 @dataclass(frozen=True)
 class CreateAttempt:
-    """Create the children (idempotently) and the Job of `attempt`."""
+    """Create the children (idempotently) and the Job of `attempt`; with `pod_group`, its PodGroup
+    first, which the Job's pods join."""
 
     attempt: int
     active_deadline_seconds: int | None
+    pod_group: bool = False
 
 
 @dataclass(frozen=True)
 class DeleteJob:
+    name: str
+
+
+@dataclass(frozen=True)
+class DeletePodGroup:
     name: str
 
 
@@ -91,7 +112,7 @@ class PatchJob:
     spec: Obj  # merge patch of the Job's mutable spec fields
 
 
-Action = CreateAttempt | DeleteJob | PatchJob
+Action = CreateAttempt | DeleteJob | DeletePodGroup | PatchJob
 
 
 @dataclass
@@ -118,6 +139,8 @@ class Observation:
     jobs: list[Obj] = field(default_factory=list)  # every Job of the training (any attempt)
     pods: list[Obj] = field(default_factory=list)  # the pods of the current attempt's Job
     workload: Obj | None = None  # Kueue's Workload for the current Job, when queued
+    pod_group_api: bool = False  # the cluster serves scheduling.k8s.io/v1beta1 PodGroups (found at start-up)
+    pod_groups: list[Obj] = field(default_factory=list)  # every PodGroup of the training (any attempt)
     # Why the verl command the pods would run is invalid (bad extraArgs), checked before any Job exists.
     config_error: str | None = None
 
@@ -142,7 +165,8 @@ def decide(obs: Observation) -> Decision:
     attempt = status.fields["attempt"]
     job_name = names.job(obs.name, attempt)
     job = next((j for j in obs.jobs if j["metadata"]["name"] == job_name), None)
-    actions: list[Action] = [DeleteJob(j["metadata"]["name"]) for j in _stale_jobs(obs.jobs, attempt)]
+    actions: list[Action] = [DeleteJob(j["metadata"]["name"]) for j in _stale(obs.jobs, attempt)]
+    actions += [DeletePodGroup(g["metadata"]["name"]) for g in _stale(obs.pod_groups, attempt)]
     decision = Decision(status={}, actions=actions)
 
     if job is None and status.fields.get("jobName") != job_name and obs.config_error:
@@ -160,14 +184,60 @@ def decide(obs: Observation) -> Decision:
     return decision
 
 
-def _stale_jobs(jobs: list[Obj], attempt: int) -> list[Obj]:
-    """Jobs of earlier attempts still around (the operator stopped between deleting and recording)."""
+def _stale(children: list[Obj], attempt: int) -> list[Obj]:
+    """Jobs (PodGroups) of earlier attempts still around (the operator stopped between deleting
+    and recording, or a retry replaced the group)."""
     return [
-        j
-        for j in jobs
-        if int((j["metadata"].get("labels") or {}).get(names.ATTEMPT_LABEL, attempt)) < attempt
-        and not j["metadata"].get("deletionTimestamp")
+        c
+        for c in children
+        if int((c["metadata"].get("labels") or {}).get(names.ATTEMPT_LABEL, attempt)) < attempt
+        and not c["metadata"].get("deletionTimestamp")
     ]
+
+
+def gang_level(spec: TrainingSpec, pod_group_api: bool) -> str:
+    """Who places a new attempt's group all-or-nothing. Kueue, when the training names a queue: it
+    admits the whole group at once (and, with waitForPodsReady, evicts a group whose pods do not all
+    start), and unsuspending its Job is Kueue's alone. Otherwise the scheduler, where the cluster
+    serves PodGroups; else the operator's guard."""
+    if spec.queue_name:
+        return GANG_KUEUE
+    return GANG_POD_GROUP if pod_group_api else GANG_OPERATOR
+
+
+def _job_gang_level(spec: TrainingSpec, job: Obj) -> str:
+    """The level a Job was made for (the cluster may have changed since; its pods have not)."""
+    template = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+    return GANG_POD_GROUP if template.get("schedulingGroup") else gang_level(spec, False)
+
+
+def _gang_message(obs: Observation, level: str, pod_group: str) -> str:
+    nodes = obs.spec.resources.nodes
+    if level == GANG_POD_GROUP:
+        return (
+            f"the scheduler places the {nodes} pod(s) all-or-nothing (PodGroup {pod_group}, gang minCount {nodes}): "
+            "no pod holds a GPU until all fit"
+        )
+    if level == GANG_KUEUE:
+        return (
+            f"Kueue admits the {nodes} pod(s) all-or-nothing from LocalQueue {obs.spec.queue_name!r} "
+            "(with waitForPodsReady it also evicts a group whose pods do not all start)"
+        )
+    timeout = obs.spec.gang_timeout_seconds
+    guard = (
+        f"if only some of the {nodes} pods are placed for gangTimeoutSeconds={timeout}, the operator releases "
+        "their GPUs (suspends the Job, keeps the attempt) and places the group again with backoff"
+        if timeout
+        else "gangTimeoutSeconds is 0: a partly placed group keeps its GPUs"
+    )
+    return f"no gang scheduling on this cluster (no scheduling.k8s.io/v1beta1 PodGroups) and no queueName: {guard}"
+
+
+def _set_gang(obs: Observation, status: StatusBuilder, level: str, attempt: int) -> None:
+    if status.fields.get("gang") != level:
+        message = _gang_message(obs, level, names.pod_group(obs.name, attempt))
+        status.events.append(Event("Normal", "GangScheduling", f"gang={level}: {message}"))
+    status.fields["gang"] = level
 
 
 def _remaining_deadline(obs: Observation, status: StatusBuilder) -> int | None:
@@ -181,9 +251,12 @@ def _remaining_deadline(obs: Observation, status: StatusBuilder) -> int | None:
 
 def _create_attempt(obs: Observation, status: StatusBuilder, decision: Decision, attempt: int) -> None:
     job_name = names.job(obs.name, attempt)
-    decision.actions.append(CreateAttempt(attempt, _remaining_deadline(obs, status)))
+    level = gang_level(obs.spec, obs.pod_group_api)
+    decision.actions.append(CreateAttempt(attempt, _remaining_deadline(obs, status), level == GANG_POD_GROUP))
+    status.fields.update(gangReleases=None, gangRetryAt=None)  # a new group starts with a clean slate
     status.fields["jobName"] = job_name
     status.set_condition(CREATED, "True", "JobCreated", f"created Job {job_name} (attempt {attempt})")
+    _set_gang(obs, status, level, attempt)
     if obs.spec.suspend:
         _suspended(status)
     elif obs.spec.queue_name:
@@ -214,26 +287,43 @@ def _observe_job(obs: Observation, status: StatusBuilder, decision: Decision, at
         _attempt_failed(obs, status, decision, attempt, job, reason, message)
         return
 
-    patch = _job_spec_drift(obs.spec, job)
+    level = _job_gang_level(obs.spec, job)
+    _set_gang(obs, status, level, attempt)
+    retry_at = parse_time(status.fields.get("gangRetryAt"))
+    held_back = level == GANG_OPERATOR and retry_at is not None and obs.now < retry_at
+    patch = _job_spec_drift(obs.spec, job, held_back)
     if patch:
         decision.actions.append(PatchJob(job_name, patch))
     suspended = patch.get("suspend", (job.get("spec") or {}).get("suspend", False))
+    if patch.get("suspend") is False and retry_at is not None:
+        status.fields["gangRetryAt"] = None
+        decision.events.append(
+            Event(
+                "Normal",
+                "PlacingAgain",
+                f"placing all {obs.spec.resources.nodes} pods of Job {job_name} again "
+                f"(after release {status.fields.get('gangReleases') or 0})",
+            )
+        )
     if obs.spec.suspend:
         _suspended(status)
+    elif suspended and level == GANG_OPERATOR:
+        _released(obs, status, decision, job)
     elif suspended:
         _queued(obs, status, obs.workload)
     else:
-        _observe_pods(obs, status, decision, job)
+        _observe_pods(obs, status, decision, job, level)
 
 
-def _job_spec_drift(spec: TrainingSpec, job: Obj) -> Obj:
+def _job_spec_drift(spec: TrainingSpec, job: Obj, held_back: bool = False) -> Obj:
     """The Job's mutable fields that no longer match the spec (suspend, TTL). Under Kueue the
-    operator only ever suspends; unsuspending is Kueue's admission."""
+    operator only ever suspends; unsuspending is Kueue's admission. A group the guard released
+    stays suspended until its retry time (`held_back`)."""
     current = job.get("spec") or {}
     patch: Obj = {}
     if spec.suspend and not current.get("suspend"):
         patch["suspend"] = True
-    elif not spec.suspend and current.get("suspend") and not spec.queue_name:
+    elif not spec.suspend and current.get("suspend") and not spec.queue_name and not held_back:
         patch["suspend"] = False
     if spec.ttl_seconds_after_finished != current.get("ttlSecondsAfterFinished"):
         patch["ttlSecondsAfterFinished"] = spec.ttl_seconds_after_finished
@@ -260,7 +350,85 @@ def _queued(obs: Observation, status: StatusBuilder, workload: Obj | None) -> No
     status.set_condition(STALLED, "False", "NotRunning", "not running")
 
 
-def _observe_pods(obs: Observation, status: StatusBuilder, decision: Decision, job: Obj) -> None:
+def _released(obs: Observation, status: StatusBuilder, decision: Decision, job: Obj) -> None:
+    """The guard suspended the Job to free the GPUs of a partial placement; it waits for its retry
+    (unsuspending is `_job_spec_drift`'s), within pendingTimeoutSeconds of the attempt's start."""
+    nodes = obs.spec.resources.nodes
+    waited = (obs.now - (parse_time(job["metadata"].get("creationTimestamp")) or obs.now)).total_seconds()
+    timeout = obs.spec.pending_timeout_seconds
+    said = (status.condition(SCHEDULABLE) or {}).get("message") or "partly placed"
+    if timeout and waited > timeout:
+        decision.actions.append(DeleteJob(job["metadata"]["name"]))
+        _fail(
+            status,
+            PENDING_TIMEOUT,
+            f"the {nodes} pods were never placed together in {waited:.0f}s (pendingTimeoutSeconds={timeout}): {said}",
+        )
+        return
+    retry_at = status.fields.get("gangRetryAt")
+    when = f"at {retry_at}" if retry_at else "now"
+    status.set_phase(PENDING, f"partial placement released; placing all {nodes} pods again {when}")
+    status.set_condition(RUNNING_CONDITION, "False", "Released", f"0/{nodes} pods: GPUs released, retrying {when}")
+    status.set_condition(STALLED, "False", "NotRunning", "not running")
+
+
+def _scheduler_message(obs: Observation, job: Obj, unschedulable: list[Obj]) -> str:
+    """The scheduler's own words: its verdict on the whole PodGroup when there is one, else a pod's."""
+    group = next((g for g in obs.pod_groups if g["metadata"]["name"] == job["metadata"]["name"]), None)
+    verdict = condition(group, POD_GROUP_SCHEDULED) if group else None
+    if verdict and verdict.get("status") == "False" and verdict.get("message"):
+        return f"PodGroup {group['metadata']['name']}: {verdict['message']}"
+    if unschedulable:
+        return condition(unschedulable[0], "PodScheduled").get("message") or "unschedulable"
+    return "waiting for the scheduler"
+
+
+def _backoff_seconds(obs: Observation, releases: int) -> float:
+    """gangTimeoutSeconds × 2^(releases-1), capped, stretched by up to half by a hash of the
+    training and release (deterministic: a repeated pass decides the same)."""
+    base = min(obs.spec.gang_timeout_seconds * 2 ** min(releases - 1, 16), MAX_GANG_BACKOFF_SECONDS)
+    digest = hashlib.sha256(f"{obs.namespace}/{obs.name}/{releases}".encode()).digest()
+    return round(base * (1 + digest[0] / 510), 1)
+
+
+def _partial_hold(obs: Observation, status: StatusBuilder, decision: Decision, job: Obj, live: list[Obj]) -> bool:
+    """The guard (level Operator): some but not all pods placed for gangTimeoutSeconds, so those
+    hold GPUs they cannot use. Suspend the Job (its pods go, the attempt stays) and retry later."""
+    nodes, timeout = obs.spec.resources.nodes, obs.spec.gang_timeout_seconds
+    placed = [p for p in live if (p.get("spec") or {}).get("nodeName") and not p["metadata"].get("deletionTimestamp")]
+    if not timeout or not 0 < len(placed) < nodes:
+        return False
+    since = min(
+        parse_time((condition(p, "PodScheduled") or {}).get("lastTransitionTime"))
+        or parse_time((p.get("status") or {}).get("startTime"))
+        or obs.now
+        for p in placed
+    )
+    held = (obs.now - since).total_seconds()
+    if held < timeout:
+        return False
+    unschedulable = [p for p in live if (condition(p, "PodScheduled") or {}).get("reason") == "Unschedulable"]
+    releases = int(status.fields.get("gangReleases") or 0) + 1
+    delay = _backoff_seconds(obs, releases)
+    retry_at = obs.now + timedelta(seconds=delay)
+    job_name = job["metadata"]["name"]
+    on = ", ".join(sorted(p["spec"]["nodeName"] for p in placed))
+    message = (
+        f"{len(placed)}/{nodes} pods placed (on {on}) for {held:.0f}s (gangTimeoutSeconds={timeout}), the rest not: "
+        f"{_scheduler_message(obs, job, unschedulable)}; released their GPUs (Job {job_name} suspended) and placing "
+        f"all {nodes} again in {delay:.0f}s (release {releases})"
+    )
+    decision.actions.append(PatchJob(job_name, {"suspend": True}))
+    decision.events.append(Event("Warning", PARTIALLY_PLACED, message))
+    status.fields.update(gangReleases=releases, gangRetryAt=format_time(retry_at))
+    status.set_condition(SCHEDULABLE, "False", PARTIALLY_PLACED, message)
+    status.set_condition(RUNNING_CONDITION, "False", "Released", f"0/{nodes} pods: GPUs released")
+    status.set_condition(STALLED, "False", "NotRunning", "not running")
+    status.set_phase(PENDING, f"partial placement released; placing all {nodes} pods again in {delay:.0f}s")
+    return True
+
+
+def _observe_pods(obs: Observation, status: StatusBuilder, decision: Decision, job: Obj, level: str) -> None:
     nodes = obs.spec.resources.nodes
     ended = [p for p in obs.pods if (p.get("status") or {}).get("phase") in ("Succeeded", "Failed")]
     if ended and status.phase == RUNNING:
@@ -268,12 +436,16 @@ def _observe_pods(obs: Observation, status: StatusBuilder, decision: Decision, j
     live = [p for p in obs.pods if (p.get("status") or {}).get("phase") in ("Pending", "Running")]
     running = [p for p in live if p["status"]["phase"] == "Running"]
     unschedulable = [p for p in live if (condition(p, "PodScheduled") or {}).get("reason") == "Unschedulable"]
+    if level == GANG_OPERATOR and _partial_hold(obs, status, decision, job, live):
+        return
 
     if unschedulable:
-        scheduler_says = condition(unschedulable[0], "PodScheduled").get("message") or "unschedulable"
+        scheduler_says = _scheduler_message(obs, job, unschedulable)
         since = min(
             parse_time(condition(p, "PodScheduled").get("lastTransitionTime")) or obs.now for p in unschedulable
         )
+        if status.fields.get("gangReleases"):  # the wait began before the guard's first release
+            since = min(since, parse_time(job["metadata"].get("creationTimestamp")) or since)
         waited = (obs.now - since).total_seconds()
         timeout = obs.spec.pending_timeout_seconds
         if timeout and waited > timeout:
@@ -282,11 +454,12 @@ def _observe_pods(obs: Observation, status: StatusBuilder, decision: Decision, j
             _fail(status, PENDING_TIMEOUT, message)
             return
         loud = "" if timeout else " (pendingTimeoutSeconds is 0: waiting indefinitely)"
+        gang = f" (all-or-nothing: none of the {nodes} pods holds a GPU)" if level == GANG_POD_GROUP else ""
         status.set_condition(
             SCHEDULABLE,
             "False",
             "Unschedulable",
-            f"{len(unschedulable)}/{nodes} pods: {scheduler_says}{loud}",
+            f"{len(unschedulable)}/{nodes} pods: {scheduler_says}{gang}{loud}",
             warn=True,
         )
     elif len(live) >= nodes and all((condition(p, "PodScheduled") or {}).get("status") == "True" for p in live):
@@ -408,25 +581,35 @@ def _pod_gpu_interval(pod: Obj, now: datetime) -> tuple[datetime, datetime] | No
     return start, end or now
 
 
+def _whole_group_seconds(obs: Observation, since: datetime | None, until: datetime) -> float:
+    """Seconds between `since` and `until` during which at least `nodes` of the observed pods held
+    their GPUs at once: the time the whole group ran. A partial placement (pods waiting for the
+    rest, at the guard's level) is not work, and is not counted."""
+    steps = []
+    for pod in obs.pods:
+        interval = _pod_gpu_interval(pod, obs.now)
+        if interval is not None:
+            start, end = max(interval[0], since) if since else interval[0], min(interval[1], until)
+            if end > start:
+                steps += [(start, 1), (end, -1)]
+    together, running, began = 0.0, 0, None
+    for moment, step in sorted(steps, key=lambda s: (s[0], s[1])):  # an end before a start at the same time
+        running += step
+        if running >= obs.spec.resources.nodes and began is None:
+            began = moment
+        elif running < obs.spec.resources.nodes and began is not None:
+            together += (moment - began).total_seconds()
+            began = None
+    return together
+
+
 def _account_gpu_seconds(obs: Observation, status: StatusBuilder) -> None:
-    """Add the GPU time of the observed pods since the last accounting. Pods of earlier attempts
+    """Add the GPU time of the whole group since the last accounting. Pods of earlier attempts
     were counted while they lived, so the total covers every attempt without keeping their pods."""
     since = parse_time(obs.status.get("gpuSecondsUpdatedAt"))
     until = obs.now.replace(microsecond=0)  # the stored boundary has whole seconds: count each second once
-    gpus = obs.spec.resources.gpus_per_node
-    added = 0.0
-    held = False
-    for pod in obs.pods:
-        interval = _pod_gpu_interval(pod, obs.now)
-        if interval is None:
-            continue
-        held = True
-        start, end = interval
-        end = min(end, until)
-        if since is not None:
-            start = max(start, since)
-        added += gpus * max(0.0, (end - start).total_seconds())
-    if not held and "gpuSeconds" in obs.status:
-        return  # no pod holds GPUs: nothing to count, and no status write just to move the boundary
+    added = obs.spec.total_gpus * _whole_group_seconds(obs, since, until)
+    if not added and "gpuSeconds" in obs.status:
+        return  # nothing to count: no status write just to move the boundary (a pending training's passes)
     status.fields["gpuSeconds"] = round(float(obs.status.get("gpuSeconds") or 0) + added, 1)
     status.fields["gpuSecondsUpdatedAt"] = format_time(until)

@@ -30,6 +30,7 @@ from soundmind_operator.training import builders, names, observe
 
 KUEUE_GROUP = "kueue.x-k8s.io"
 KUEUE_JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"
+POD_GROUP_API = ("scheduling.k8s.io", "v1beta1", "podgroups")  # Kubernetes' gang scheduling
 
 
 @dataclass
@@ -58,6 +59,7 @@ class TrainingReconciler:
     kube: Kube
     metrics: metrics.OperatorMetrics
     kueue_version: str | None = None  # Kueue's served API version, found once at start-up
+    pod_group_api: bool = False  # whether the cluster serves PodGroups, found once at start-up
     kind: str = TRAINING.kind
 
     def reconcile(self, body: Manifest, cache: Owned, logger: logging.Logger) -> Outcome:
@@ -95,6 +97,8 @@ class TrainingReconciler:
                 jobs=jobs,
                 pods=pods,
                 workload=workload,
+                pod_group_api=self.pod_group_api,
+                pod_groups=list(cache.of("PodGroup")),
                 config_error=None if job else _config_error(spec.model_dump_json(), name, namespace),
             )
         )
@@ -130,14 +134,23 @@ class TrainingReconciler:
         kube = self.kube
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
         match action:
-            case observe.CreateAttempt(attempt=attempt, active_deadline_seconds=deadline):
-                job = builders.build_job(name, namespace, spec, attempt, active_deadline_seconds=deadline)
+            case observe.CreateAttempt(attempt=attempt, active_deadline_seconds=deadline, pod_group=pod_group):
+                if pod_group:  # before the Job, so its pods find their group at once
+                    group = builders.build_pod_group(name, spec, attempt)
+                    kopf.adopt(group, owner=body)
+                    kube.apply(namespace, group)
+                job = builders.build_job(
+                    name, namespace, spec, attempt, active_deadline_seconds=deadline, pod_group=pod_group
+                )
                 kopf.adopt(job, owner=body)
                 if kube.create(namespace, job):
                     logger.info("created Job %s", job["metadata"]["name"])
             case observe.DeleteJob(name=job_name):
                 if kube.delete("batch/v1", "Job", namespace, job_name):
                     logger.info("deleted Job %s", job_name)
+            case observe.DeletePodGroup(name=group):
+                if kube.delete(builders.POD_GROUP_API_VERSION, "PodGroup", namespace, group):
+                    logger.info("deleted PodGroup %s", group)
             case observe.PatchJob(name=job_name, spec=patch):
                 kube.merge_patch("batch/v1", "Job", namespace, job_name, {"spec": patch})
                 logger.info("patched Job %s: %s", job_name, patch)

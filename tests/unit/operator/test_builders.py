@@ -207,3 +207,20 @@ def test_deadline_and_ttl():
     job = builders.build_job("alr", NS, spec(ttlSecondsAfterFinished=600), 1, active_deadline_seconds=120)
     assert job["spec"]["activeDeadlineSeconds"] == 120
     assert job["spec"]["ttlSecondsAfterFinished"] == 600
+
+
+@pytest.mark.parametrize(("nodes", "priority_class"), [(1, ""), (3, "training-high")])
+def test_pod_group_gangs_the_attempts_pods(nodes, priority_class):
+    wire = {"resources": {"nodes": nodes, "priorityClassName": priority_class}, "algorithm": {"trainBatchSize": 24}}
+    group = builders.build_pod_group("alr", spec(**wire), 2)
+    assert group["apiVersion"] == "scheduling.k8s.io/v1beta1" and group["kind"] == "PodGroup"
+    assert group["metadata"]["name"] == names.pod_group("alr", 2) == "alr-a2"
+    assert group["metadata"]["labels"] == {**names.labels("alr"), names.ATTEMPT_LABEL: "2"}
+    expected = {"schedulingPolicy": {"gang": {"minCount": nodes}}}
+    if priority_class:
+        expected["priorityClassName"] = priority_class
+    assert group["spec"] == expected, "no workloadRef: it is optional, and the Job integration is alpha"
+
+    job = builders.build_job("alr", NS, spec(**wire), 2, pod_group=True)
+    assert pod_of(job)["schedulingGroup"] == {"podGroupName": "alr-a2"}
+    assert "schedulingGroup" not in pod_of(builders.build_job("alr", NS, spec(**wire), 2))

@@ -92,7 +92,7 @@ def test_new_training_creates_its_first_attempt():
     assert d.status["phase"] == "Pending" and d.status["attempt"] == 1 and d.status["jobName"] == "alr-a1"
     created = conditions(d)["Created"]
     assert created["status"] == "True" and created["observedGeneration"] == 1
-    assert [e.reason for e in d.events] == ["JobCreated", "Pending"]
+    assert [e.reason for e in d.events] == ["JobCreated", "GangScheduling", "Pending"]
 
 
 def test_deciding_again_over_the_same_cluster_changes_nothing():
@@ -283,3 +283,157 @@ def test_a_pod_ending_before_the_jobs_verdict_changes_nothing():
     d = decide(observe_(spec={"resources": {"nodes": 2}}, status=status, jobs=[job()], pods=pods))
     assert d.status["phase"] == "Running" and d.actions == []
     assert [e for e in d.events if e.reason != "Scheduled"] == []
+
+
+# -- all-or-nothing placement (status.gang) ------------------------------------------------------
+
+BIG = {"resources": {"nodes": 3}, "algorithm": {"trainBatchSize": 24}}
+
+
+def bound(index, node, seconds_ago):
+    """A pod of the group the scheduler bound `seconds_ago` (kwok runs it at once)."""
+    placed = pod(index, node=node, started=ago(seconds_ago))
+    placed["status"]["conditions"] = [cond("PodScheduled", "True", when=ago(seconds_ago))]
+    return placed
+
+
+def unplaced(index):
+    return pod(index, phase="Pending", scheduled=False, message=SCHEDULER)
+
+
+@pytest.mark.parametrize(
+    ("spec", "api", "level", "pod_group"),
+    [
+        ({}, True, "PodGroup", True),
+        ({}, False, "Operator", False),
+        ({"queueName": "gpus"}, True, "Kueue", False),  # Kueue admits the Job; no PodGroup beside it
+        ({"queueName": "gpus"}, False, "Kueue", False),
+    ],
+)
+def test_the_gang_level_follows_what_the_cluster_serves(spec, api, level, pod_group):
+    d = decide(Observation(**{**observe_(spec=spec).__dict__, "pod_group_api": api}))
+    assert d.actions == [CreateAttempt(1, None, pod_group)]
+    assert d.status["gang"] == level
+    (told,) = [e for e in d.events if e.reason == "GangScheduling"]
+    assert told.type == "Normal" and told.message.startswith(f"gang={level}: ")
+
+
+def test_an_existing_job_keeps_the_level_it_was_made_for():
+    """The operator restarted on a cluster that now serves PodGroups: the running Job's pods joined
+    no group, so the guard, not the scheduler, still watches them."""
+    plain = job()
+    plain["spec"]["template"] = {"spec": {}}
+    d = decide(Observation(**{**observe_(jobs=[plain], pods=[pod()]).__dict__, "pod_group_api": True}))
+    assert d.status["gang"] == "Operator"
+    grouped = job()
+    grouped["spec"]["template"] = {"spec": {"schedulingGroup": {"podGroupName": "alr-a1"}}}
+    assert decide(observe_(jobs=[grouped], pods=[pod()])).status["gang"] == "PodGroup"
+
+
+def test_level_pod_group_reports_the_schedulers_verdict_on_the_whole_group():
+    verdict = "minCount (3) cannot be satisfied: 2 scheduled, 0 remaining"
+    group = {
+        "metadata": {"name": "alr-a1", "labels": {names.ATTEMPT_LABEL: "1"}},
+        "status": {"conditions": [cond("PodGroupInitiallyScheduled", "False", "Unschedulable", verdict)]},
+    }
+    grouped = job()
+    grouped["spec"]["template"] = {"spec": {"schedulingGroup": {"podGroupName": "alr-a1"}}}
+    d = decide(
+        Observation(
+            **{
+                **observe_(spec=BIG, jobs=[grouped], pods=[unplaced(i) for i in range(3)]).__dict__,
+                "pod_groups": [group],
+            }
+        )
+    )
+    schedulable = conditions(d)["Schedulable"]
+    assert f"PodGroup alr-a1: {verdict}" in schedulable["message"] and "all-or-nothing" in schedulable["message"]
+    assert d.actions == [] and d.status["phase"] == "Pending"
+
+
+def test_pod_groups_of_earlier_attempts_are_deleted():
+    old = {"metadata": {"name": "alr-a1", "labels": {names.ATTEMPT_LABEL: "1"}}}
+    current = {"metadata": {"name": "alr-a2", "labels": {names.ATTEMPT_LABEL: "2"}}}
+    status = {"attempt": 2, "jobName": "alr-a2", "gang": "PodGroup"}
+    d = decide(
+        Observation(**{**observe_(status=status, jobs=[job(2)], pods=[pod()]).__dict__, "pod_groups": [old, current]})
+    )
+    assert observe.DeletePodGroup("alr-a1") in d.actions and observe.DeletePodGroup("alr-a2") not in d.actions
+
+
+def guarded(pods, status=None, now=NOW, spec=None, suspend=False):
+    return decide(
+        observe_(
+            spec={**BIG, "gangTimeoutSeconds": 60, **(spec or {})},
+            status=status,
+            jobs=[job(suspend=suspend, created=ago(600))],
+            pods=pods,
+            now=now,
+        )
+    )
+
+
+def test_the_guard_waits_gang_timeout_seconds_before_releasing_a_partial_placement():
+    pods = [bound(0, "sim-gpu-0", 59), bound(1, "sim-gpu-1", 30), unplaced(2)]
+    d = guarded(pods)
+    assert d.actions == [] and d.status["phase"] == "Pending" and not d.status.get("gangReleases")
+
+
+def test_the_guard_releases_a_partial_placement_and_keeps_the_attempt():
+    pods = [bound(0, "sim-gpu-0", 61), bound(1, "sim-gpu-1", 30), unplaced(2)]
+    d = guarded(pods)
+    assert d.actions == [PatchJob("alr-a1", {"suspend": True})]
+    assert d.status["attempt"] == 1 and d.status["gangReleases"] == 1 and d.status["phase"] == "Pending"
+    retry_in = (observe.parse_time(d.status["gangRetryAt"]) - NOW).total_seconds()
+    assert 60 <= retry_in <= 90  # gangTimeoutSeconds × 2^0, stretched by up to half
+    said = conditions(d)["Schedulable"]
+    assert said["status"] == "False" and said["reason"] == "PartiallyPlaced"
+    assert "2/3 pods placed (on sim-gpu-0, sim-gpu-1) for 61s (gangTimeoutSeconds=60)" in said["message"]
+    assert SCHEDULER in said["message"]
+    assert [e.type for e in d.events if e.reason == "PartiallyPlaced"] == ["Warning"]
+    assert d.status["gpuSeconds"] == 0, "a partial placement is not work"
+
+
+def test_a_released_group_stays_suspended_until_its_retry_then_is_placed_again():
+    released = guarded([bound(0, "sim-gpu-0", 61), unplaced(1), unplaced(2)]).status
+    retry_at = observe.parse_time(released["gangRetryAt"])
+    waiting = guarded([], status=released, now=retry_at - timedelta(seconds=1), suspend=True)
+    assert waiting.actions == [] and waiting.status["phase"] == "Pending"
+    assert conditions(waiting)["Schedulable"]["reason"] == "PartiallyPlaced"
+    again = guarded([], status=waiting.status, now=retry_at, suspend=True)
+    assert again.actions == [PatchJob("alr-a1", {"suspend": False})]
+    assert [e.reason for e in again.events] == ["PlacingAgain"] and again.status["gangRetryAt"] is None
+
+
+def test_the_backoff_doubles_and_differs_between_trainings():
+    def retry_after(releases, name="alr"):
+        obs = observe_(spec={**BIG, "gangTimeoutSeconds": 60})
+        return observe._backoff_seconds(Observation(**{**obs.__dict__, "name": name}), releases)
+
+    delays = [retry_after(r) for r in (1, 2, 3, 4)]
+    assert all(60 * 2**i <= d <= 90 * 2**i for i, d in enumerate(delays)), delays
+    assert retry_after(30) <= observe.MAX_GANG_BACKOFF_SECONDS * 1.5
+    assert len({retry_after(1, name) for name in ("a", "b", "c", "d")}) > 1, "two released groups do not retry in step"
+
+
+def test_pending_timeout_bounds_the_whole_wait_across_releases():
+    released = guarded([bound(0, "sim-gpu-0", 61), unplaced(1), unplaced(2)]).status
+    d = guarded([], status=released, spec={"pendingTimeoutSeconds": 300}, suspend=True)  # Job created 600 s ago
+    assert d.status["phase"] == "Failed" and conditions(d)["Failed"]["reason"] == "PendingTimeout"
+    assert d.actions == [DeleteJob("alr-a1")]
+
+
+def test_the_guard_is_off_at_gang_timeout_zero_and_never_touches_kueues_jobs():
+    pods = [bound(0, "sim-gpu-0", 600), unplaced(1), unplaced(2)]
+    assert guarded(pods, spec={"gangTimeoutSeconds": 0}).actions == []
+    queued = decide(observe_(spec={**BIG, "queueName": "gpus", "gangTimeoutSeconds": 60}, jobs=[job()], pods=pods))
+    assert queued.actions == [] and queued.status["gang"] == "Kueue"
+
+
+def test_gpu_seconds_count_only_the_time_the_whole_group_ran():
+    spec = {"resources": {"nodes": 2}}
+    # Pod 0 waited alone for 100 s before pod 1 started 20 s ago: 20 s × 16 GPUs.
+    d = decide(observe_(spec=spec, jobs=[job()], pods=[pod(0, started=ago(120)), pod(1, started=ago(20))]))
+    assert d.status["gpuSeconds"] == 16 * 20
+    alone = decide(observe_(spec=spec, jobs=[job()], pods=[pod(0, started=ago(120))]))
+    assert alone.status["gpuSeconds"] == 0

@@ -38,7 +38,7 @@ def test_command_line_needs_a_scope():
 
 def test_startup_settings(monkeypatch):
     monkeypatch.setattr(main, "api_client", lambda: None)
-    discovered = (["v1beta2", "v1beta1"], Platform(keda=True))
+    discovered = (["v1beta2", "v1beta1"], True, Platform(keda=True))
     monkeypatch.setattr(main, "_discover", lambda kube, options: discovered)
     settings = kopf.OperatorSettings()
     memo = kopf.Memo(
@@ -52,6 +52,7 @@ def test_startup_settings(monkeypatch):
     assert settings.scanning.disabled, "the RBAC grants no CRD or namespace watching"
     assert memo.loop.resync_seconds == 3
     assert memo.training.kueue_version == "v1beta2" and memo.serving.platform.keda
+    assert memo.training.pod_group_api, "the PodGroup API is discovered once, at start-up"
     # Every watched child kind is filtered by the API server to the operator's own objects.
     for watched in WATCHED:
         assert settings.watching.label_selectors.collect(_resource(watched)) == [MANAGED_SELECTOR]
