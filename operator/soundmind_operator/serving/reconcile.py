@@ -59,6 +59,7 @@ class Pass:
     phase: str | None
     desired: int
     ready: int
+    most: int
 
 
 @dataclass
@@ -115,7 +116,12 @@ class ServingReconciler:
         return Outcome(
             body=body,
             events=decision.events,
-            detail=Pass(result.get("phase"), observe.desired_replicas(obs), result.get("readyReplicas") or 0),
+            detail=Pass(
+                result.get("phase"),
+                observe.desired_replicas(obs),
+                result.get("readyReplicas") or 0,
+                spec.autoscaling.max_replicas if spec.autoscaling.enabled else spec.replicas,
+            ),
         )
 
     def _apply(self, body: Manifest, spec: ServingSpec, model: builders.ModelSource, owned: Owned, logger) -> None:
@@ -141,7 +147,9 @@ class ServingReconciler:
     def record(self, namespace: str, name: str, outcome: Outcome) -> None:
         done: Pass | None = outcome.detail
         if done is not None:
-            self.metrics.observe_serving(namespace, name, phase=done.phase, desired=done.desired, ready=done.ready)
+            self.metrics.observe_serving(
+                namespace, name, phase=done.phase, desired=done.desired, ready=done.ready, most=done.most
+            )
 
     def forget(self, namespace: str, name: str) -> None:
         self.metrics.forget_serving(namespace, name)
