@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hack.charts import serving_schema
+from hack.charts import alerts, dashboards, serving_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVING_CHART = ROOT / "charts" / "soundmind-serving"
 OPERATOR_CHART = ROOT / "charts" / "soundmind-operator"
+RULES_FILE = OPERATOR_CHART / "rules" / "soundmind.rules.yaml"
+DASHBOARD_DIR = OPERATOR_CHART / "dashboards"
 
 
 def _json(document: object) -> str:
@@ -17,4 +19,7 @@ def _json(document: object) -> str:
 
 
 def render_all() -> dict[Path, str]:
-    return {SERVING_CHART / "values.schema.json": _json(serving_schema.values_schema())}
+    files = {SERVING_CHART / "values.schema.json": _json(serving_schema.values_schema()), RULES_FILE: alerts.render()}
+    for name in dashboards.DASHBOARDS:
+        files[DASHBOARD_DIR / f"{name}.json"] = dashboards.render(name)
+    return files
