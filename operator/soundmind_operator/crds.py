@@ -183,6 +183,9 @@ def _crd(kind: ResourceKind, *, description, spec, status, columns, scale=None, 
         "metadata": {
             "name": kind.crd_name,
             "labels": {"app.kubernetes.io/name": "soundmind", "app.kubernetes.io/part-of": "soundmind"},
+            # `helm uninstall` of the operator chart must not delete the CRDs, and with them every
+            # training and serving (and, by garbage collection, their Jobs and Deployments).
+            "annotations": {"helm.sh/resource-policy": "keep"},
         },
         "spec": {
             "group": GROUP,

@@ -34,6 +34,7 @@ TRAINING_PENDING_DURATION = "soundmind_training_pending_duration_seconds"
 SERVINGS = "soundmind_servings"
 SERVING_REPLICAS_DESIRED = "soundmind_serving_replicas_desired"
 SERVING_REPLICAS_READY = "soundmind_serving_replicas_ready"
+SERVING_REPLICAS_MAX = "soundmind_serving_replicas_max"
 
 # Results of one reconcile pass.
 RESULT_OK, RESULT_CONFLICT, RESULT_ERROR = "ok", "conflict", "error"
@@ -80,6 +81,13 @@ class OperatorMetrics:
         self.replicas_ready = Gauge(
             SERVING_REPLICAS_READY, "Ready replicas of a serving's Deployment.", _SERVING, registry=registry
         )
+        # Beside desired, it says when the autoscaler has run out of room (an alert's condition).
+        self.replicas_max = Gauge(
+            SERVING_REPLICAS_MAX,
+            "Most replicas a serving may run: autoscaling.maxReplicas, or spec.replicas with autoscaling off.",
+            _SERVING,
+            registry=registry,
+        )
         self.gpus_requested = Gauge(
             TRAINING_GPUS_REQUESTED, "GPUs a training asks for (nodes × gpusPerNode).", _TRAINING, registry=registry
         )
@@ -117,15 +125,18 @@ class OperatorMetrics:
         _remove(key, self.gpus_requested, self.gpus_running, self.gpu_seconds, self.retries)
         self.trainings.drop(key)
 
-    def observe_serving(self, namespace: str, serving: str, *, phase: str | None, desired: int, ready: int) -> None:
+    def observe_serving(
+        self, namespace: str, serving: str, *, phase: str | None, desired: int, ready: int, most: int
+    ) -> None:
         key = (namespace, serving)
         self.replicas_desired.labels(*key).set(desired)
+        self.replicas_max.labels(*key).set(most)
         self.replicas_ready.labels(*key).set(ready)
         self.servings.set(key, phase)
 
     def forget_serving(self, namespace: str, serving: str) -> None:
         key = (namespace, serving)
-        _remove(key, self.replicas_desired, self.replicas_ready)
+        _remove(key, self.replicas_desired, self.replicas_ready, self.replicas_max)
         self.servings.drop(key)
 
 

@@ -59,6 +59,7 @@ class Pass:
     phase: str | None
     desired: int
     ready: int
+    most: int
 
 
 @dataclass
@@ -117,7 +118,12 @@ class ServingReconciler:
             body=body,
             events=decision.events,
             written_version=written,
-            detail=Pass(result.get("phase"), observe.desired_replicas(obs), result.get("readyReplicas") or 0),
+            detail=Pass(
+                result.get("phase"),
+                observe.desired_replicas(obs),
+                result.get("readyReplicas") or 0,
+                builders.max_replicas(spec),
+            ),
         )
 
     def _apply(self, body: Manifest, spec: ServingSpec, model: builders.ModelSource, owned: Owned, logger) -> None:
@@ -144,7 +150,9 @@ class ServingReconciler:
     def record(self, namespace: str, name: str, outcome: Outcome) -> None:
         done: Pass | None = outcome.detail
         if done is not None:
-            self.metrics.observe_serving(namespace, name, phase=done.phase, desired=done.desired, ready=done.ready)
+            self.metrics.observe_serving(
+                namespace, name, phase=done.phase, desired=done.desired, ready=done.ready, most=done.most
+            )
 
     def forget(self, namespace: str, name: str) -> None:
         self.metrics.forget_serving(namespace, name)
