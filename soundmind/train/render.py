@@ -9,10 +9,13 @@ ConfigError at render time, not a crash after the GPUs are allocated.
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from soundmind.api.training import TrainingSpec
+from soundmind.models import QWEN2_5_OMNI_ADAPTER, QWEN2_5_OMNI_MODEL_TYPE, QWEN2_5_OMNI_OVERRIDE_CONFIG
 from soundmind.train import contract
 from soundmind.train.config import PodIdentity
 from soundmind.train.dataset import DatasetFiles, longest_prompt, row_count
@@ -67,7 +70,7 @@ def overrides(spec: TrainingSpec, identity: PodIdentity, dataset: DatasetFiles, 
     rendered = [
         Override("algorithm.adv_estimator", "grpo"),
         Override("algorithm.use_kl_in_reward", False),
-        Override("actor_rollout_ref.model.path", spec.model, "model"),
+        *model_overrides(spec.model),
         Override("actor_rollout_ref.rollout.name", "vllm"),
         Override("actor_rollout_ref.rollout.n", algorithm.rollout_n, "algorithm.rolloutN"),
         Override(
@@ -115,6 +118,36 @@ def overrides(spec: TrainingSpec, identity: PodIdentity, dataset: DatasetFiles, 
     return rendered
 
 
+def model_overrides(model: str) -> list[Override]:
+    """The policy model, loaded through SoundMind's Qwen2.5-Omni adapter (soundmind.models.qwen2_5_omni),
+    which verl imports from `external_lib` in every process that builds the model's config."""
+    return [
+        Override("actor_rollout_ref.model.path", model, "model"),
+        Override("actor_rollout_ref.model.external_lib", QWEN2_5_OMNI_ADAPTER),
+        *(
+            Override(f"actor_rollout_ref.model.override_config.{key}", value, add=True)
+            for key, value in QWEN2_5_OMNI_OVERRIDE_CONFIG.items()
+        ),
+    ]
+
+
+def _check_model(model: str) -> None:
+    """A checkpoint on the models volume must be a Qwen2.5-Omni (a hub id is resolved by verl later)."""
+    config = Path(model) / "config.json"
+    if not config.is_file():
+        return
+    try:
+        model_type = json.loads(config.read_text()).get("model_type")
+    except (OSError, ValueError) as exc:
+        raise ConfigError("model", f"cannot read {config}: {exc}") from None
+    if model_type != QWEN2_5_OMNI_MODEL_TYPE:
+        raise ConfigError(
+            "model",
+            f"{model} is a {model_type!r} checkpoint; the trainer trains Qwen2.5-Omni "
+            f"(model_type {QWEN2_5_OMNI_MODEL_TYPE!r}), e.g. Qwen/Qwen2.5-Omni-7B or a model it exported",
+        )
+
+
 def _reward_weights(spec: TrainingSpec) -> list[tuple[str, str, float]]:
     fields = type(spec.reward).model_fields
     return [(name, fields[name].alias, getattr(spec.reward, name)) for name in fields]
@@ -138,6 +171,7 @@ def render(
     checkpoints_root: str = contract.CHECKPOINTS_MOUNT,
     python: str = sys.executable,
 ) -> LaunchPlan:
+    _check_model(spec.model)
     checkpoint_dir = contract.checkpoint_dir(identity.training_name, checkpoints_root)
     rendered = overrides(spec, identity, dataset, checkpoint_dir)
     _check_extra_args(spec, rendered)

@@ -28,6 +28,10 @@ def test_dry_run_prints_the_exact_environment_and_command(tmp_path, prepared):
     assert f"export VERL_FILE_LOGGER_PATH={tmp_path}/ckpt/alr-grpo/logs/attempt-3.jsonl" in done.stdout
     assert "-m verl.trainer.main_ppo \\\n    algorithm.adv_estimator=grpo" in done.stdout
     assert "'trainer.logger=[console,file]'" in done.stdout
+    assert "actor_rollout_ref.model.external_lib=soundmind.models.qwen2_5_omni \\\n" in done.stdout
+    assert (
+        "'+actor_rollout_ref.model.override_config.architectures=[Qwen2_5OmniForConditionalGeneration]'" in done.stdout
+    )
     assert not (tmp_path / "ckpt").exists()  # a dry run touches nothing
 
 
