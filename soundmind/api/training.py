@@ -234,8 +234,17 @@ class CheckpointStatus(ApiModel):
     path: str | None = Field(None, description="Directory of that checkpoint on the checkpoint volume.")
 
 
+class ModelStatus(ApiModel):
+    path: str | None = Field(
+        None,
+        description="Hugging Face directory of the trained model on the checkpoint volume (full Qwen2.5-Omni "
+        "config, thinker weights, processor), exported when the run succeeds; what vLLM serves.",
+    )
+    step: int | None = Field(None, ge=0, description="The training step of the checkpoint it was exported from.")
+
+
 class TrainingStatus(ApiModel):
-    """Observed state. `progress` and `checkpoint` belong to the trainer; the rest to the operator."""
+    """Observed state. `progress`, `checkpoint` and `model` belong to the trainer; the rest to the operator."""
 
     phase: Phase | None = Field(None, description="Pending, Queued, Running, Succeeded, Failed or Suspended.")
     conditions: list[Condition] = Field([], description="Kubernetes-style conditions.")
@@ -246,6 +255,7 @@ class TrainingStatus(ApiModel):
     job_name: str | None = Field(None, description="The Job of the current attempt.")
     progress: TrainingProgress | None = Field(None, description="RL progress reported by the trainer.")
     checkpoint: CheckpointStatus | None = Field(None, description="Newest checkpoint reported by the trainer.")
+    model: ModelStatus | None = Field(None, description="The exported Hugging Face model, set when the run succeeds.")
     gpu_seconds: float | None = Field(None, ge=0, description="GPUs × pod running seconds, over all attempts.")
     gpu_seconds_updated_at: str | None = Field(
         None, description="Until when gpuSeconds is counted (RFC 3339); the operator adds only later pod time."

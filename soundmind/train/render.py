@@ -16,7 +16,7 @@ from pathlib import Path
 
 from soundmind.api.training import TrainingSpec
 from soundmind.models import QWEN2_5_OMNI_ADAPTER, QWEN2_5_OMNI_MODEL_TYPE, QWEN2_5_OMNI_OVERRIDE_CONFIG
-from soundmind.train import contract
+from soundmind.train import contract, export
 from soundmind.train.config import PodIdentity
 from soundmind.train.dataset import DatasetFiles, longest_prompt, row_count
 from soundmind.train.errors import ConfigError
@@ -49,7 +49,13 @@ class LaunchPlan:
     checkpoint_dir: str
     log_path: str  # verl's file logger (VERL_FILE_LOGGER_PATH) for this attempt
     total_steps: int | None  # None until the data set is prepared
+    merger: list[str]  # verl's model merger, which exports the last checkpoint on success (soundmind.train.export)
     notes: list[str] = field(default_factory=list)
+
+    def export_command(self) -> list[str]:
+        """The export of the final checkpoint (global_step_<total steps>), as the head will run it."""
+        step = self.total_steps if self.total_steps is not None else "N"
+        return [*self.merger, *export.merge_arguments(self.checkpoint_dir, step)]
 
 
 def reward_module_path() -> str:
@@ -196,14 +202,17 @@ def render(
             "the prompt length and step count are checked then"
         )
     log_path = contract.attempt_log_path(checkpoint_dir, identity.attempt)
-    return LaunchPlan(
+    plan = LaunchPlan(
         command=[python, "-m", VERL_ENTRYPOINT, *arguments],
         env=driver_env(identity, log_path),
         checkpoint_dir=checkpoint_dir,
         log_path=log_path,
         total_steps=total_steps,
+        merger=export.merger_program(python),
         notes=notes,
     )
+    export.check_merge_arguments(plan.export_command()[len(plan.merger) :])
+    return plan
 
 
 def driver_env(identity: PodIdentity, log_path: str) -> dict[str, str]:

@@ -1,11 +1,10 @@
 """SoundMind's Qwen2.5-Omni adapter in verl 0.9.1's own code paths, on a tiny random Omni (CPU).
 
-The model config is what verl builds from the rendered command: the adapter's overrides
-(`soundmind.train.render.model_overrides`) composed against verl's schema, turned into verl's
-`HFModelConfig` (which imports the adapter through `external_lib`). The module is loaded by verl's
-FSDP engine (`_build_module`: verl's auto-class choice, `from_pretrained`, its `_verl_strip_modules`
-and its monkey patches). Rollout rows come from verl's agent-loop code (tests/support/verl_rollout.py)
-and are packed by the engine's `prepare_model_inputs`, as in training.
+The model config is what verl builds from the rendered command (fixtures in tests/unit/conftest.py).
+The module is loaded by verl's FSDP engine (`_build_module`: verl's auto-class choice,
+`from_pretrained`, its `_verl_strip_modules` and its monkey patches). Rollout rows come from verl's
+agent-loop code (tests/support/verl_rollout.py) and are packed by the engine's `prepare_model_inputs`,
+as in training.
 """
 
 from __future__ import annotations
@@ -24,47 +23,14 @@ CLIP_SECONDS = (1.0, 2.2, 3.4)  # three prompts whose audio spans differ (25, 55
 
 
 @pytest.fixture(scope="module")
-def model_config(tiny_omni_dir):
-    from verl.utils.config import omega_conf_to_dataclass
-
-    from soundmind.train.render import model_overrides
-    from soundmind.train.verl_config import compose
-
-    config = compose(
-        [
-            *(str(override) for override in model_overrides(str(tiny_omni_dir))),
-            # No flash-attn on CPU: torch's SDPA, which separates packed samples the same way.
-            "+actor_rollout_ref.model.override_config.attn_implementation=sdpa",
-            "actor_rollout_ref.model.enable_gradient_checkpointing=false",
-        ]
-    )
-    return omega_conf_to_dataclass(config.actor_rollout_ref.model)
+def module(omni_engine):
+    return omni_engine._build_module().float()
 
 
 @pytest.fixture(scope="module")
-def engine(model_config, process_group):
-    """verl's FSDP training engine for the model (not initialised: that step needs CUDA)."""
-    from verl.trainer.config.config import CheckpointConfig
-    from verl.workers.config import FSDPEngineConfig, FSDPOptimizerConfig
-    from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead
-
-    return FSDPEngineWithLMHead(
-        model_config,
-        FSDPEngineConfig(strategy="fsdp2", use_torch_compile=False),
-        FSDPOptimizerConfig(lr=1e-3),
-        CheckpointConfig(),
-    )
-
-
-@pytest.fixture(scope="module")
-def module(engine):
-    return engine._build_module().float()
-
-
-@pytest.fixture(scope="module")
-def rollouts(model_config):
+def rollouts(omni_model_config):
     rng = np.random.default_rng(tiny_omni.SEED)
-    loop = AgentLoop(model_config, PROMPT_LENGTH, RESPONSE_LENGTH)
+    loop = AgentLoop(omni_model_config, PROMPT_LENGTH, RESPONSE_LENGTH)
     rows = []
     for seconds, response_tokens in zip(CLIP_SECONDS, (5, 12, 8), strict=True):
         clip = (0.1 * rng.standard_normal(int(seconds * 16_000))).astype(np.float32)
@@ -88,12 +54,12 @@ def unpacked_logits(module, rows) -> torch.Tensor:
     return logits[attention_mask.bool()]
 
 
-def packed_logits(engine, module, rows, position_ids=None) -> torch.Tensor:
-    model_inputs, _ = engine.prepare_model_inputs(packed_micro_batch(rows, position_ids))
+def packed_logits(omni_engine, module, rows, position_ids=None) -> torch.Tensor:
+    model_inputs, _ = omni_engine.prepare_model_inputs(packed_micro_batch(rows, position_ids))
     return module(**model_inputs, use_cache=False).logits[0]
 
 
-def test_verl_loads_the_full_omni_layout_through_the_adapter(tiny_omni_dir, model_config, engine, module):
+def test_verl_loads_the_full_omni_layout_through_the_adapter(tiny_omni_dir, omni_model_config, omni_engine, module):
     from transformers import AutoModelForImageTextToText, Qwen2_5OmniProcessor
     from verl.utils.model import get_hf_auto_model_class
 
@@ -101,7 +67,7 @@ def test_verl_loads_the_full_omni_layout_through_the_adapter(tiny_omni_dir, mode
 
     on_disk = json.loads((tiny_omni_dir / "config.json").read_text())
     assert on_disk["architectures"] == ["Qwen2_5OmniModel"] and "tie_word_embeddings" not in on_disk
-    hf_config = model_config.hf_config
+    hf_config = omni_model_config.hf_config
     assert hf_config.model_type == "qwen2_5_omni"
     assert hf_config.tie_word_embeddings is False  # from override_config, read by the engine before loading
     assert get_hf_auto_model_class(hf_config) is AutoModelForImageTextToText
@@ -116,7 +82,7 @@ def test_verl_loads_the_full_omni_layout_through_the_adapter(tiny_omni_dir, mode
     assert set(module.state_dict()) == thinker_weights  # vLLM's loader and verl's weight sync expect these
     assert module.get_input_embeddings() is module.thinker.model.embed_tokens
 
-    processor = model_config.processor
+    processor = omni_model_config.processor
     assert isinstance(processor, Qwen2_5OmniProcessor)
     tokenizer = processor.tokenizer
     assert (
@@ -129,13 +95,13 @@ def test_verl_loads_the_full_omni_layout_through_the_adapter(tiny_omni_dir, mode
     assert processor.spatial_merge_size == 2
 
 
-def test_agent_loop_builds_omni_prompts_with_qwens_chat_builder(rollouts, model_config):
+def test_agent_loop_builds_omni_prompts_with_qwens_chat_builder(rollouts, omni_model_config):
     from verl.utils.tokenizer.continuous_token import QwenVLContinuousTokenBuilder
 
     from tests.support.verl_rollout import AgentLoop
 
-    assert type(AgentLoop(model_config, PROMPT_LENGTH, RESPONSE_LENGTH).builder) is QwenVLContinuousTokenBuilder
-    audio_token_id = model_config.processor.audio_token_id
+    assert type(AgentLoop(omni_model_config, PROMPT_LENGTH, RESPONSE_LENGTH).builder) is QwenVLContinuousTokenBuilder
+    audio_token_id = omni_model_config.processor.audio_token_id
     counts = [row.prompt_ids.count(audio_token_id) for row in rollouts]
     assert counts == [round(seconds * tiny_omni.AUDIO_TOKENS_PER_SECOND) for seconds in CLIP_SECONDS]
     for row in rollouts:
@@ -143,9 +109,9 @@ def test_agent_loop_builds_omni_prompts_with_qwens_chat_builder(rollouts, model_
         assert tuple(row.position_ids.shape) == (1, 4, PROMPT_LENGTH + RESPONSE_LENGTH)
 
 
-def test_packed_logits_match_the_unpacked_model(engine, module, rollouts):
+def test_packed_logits_match_the_unpacked_model(omni_engine, module, rollouts):
     with torch.no_grad():
-        packed = packed_logits(engine, module, rollouts)
+        packed = packed_logits(omni_engine, module, rollouts)
         reference = unpacked_logits(module, rollouts)
     assert (
         packed.shape
@@ -157,14 +123,14 @@ def test_packed_logits_match_the_unpacked_model(engine, module, rollouts):
     assert difference < 1e-4
 
 
-def test_without_omni_position_ids_packed_samples_attend_to_each_other(engine, module, rollouts):
+def test_without_omni_position_ids_packed_samples_attend_to_each_other(omni_engine, module, rollouts):
     """What verl does when the processor has no rope index (no adapter): 1-D positions, which Omni's
     text model does not use to separate packed samples."""
     from verl.utils.model import compute_position_id_with_mask
 
     one_row = compute_position_id_with_mask(padded(rollouts, "attention_mask"))
     with torch.no_grad():
-        packed = packed_logits(engine, module, rollouts, position_ids=one_row)
+        packed = packed_logits(omni_engine, module, rollouts, position_ids=one_row)
         reference = unpacked_logits(module, rollouts)
     first = int(rollouts[0].attention_mask.sum())
     difference = (packed - reference).abs()
@@ -173,11 +139,11 @@ def test_without_omni_position_ids_packed_samples_attend_to_each_other(engine, m
     assert difference[first:].max() > 1e-2
 
 
-def test_backward_reaches_the_audio_encoder_with_finite_gradients(engine, module, rollouts):
+def test_backward_reaches_the_audio_encoder_with_finite_gradients(omni_engine, module, rollouts):
     module.zero_grad()
-    logits = packed_logits(engine, module, rollouts)
+    logits = packed_logits(omni_engine, module, rollouts)
     log_probs = torch.log_softmax(logits[:-1], dim=-1)
-    targets = engine.prepare_model_inputs(packed_micro_batch(rollouts))[0]["input_ids"][0, 1:]
+    targets = omni_engine.prepare_model_inputs(packed_micro_batch(rollouts))[0]["input_ids"][0, 1:]
     (-log_probs.gather(-1, targets[:, None]).mean()).backward()
     parameters = dict(module.thinker.audio_tower.named_parameters())
     gradients = {name: parameter.grad for name, parameter in parameters.items() if parameter.grad is not None}
@@ -188,7 +154,7 @@ def test_backward_reaches_the_audio_encoder_with_finite_gradients(engine, module
     module.zero_grad()
 
 
-def test_rollout_prompt_carries_the_processors_audio_token_count_in_vllm(tiny_omni_dir, model_config, rollouts):
+def test_rollout_prompt_carries_the_processors_audio_token_count_in_vllm(tiny_omni_dir, omni_model_config, rollouts):
     """verl hands vLLM the agent loop's prompt ids; vLLM 0.24's own Omni-thinker processor expands one
     placeholder per audio item. After the adapter's collapse the result has exactly the processor's
     count; the expanded prompt as verl sends it would have 2N-1."""
@@ -199,7 +165,7 @@ def test_rollout_prompt_carries_the_processors_audio_token_count_in_vllm(tiny_om
     vllm_processor = MULTIMODAL_REGISTRY.create_processor(
         ModelConfig(model=str(tiny_omni_dir), dtype="float32", max_model_len=1024, limit_mm_per_prompt={"audio": 1})
     )
-    processor, row = model_config.processor, rollouts[1]
+    processor, row = omni_model_config.processor, rollouts[1]
     clip = np.zeros(int(CLIP_SECONDS[1] * 16_000), dtype=np.float32)
     features = processor.feature_extractor(clip, sampling_rate=16_000, return_attention_mask=True, padding="max_length")
     frames = int(features["attention_mask"].sum())

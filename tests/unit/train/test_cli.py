@@ -32,6 +32,12 @@ def test_dry_run_prints_the_exact_environment_and_command(tmp_path, prepared):
     assert (
         "'+actor_rollout_ref.model.override_config.architectures=[Qwen2_5OmniForConditionalGeneration]'" in done.stdout
     )
+    last = f"{tmp_path}/ckpt/alr-grpo/global_step_20"  # 64 rows, 32 per step, 10 epochs: the last step is 20
+    exported = f"{tmp_path}/ckpt/alr-grpo/export/global_step_20"
+    assert (
+        f"VERL_USE_EXTERNAL_MODULES=soundmind.models.qwen2_5_omni {sys.executable} -m verl.model_merger merge "
+        f"--backend fsdp --local_dir {last}/actor --target_dir {exported}"
+    ) in done.stdout
     assert not (tmp_path / "ckpt").exists()  # a dry run touches nothing
 
 
