@@ -27,7 +27,7 @@ class RolloutRow:
 
 
 class AgentLoop:
-    def __init__(self, model_config, prompt_length: int, response_length: int):
+    def __init__(self, model_config, response_length: int):
         from verl.experimental.agent_loop.agent_loop import AgentLoopWorker
         from verl.utils.tokenizer.continuous_token_wiring import create_continuous_token_builder
 
@@ -38,14 +38,21 @@ class AgentLoop:
         self.builder = create_continuous_token_builder(
             model_config.tokenizer, hf_model_type=model_config.hf_config.model_type, processor=model_config.processor
         )
-        self.prompt_length = prompt_length
         self.response_length = response_length
 
-    def row(self, messages: list[dict], audios: list, response_ids: list[int]) -> RolloutRow:
+    def rows(self, samples: list[tuple[list[dict], list, list[int]]]) -> list[RolloutRow]:
+        """(messages, audios, response ids) per sample; prompts are left-padded to the longest."""
+        prompts = [self.builder.build_initial_tokens(messages, audios=audios) for messages, audios, _ in samples]
+        prompt_length = max(len(prompt) for prompt in prompts)
+        return [
+            self._row(prompt, audios, response_ids, prompt_length)
+            for prompt, (_, audios, response_ids) in zip(prompts, samples, strict=True)
+        ]
+
+    def _row(self, prompt_ids: list[int], audios: list, response_ids: list[int], prompt_length: int) -> RolloutRow:
         worker = self.worker
-        prompt_ids = self.builder.build_initial_tokens(messages, audios=audios)
         prompt = worker._pad_token_ids(
-            prompt_ids, max_length=self.prompt_length, padding_side="left", return_attention_mask=True
+            prompt_ids, max_length=prompt_length, padding_side="left", return_attention_mask=True
         )
         response = worker._pad_token_ids(
             response_ids, max_length=self.response_length, padding_side="right", return_attention_mask=True

@@ -18,7 +18,7 @@ import torch
 from tests.support import tiny_omni
 from tests.support.verl_rollout import AgentLoop, packed_micro_batch, padded
 
-PROMPT_LENGTH, RESPONSE_LENGTH = 160, 12
+RESPONSE_LENGTH = 12
 CLIP_SECONDS = (1.0, 2.2, 3.4)  # three prompts whose audio spans differ (25, 55 and 85 tokens)
 
 
@@ -30,13 +30,12 @@ def module(omni_engine):
 @pytest.fixture(scope="module")
 def rollouts(omni_model_config):
     rng = np.random.default_rng(tiny_omni.SEED)
-    loop = AgentLoop(omni_model_config, PROMPT_LENGTH, RESPONSE_LENGTH)
-    rows = []
+    samples = []
     for seconds, response_tokens in zip(CLIP_SECONDS, (5, 12, 8), strict=True):
         clip = (0.1 * rng.standard_normal(int(seconds * 16_000))).astype(np.float32)
         messages = [{"role": "user", "content": [{"type": "audio", "audio": clip}, {"type": "text", "text": "Yes?"}]}]
-        rows.append(loop.row(messages, [clip], rng.integers(0, 250, response_tokens).tolist()))
-    return rows
+        samples.append((messages, [clip], rng.integers(0, 250, response_tokens).tolist()))
+    return AgentLoop(omni_model_config, RESPONSE_LENGTH).rows(samples)
 
 
 def unpacked_logits(module, rows) -> torch.Tensor:
@@ -100,13 +99,13 @@ def test_agent_loop_builds_omni_prompts_with_qwens_chat_builder(rollouts, omni_m
 
     from tests.support.verl_rollout import AgentLoop
 
-    assert type(AgentLoop(omni_model_config, PROMPT_LENGTH, RESPONSE_LENGTH).builder) is QwenVLContinuousTokenBuilder
+    assert type(AgentLoop(omni_model_config, RESPONSE_LENGTH).builder) is QwenVLContinuousTokenBuilder
     audio_token_id = omni_model_config.processor.audio_token_id
     counts = [row.prompt_ids.count(audio_token_id) for row in rollouts]
     assert counts == [round(seconds * tiny_omni.AUDIO_TOKENS_PER_SECOND) for seconds in CLIP_SECONDS]
     for row in rollouts:
         assert set(row.multi_modal_inputs) == {"input_features", "feature_attention_mask"}
-        assert tuple(row.position_ids.shape) == (1, 4, PROMPT_LENGTH + RESPONSE_LENGTH)
+        assert tuple(row.position_ids.shape) == (1, 4, row.input_ids.shape[1])
 
 
 def test_packed_logits_match_the_unpacked_model(omni_engine, module, rollouts):
