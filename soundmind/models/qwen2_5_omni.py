@@ -13,7 +13,8 @@ through `VERL_USE_EXTERNAL_MODULES` (soundmind.train.export). Importing it:
 - makes verl's `hf_processor` return a `Qwen2_5OmniProcessor` carrying what verl's helpers read from a
   processor (token ids, Omni's own `get_rope_index`, the merge size), instead of refusing it;
 - registers `qwen2_5_omni` with the agent loop's prompt builders (Qwen's ChatML, multimodal);
-- collapses expanded audio placeholders before a prompt reaches vLLM, as verl does for images.
+- collapses expanded audio placeholders before a prompt reaches vLLM, as verl does for images, and
+  keeps vLLM from sampling audio placeholders, as verl does for image and video ones.
 
 What the engine reads before loading (`tie_word_embeddings`) and the architecture the merger
 resolves are set through `override_config` in the rendered command
@@ -137,6 +138,16 @@ def _dedup_placeholders(verl_dedup: Callable, prompt_ids: list[int], processor) 
     return prompt_ids
 
 
+def _banned_placeholders(verl_banned: Callable, processor) -> list[int]:
+    """verl keeps the policy from sampling image/video placeholders; for Omni, audio ones too: the
+    training forward fills every audio placeholder with audio features and fails ("Number of elements
+    of source < number of ones in mask") on one with no audio behind it."""
+    banned = verl_banned(processor)
+    if isinstance(processor, Qwen2_5OmniProcessor):
+        banned = [*banned, processor.audio_token_id]
+    return banned
+
+
 def _rebind(original: Callable, replacement: Callable) -> None:
     """Point every loaded verl module that holds `original` (defined there or imported by name) at
     `replacement`; modules imported later take it from the re-exporting packages updated here."""
@@ -159,6 +170,10 @@ def _install() -> None:
     _rebind(
         rollout_utils.qwen2_5_vl_dedup_image_tokens,
         functools.partial(_dedup_placeholders, rollout_utils.qwen2_5_vl_dedup_image_tokens),
+    )
+    _rebind(
+        rollout_utils.get_vision_placeholder_token_ids,
+        functools.partial(_banned_placeholders, rollout_utils.get_vision_placeholder_token_ids),
     )
     family = continuous_token_wiring.ContinuousTokenModelFamily.QWEN25_VL
     continuous_token_wiring._MODEL_TYPE_TO_FAMILY[QWEN2_5_OMNI_MODEL_TYPE] = family

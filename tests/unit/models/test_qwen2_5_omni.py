@@ -180,3 +180,106 @@ def test_rollout_prompt_carries_the_processors_audio_token_count_in_vllm(tiny_om
     assert sent.count(processor.audio_token_id) == 1
     assert audio_tokens_in_vllm(sent) == expected
     assert audio_tokens_in_vllm(row.prompt_ids) == 2 * expected - 1
+
+
+def response_log_probs(omni_engine, module, rows) -> torch.Tensor:
+    """Per response token log-probabilities, (rows, response length), from the packed forward as verl's
+    engine computes them (logits against the input ids rolled by one)."""
+    from verl.utils.torch_functional import logprobs_from_logits
+
+    model_inputs, output_args = omni_engine.prepare_model_inputs(packed_micro_batch(rows))
+    logits = module(**model_inputs, use_cache=False).logits[0]
+    packed = logprobs_from_logits(logits, output_args["input_ids_rmpad_rolled"])
+    result, start = torch.zeros(len(rows), RESPONSE_LENGTH_GRPO), 0
+    for index, row in enumerate(rows):
+        prompt, response = int(row.attention_mask.sum() - row.response_mask.sum()), int(row.response_mask.sum())
+        result[index, :response] = packed[start + prompt - 1 : start + prompt + response - 1]
+        start += prompt + response
+    return result
+
+
+RESPONSE_LENGTH_GRPO = 96
+
+
+def test_one_grpo_step_with_the_soundmind_reward_moves_the_policy_toward_the_best_answer(
+    omni_model_config, omni_engine
+):
+    """verl's trainer cannot run on a machine without a GPU (its rollout is a vLLM/SGLang/TRT-LLM
+    server and its FSDP engine calls CUDA), so this is its GRPO step done by hand with verl's own
+    parts: a group of four rollouts for one spoken question (two sampled from the policy with
+    transformers' generate, two written answers), SoundMind-RL as verl's custom reward, verl's GRPO
+    advantage and vanilla PPO policy loss, the engine's packing, one optimizer step."""
+    from verl.trainer.ppo.core_algos import compute_grpo_outcome_advantage, get_policy_loss_fn
+    from verl.workers.config import FSDPActorConfig
+    from verl.workers.rollout.vllm_rollout import vllm_async_server
+
+    from soundmind.prompt import ANSWER_INSTRUCTION
+    from soundmind.reward import compute_score
+
+    tokenizer = omni_model_config.tokenizer
+    module = omni_engine._build_module().float()
+    torch.manual_seed(tiny_omni.SEED)
+    clip = (0.1 * np.random.default_rng(1).standard_normal(32_000)).astype(np.float32)
+    messages = [
+        {"role": "user", "content": [{"type": "audio", "audio": clip}, {"type": "text", "text": ANSWER_INSTRUCTION}]}
+    ]
+    loop = AgentLoop(omni_model_config, RESPONSE_LENGTH_GRPO)
+    (prompt_row,) = loop.rows([(messages, [clip], [])])
+    # What verl's vLLM server bans from sampling, as the adapter left it: a sampled audio placeholder
+    # would have no audio features behind it.
+    banned = vllm_async_server.get_vision_placeholder_token_ids(omni_model_config.processor)
+    assert omni_model_config.processor.audio_token_id in banned
+    with torch.no_grad():
+        sampled = module.thinker.generate(
+            input_ids=torch.tensor([prompt_row.prompt_ids]),
+            attention_mask=torch.ones(1, len(prompt_row.prompt_ids), dtype=torch.long),
+            **prompt_row.multi_modal_inputs,
+            do_sample=True,
+            max_new_tokens=32,
+            num_return_sequences=2,
+            suppress_tokens=banned,
+        )[:, len(prompt_row.prompt_ids) :].tolist()
+    reasoning = "<think>Some runners are not poets, so the claim does not follow.</think>\n"
+    written = [tokenizer.encode(f"{reasoning}Answer: {answer}") for answer in ("not-entailed", "entailed")]
+    responses = [*written, *sampled]
+    rows = loop.rows([(messages, [clip], response) for response in responses])
+
+    scores = [
+        compute_score(
+            "soundmind/alr",
+            tokenizer.decode(response, skip_special_tokens=True),
+            "not-entailed",
+            extra_info={"ref_answer_words": 10},
+        )["score"]
+        for response in responses
+    ]
+    assert scores == [4.0, 2.0, 0.0, 0.0]  # format + answer + length; format + length; nothing
+    response_mask = padded(rows, "response_mask").float()
+    token_level_rewards = torch.zeros_like(response_mask)
+    token_level_rewards[torch.arange(len(rows)), response_mask.sum(-1).long() - 1] = torch.tensor(scores)
+    advantages, _ = compute_grpo_outcome_advantage(token_level_rewards, response_mask, np.zeros(len(rows)))
+    assert advantages[0, 0] > advantages[1, 0] > 0 > advantages[2, 0]
+
+    with torch.no_grad():
+        old_log_prob = response_log_probs(omni_engine, module, rows)
+    actor = FSDPActorConfig(
+        strategy="fsdp2", ppo_mini_batch_size=4, ppo_micro_batch_size_per_gpu=4, use_dynamic_bsz=False, rollout_n=4
+    )
+    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-3)
+    loss, _ = get_policy_loss_fn(actor.policy_loss.loss_mode)(
+        old_log_prob=old_log_prob,
+        log_prob=response_log_probs(omni_engine, module, rows),
+        advantages=advantages,
+        response_mask=response_mask,
+        loss_agg_mode=actor.loss_agg_mode,
+        config=actor,
+    )
+    loss.backward()
+    assert module.thinker.audio_tower.conv1.weight.grad.abs().max() > 0
+    optimizer.step()
+
+    with torch.no_grad():
+        new_log_prob = response_log_probs(omni_engine, module, rows)
+    change = ((new_log_prob - old_log_prob) * response_mask).sum(-1) / response_mask.sum(-1)
+    print(f"GRPO step: rewards {scores}, mean log-prob change per response {[round(c, 3) for c in change.tolist()]}")
+    assert change[0] > 0 and change[2] < 0 and change[3] < 0  # toward the rewarded answer, away from the rest
