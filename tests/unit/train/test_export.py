@@ -94,3 +94,10 @@ def test_the_exported_model_is_the_full_omni_layout_vllm_loads(trained_checkpoin
     assert len(mapped) == len(weights)
     assert {name.split(".")[0] for name in mapped} == {"audio_tower", "visual", "language_model"}
     assert "language_model.lm_head.weight" in mapped and "language_model.model.embed_tokens.weight" in mapped
+
+    # transformers loads it as the full Omni model through the adapter (a training may start from it:
+    # the export has no talker voices, which the adapter does not need).
+    from soundmind.models.qwen2_5_omni import Qwen2_5OmniForConditionalGeneration
+
+    reloaded = Qwen2_5OmniForConditionalGeneration.from_pretrained(exported, dtype=torch.bfloat16)
+    assert torch.equal(reloaded.thinker.lm_head.weight, trained["thinker.lm_head.weight"])
