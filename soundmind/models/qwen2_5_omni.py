@@ -162,11 +162,7 @@ def _rebind(original: Callable, replacement: Callable) -> None:
 def _install() -> None:
     from verl.utils.tokenizer import tokenizer as verl_tokenizer
 
-    if getattr(verl_tokenizer.hf_processor, "soundmind_omni", False):
-        return  # imported once more (each verl config object imports its external_lib)
-    hf_processor = functools.partial(_hf_processor, verl_tokenizer.hf_processor)
-    hf_processor.soundmind_omni = True
-    _rebind(verl_tokenizer.hf_processor, hf_processor)
+    _rebind(verl_tokenizer.hf_processor, functools.partial(_hf_processor, verl_tokenizer.hf_processor))
     _rebind(
         rollout_utils.qwen2_5_vl_dedup_image_tokens,
         functools.partial(_dedup_placeholders, rollout_utils.qwen2_5_vl_dedup_image_tokens),
