@@ -34,7 +34,8 @@ for old in "$cache"/venv/py311-*; do
   [ -n "$(find "$old/.ready" -mmin -120 2>/dev/null)" ] || rm -rf "$old"
 done
 # Point the editable install at this checkout (a CI clone lives in another folder).
-if [ "$("$venv/bin/python" -c 'import soundmind,os;print(os.path.dirname(os.path.dirname(soundmind.__file__)))' 2>/dev/null)" != "$root" ]; then
+where='import soundmind, soundmind_operator, os; print(*(os.path.dirname(os.path.dirname(m.__file__)) for m in (soundmind, soundmind_operator)))'
+if [ "$(cd / && "$venv/bin/python" -c "$where" 2>/dev/null)" != "$root $root/operator" ]; then
   "$venv/bin/pip" install -q --no-deps -e "$root" >&2
 fi
 echo "$venv"

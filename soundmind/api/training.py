@@ -249,13 +249,15 @@ class CheckpointStatus(ApiModel):
 
 class ModelStatus(ApiModel):
     path: str | None = Field(
-        None, description="Hugging Face directory of the exported model, on the checkpoint volume."
+        None,
+        description="Hugging Face directory of the trained model on the checkpoint volume (full Qwen2.5-Omni "
+        "config, thinker weights, processor), exported when the run succeeds; what vLLM serves.",
     )
-    step: int | None = Field(None, ge=0, description="The step of the checkpoint it was exported from.")
+    step: int | None = Field(None, ge=0, description="The training step of the checkpoint it was exported from.")
 
 
 class TrainingStatus(ApiModel):
-    """Observed state. `progress` and `checkpoint` belong to the trainer; the rest to the operator."""
+    """Observed state. `progress`, `checkpoint` and `model` belong to the trainer; the rest to the operator."""
 
     phase: Phase | None = Field(None, description="Pending, Queued, Running, Succeeded, Failed or Suspended.")
     conditions: list[Condition] = Field([], description="Kubernetes-style conditions.")
@@ -267,7 +269,7 @@ class TrainingStatus(ApiModel):
     progress: TrainingProgress | None = Field(None, description="RL progress reported by the trainer.")
     checkpoint: CheckpointStatus | None = Field(None, description="Newest checkpoint reported by the trainer.")
     model: ModelStatus | None = Field(
-        None, description="The exported model (written by the trainer on success); what servings serve."
+        None, description="The exported Hugging Face model (written by the trainer on success); what servings serve."
     )
     gang: GangLevel | None = Field(
         None,

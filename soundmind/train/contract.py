@@ -40,6 +40,7 @@ EXIT_OK = 0
 EXIT_CONFIG_ERROR = 78  # EX_CONFIG (sysexits.h): the spec, data or verl overrides are invalid
 EXIT_HEAD_LOST = 75  # EX_TEMPFAIL: a worker lost its Ray head; a retry may succeed
 EXIT_WORKERS_MISSING = 69  # EX_UNAVAILABLE: not every node joined the Ray cluster in time; a retry may succeed
+EXIT_EXPORT_FAILED = 74  # EX_IOERR: verl succeeded but its model merger did not; a retry resumes and exports again
 
 # Layout of one training's directory on the checkpoint volume. verl writes global_step_N/ and
 # latest_checkpointed_iteration.txt there; each attempt gets its own verl log (verl truncates its log on start).

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from soundmind.api.training import TrainingSpec
-from soundmind.train import cluster, contract
+from soundmind.train import cluster, contract, export
 from soundmind.train.config import PodIdentity
 from soundmind.train.dataset import DatasetFiles, ensure_prepared, locate
 from soundmind.train.errors import ConfigError
@@ -38,10 +38,13 @@ def say(message: str) -> None:
 
 
 def describe(plan: LaunchPlan) -> str:
-    """The plan as a shell script: the exact environment and command."""
+    """The plan as a shell script: the exact environment and command, then the export on success."""
     lines = [f"export {name}={shlex.quote(value)}" for name, value in plan.env.items()]
     program, arguments = plan.command[:3], plan.command[3:]  # python -m verl.trainer.main_ppo
     lines.append(" \\\n    ".join([shlex.join(program), *(shlex.quote(part) for part in arguments)]))
+    lines.append("# when verl succeeds, the head exports its last checkpoint into status.model:")
+    exporting = [f"{name}={shlex.quote(value)}" for name, value in export.MERGER_ENV.items()]
+    lines.append(" ".join([*exporting, shlex.join(plan.export_command())]))
     return "\n".join(lines)
 
 
@@ -105,6 +108,20 @@ def run_head(spec: TrainingSpec, plan: LaunchPlan, options: Options, patch_statu
     stop = threading.Event()
     reporting = threading.Thread(target=reporter.run, args=(stop,), name="progress-reporter", daemon=True)
     reporting.start()
+    try:
+        code = train(spec, plan, options)
+        if code == contract.EXIT_OK:
+            code = export_model(plan, reporter)
+        return code
+    finally:
+        stop.set()
+        reporting.join(timeout=30)  # its last poll publishes the final progress and the exported model
+        server.shutdown()
+
+
+def train(spec: TrainingSpec, plan: LaunchPlan, options: Options) -> int:
+    """Ray head, all nodes joined, verl's driver; Ray is stopped before returning, so the workers'
+    GPUs are released while the head exports."""
     code = 1
     try:
         cluster.start_head(spec.resources.gpus_per_node, options.ray_port)
@@ -123,11 +140,18 @@ def run_head(spec: TrainingSpec, plan: LaunchPlan, options: Options, patch_statu
         code = exc.exit_code
         return code
     finally:
-        stop.set()
-        reporting.join(timeout=30)
-        cluster.mark_finished(plan.log_path, code)
+        cluster.mark_finished(plan.log_path, code)  # before Ray stops: the workers then end as finished
         cluster.stop_ray()
-        server.shutdown()
+
+
+def export_model(plan: LaunchPlan, reporter: ProgressReporter) -> int:
+    try:
+        reporter.model = export.export_last_checkpoint(plan.checkpoint_dir, plan.merger, say)
+    except export.ExportError as exc:
+        print(f"soundmind: training succeeded but the export failed: {exc}", file=sys.stderr, flush=True)
+        return contract.EXIT_EXPORT_FAILED
+    say(f"exported global_step_{reporter.model.step} to {reporter.model.path}")
+    return contract.EXIT_OK
 
 
 def run_driver(plan: LaunchPlan) -> int:

@@ -5,9 +5,10 @@ verl 0.9.1's `file` logger (verl/utils/tracking.py, FileLogger) writes one JSON 
 once per step. The reporter reads new complete lines, keeps the latest values, and
 
 - sets the Prometheus gauges (soundmind.train.metrics) at once, and
-- merge-patches `status.progress` and `status.checkpoint` of its SoundMindTraining through the status
-  subresource, at most once per `interval` and only when something changed. A failed patch is
-  retried with exponential backoff; nothing here ever raises into the training.
+- merge-patches `status.progress`, `status.checkpoint` and, once the head has exported the trained
+  model, `status.model` of its SoundMindTraining through the status subresource, at most once per
+  `interval` and only when something changed. A failed patch is retried with exponential backoff;
+  nothing here ever raises into the training.
 
 The checkpoint comes from verl's `latest_checkpointed_iteration.txt`, which verl writes only after
 `global_step_N/` is complete. Lines that are not such JSON objects are counted and skipped.
@@ -27,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from soundmind.api.base import GROUP, VERSION
-from soundmind.api.training import TRAINING, CheckpointStatus, TrainingProgress
+from soundmind.api.training import TRAINING, CheckpointStatus, ModelStatus, TrainingProgress
 from soundmind.train import contract
 from soundmind.train.metrics import TrainMetrics
 
@@ -151,6 +152,7 @@ class ProgressReporter:
         self.now = now
         self.log = log
         self.snapshot = Snapshot()
+        self.model: ModelStatus | None = None  # set by the head after a successful export
         self.published: dict | None = None  # the last status body the API server accepted
         self.next_patch_at = clock()
         self.failures = 0
@@ -203,6 +205,8 @@ class ProgressReporter:
             status["checkpoint"] = CheckpointStatus(
                 step=snapshot.checkpoint_step, path=f"{self.checkpoint_dir}/global_step_{snapshot.checkpoint_step}"
             ).to_api()
+        if self.model is not None:
+            status["model"] = self.model.to_api()
         return {"status": status}
 
     def _patch(self) -> None:

@@ -9,12 +9,14 @@ ConfigError at render time, not a crash after the GPUs are allocated.
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from soundmind.api.training import TrainingSpec
-from soundmind.train import contract
+from soundmind.models import QWEN2_5_OMNI_ADAPTER, QWEN2_5_OMNI_MODEL_TYPE, QWEN2_5_OMNI_OVERRIDE_CONFIG
+from soundmind.train import contract, export
 from soundmind.train.config import PodIdentity
 from soundmind.train.dataset import DatasetFiles, longest_prompt, row_count
 from soundmind.train.errors import ConfigError
@@ -47,7 +49,13 @@ class LaunchPlan:
     checkpoint_dir: str
     log_path: str  # verl's file logger (VERL_FILE_LOGGER_PATH) for this attempt
     total_steps: int | None  # None until the data set is prepared
+    merger: list[str]  # verl's model merger, which exports the last checkpoint on success (soundmind.train.export)
     notes: list[str] = field(default_factory=list)
+
+    def export_command(self) -> list[str]:
+        """The export of the final checkpoint (global_step_<total steps>), as the head will run it."""
+        step = self.total_steps if self.total_steps is not None else "N"
+        return [*self.merger, *export.merge_arguments(self.checkpoint_dir, step)]
 
 
 def reward_module_path() -> str:
@@ -68,7 +76,7 @@ def overrides(spec: TrainingSpec, identity: PodIdentity, dataset: DatasetFiles, 
     rendered = [
         Override("algorithm.adv_estimator", "grpo"),
         Override("algorithm.use_kl_in_reward", False),
-        Override("actor_rollout_ref.model.path", spec.model, "model"),
+        *model_overrides(spec.model),
         Override("actor_rollout_ref.rollout.name", "vllm"),
         Override("actor_rollout_ref.rollout.n", algorithm.rollout_n, "algorithm.rolloutN"),
         Override(
@@ -114,6 +122,36 @@ def overrides(spec: TrainingSpec, identity: PodIdentity, dataset: DatasetFiles, 
         Override("trainer.experiment_name", f"{identity.namespace}.{identity.training_name}"),
     ]
     return rendered
+
+
+def model_overrides(model: str) -> list[Override]:
+    """The policy model, loaded through SoundMind's Qwen2.5-Omni adapter (soundmind.models.qwen2_5_omni),
+    which verl imports from `external_lib` in every process that builds the model's config."""
+    return [
+        Override("actor_rollout_ref.model.path", model, "model"),
+        Override("actor_rollout_ref.model.external_lib", QWEN2_5_OMNI_ADAPTER),
+        *(
+            Override(f"actor_rollout_ref.model.override_config.{key}", value, add=True)
+            for key, value in QWEN2_5_OMNI_OVERRIDE_CONFIG.items()
+        ),
+    ]
+
+
+def _check_model(model: str) -> None:
+    """A checkpoint on the models volume must be a Qwen2.5-Omni (a hub id is resolved by verl later)."""
+    config = Path(model) / "config.json"
+    if not config.is_file():
+        return
+    try:
+        model_type = json.loads(config.read_text()).get("model_type")
+    except (OSError, ValueError) as exc:
+        raise ConfigError("model", f"cannot read {config}: {exc}") from None
+    if model_type != QWEN2_5_OMNI_MODEL_TYPE:
+        raise ConfigError(
+            "model",
+            f"{model} is a {model_type!r} checkpoint; the trainer trains Qwen2.5-Omni "
+            f"(model_type {QWEN2_5_OMNI_MODEL_TYPE!r}), e.g. Qwen/Qwen2.5-Omni-7B or a model it exported",
+        )
 
 
 def _reward_weights(spec: TrainingSpec) -> list[tuple[str, str, float]]:
@@ -165,6 +203,7 @@ def render(
     python: str = sys.executable,
     ray_port: int = contract.RAY_HEAD_PORT,
 ) -> LaunchPlan:
+    _check_model(spec.model)
     checkpoint_dir = contract.checkpoint_dir(identity.training_name, checkpoints_root)
     arguments = _validated_arguments(spec, overrides(spec, identity, dataset, checkpoint_dir))
 
@@ -179,14 +218,17 @@ def render(
             "the prompt length and step count are checked then"
         )
     log_path = contract.attempt_log_path(checkpoint_dir, identity.attempt)
-    return LaunchPlan(
+    plan = LaunchPlan(
         command=[python, "-m", VERL_ENTRYPOINT, *arguments],
         env=driver_env(identity, log_path, ray_port),
         checkpoint_dir=checkpoint_dir,
         log_path=log_path,
         total_steps=total_steps,
+        merger=export.merger_program(python),
         notes=notes,
     )
+    export.check_merge_arguments(plan.export_command()[len(plan.merger) :])
+    return plan
 
 
 def driver_env(identity: PodIdentity, log_path: str, ray_port: int = contract.RAY_HEAD_PORT) -> dict[str, str]:

@@ -50,3 +50,35 @@ def test_pods_run_as_the_images_users():
 def test_operator_image_ships_the_verl_schema_it_validates_against():
     dockerfile = (ROOT / "images" / "operator" / "Dockerfile").read_text()
     assert f"--no-deps verl=={VERL_VERSION}" in dockerfile
+
+
+def _bases(image: str) -> list[str]:
+    """The images each FROM starts from, with `${BASE}` resolved to its ARG default."""
+    dockerfile = (ROOT / "images" / image / "Dockerfile").read_text()
+    arguments = dict(re.findall(r"^ARG\s+(\w+)=(\S+)", dockerfile, re.M))
+    return [re.sub(r"\$\{(\w+)\}", lambda m: arguments[m.group(1)], base) for base in _froms(dockerfile)]
+
+
+def _froms(dockerfile: str) -> list[str]:
+    return re.findall(r"^FROM\s+(\S+)", dockerfile, re.M)
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_image_runs_the_python_its_lock_is_resolved_for(image):
+    """hack/lock-images.sh resolves every lock for one CPython; the base must be that Python's image,
+    not a distribution that would have to install (or cannot package) it."""
+    locked = re.search(r"py=\$\{PYTHON:-python(3\.\d+)\}", (ROOT / "hack" / "lock-images.sh").read_text()).group(1)
+    bases = _bases(image)
+    assert bases and all(base.startswith(f"python:{locked}-slim-") for base in bases), bases
+    dockerfile = (ROOT / "images" / image / "Dockerfile").read_text()
+    installs = " ".join(re.findall(r"apt-get install[^&]*", dockerfile))
+    assert "python3" not in installs, f"{image} installs a distribution Python: {installs}"
+
+
+@pytest.mark.parametrize("image", ["server", "trainer"])
+def test_gpu_images_take_their_base_from_a_build_argument(image):
+    """CUDA comes from the locked wheels, so the base is replaceable (a mirror) through BASE."""
+    dockerfile = (ROOT / "images" / image / "Dockerfile").read_text()
+    assert _froms(dockerfile) == ["${BASE}"]
+    locks = (ROOT / "images" / image / "requirements.lock").read_text()
+    assert re.search(r"^nvidia-cuda-runtime==", locks, re.M) and re.search(r"^nvidia-nccl-cu\d+==", locks, re.M)

@@ -2,9 +2,10 @@
 
 verl reads the parquet with `datasets`, builds the chat messages (`_build_messages`), measures every
 prompt with the tokenizer or, for audio, with the processor, dropping rows that fail (so "no row
-dropped" means every row went through), and batches with `collate_fn`. The processor is a real
-transformers audio processor (Whisper features, 25 audio tokens per second like Qwen2.5-Omni's) over
-a tiny word-level tokenizer built here: nothing is downloaded.
+dropped" means every row went through), and batches with `collate_fn`. The tokenizer and processor are
+the tiny Qwen2.5-Omni's (tests/support/tiny_omni.py: a real `Qwen2_5OmniProcessor`, Whisper features
+with 128 mel bins, 25 audio tokens per second), as verl's `HFModelConfig` loads them with SoundMind's
+adapter; the last test carries the rows on through the agent loop's tokenization into the model.
 """
 
 from __future__ import annotations
@@ -14,18 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from soundmind.data import prepare
+from tests.support import tiny_omni
 
 pytestmark = pytest.mark.verl
 
-_SPECIAL_TOKENS = ["<unk>", "<pad>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"]
-# ChatML, with an audio part rendered as Qwen's audio markers (the processor expands <|AUDIO|>).
-_CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
-    "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for part in m['content'] %}"
-    "{% if part['type'] == 'audio' %}<|audio_bos|><|AUDIO|><|audio_eos|>{% else %}{{ part['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-_AUDIO_TOKENS_PER_SECOND = 25
 _NO_LIMIT = 1_000_000
 
 
@@ -42,27 +35,13 @@ def verl(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    core = Tokenizer(models.WordLevel(vocab={t: i for i, t in enumerate(_SPECIAL_TOKENS)}, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=core,
-        unk_token="<unk>",
-        pad_token="<pad>",
-        eos_token="<|im_end|>",
-        additional_special_tokens=_SPECIAL_TOKENS[2:],
-        chat_template=_CHAT_TEMPLATE,
-    )
+def tokenizer(omni_model_config):
+    return omni_model_config.tokenizer
 
 
 @pytest.fixture(scope="module")
-def processor(tokenizer):
-    from transformers import Qwen2AudioProcessor, WhisperFeatureExtractor
-
-    return Qwen2AudioProcessor(WhisperFeatureExtractor(), tokenizer, chat_template=_CHAT_TEMPLATE)
+def processor(omni_model_config):
+    return omni_model_config.processor
 
 
 def _config(tmp_path, max_prompt_length=_NO_LIMIT, **overrides):
@@ -71,7 +50,9 @@ def _config(tmp_path, max_prompt_length=_NO_LIMIT, **overrides):
     return OmegaConf.create(
         {
             "max_prompt_length": max_prompt_length,
-            "filter_overlong_prompts_workers": 1,
+            # In-process (null): datasets' worker pool forks, and a fork of this pytest process, whose
+            # torch threads the tiny-model tests started, can deadlock in the child.
+            "filter_overlong_prompts_workers": None,
             "cache_dir": str(tmp_path / "verl-cache"),
             **overrides,
         }
@@ -136,7 +117,7 @@ def test_the_length_filter_counts_audio_tokens(verl, tokenizer, processor, spoke
     (summary,) = prepare.prepare(spoken_dir, tmp_path / "out", "audio")
     table = pq.read_table(summary.path)
     shortest = min(info["question_seconds"] for info in table["extra_info"].to_pylist())
-    limit = int(shortest * _AUDIO_TOKENS_PER_SECOND * 0.9)
+    limit = int(shortest * tiny_omni.AUDIO_TOKENS_PER_SECOND * 0.9)
     text_tokens = max(
         len(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)["input_ids"])
         for prompt in table["prompt"].to_pylist()
@@ -166,3 +147,48 @@ def test_verl_finds_the_dataset_class_by_its_documented_setting(verl):
 
     config = OmegaConf.create({"custom_cls": {"path": "pkg://soundmind.data.verl_dataset", "name": "AudioRLHFDataset"}})
     assert verl.get_dataset_class(config) is AudioRLHFDataset
+
+
+def test_prepared_rows_reach_the_omni_model_through_verl(
+    verl, tokenizer, processor, omni_model_config, omni_engine, spoken_dir, tmp_path
+):
+    """ALR rows as training sees them: verl's dataset and collate, the agent loop's audio extraction
+    (through the dataset class, which decodes the WAV bytes) and tokenization, the engine's packing,
+    and the adapted model's forward, which agrees with the unpacked model."""
+    import asyncio
+
+    import torch
+    from verl.utils.model import extract_multi_modal_inputs
+
+    from soundmind.data.verl_dataset import AudioRLHFDataset
+    from tests.support.verl_rollout import AgentLoop, packed_micro_batch, padded
+
+    (summary,) = prepare.prepare(spoken_dir, tmp_path / "out", "audio-text")
+    dataset = AudioRLHFDataset(str(summary.path), tokenizer, _config(tmp_path), processor=processor)
+    batch = verl.collate_fn([dataset[index] for index in range(len(dataset))])
+    assert len(batch["raw_prompt"]) == _rows_in(summary.path)
+
+    samples = []
+    for messages in batch["raw_prompt"]:
+        _, _, audios = asyncio.run(dataset.process_multi_modal_info(messages, 14, dataset.config))
+        samples.append((messages, audios, tokenizer.encode("Answer")))
+    rows = AgentLoop(omni_model_config, response_length=8).rows(samples)
+    seconds = [info["question_seconds"] for info in batch["extra_info"]]
+    for row, length in zip(rows, seconds, strict=True):
+        assert row.multi_modal_inputs["input_features"].shape[1] == 128
+        audio_tokens = row.prompt_ids.count(processor.audio_token_id)
+        assert abs(audio_tokens - length * tiny_omni.AUDIO_TOKENS_PER_SECOND) <= 1
+
+    module = omni_engine._build_module().float()
+    with torch.no_grad():
+        model_inputs, _ = omni_engine.prepare_model_inputs(packed_micro_batch(rows))
+        packed = module(**model_inputs, use_cache=False).logits[0]
+        attention_mask = padded(rows, "attention_mask")
+        reference = module(
+            input_ids=padded(rows, "input_ids"),
+            attention_mask=attention_mask,
+            **extract_multi_modal_inputs([row.multi_modal_inputs for row in rows]),
+            use_cache=False,
+        ).logits[attention_mask.bool()]
+    assert packed.shape[0] == int(attention_mask.sum()) and torch.isfinite(packed).all()
+    assert (packed - reference).abs().max() < 1e-4

@@ -28,6 +28,16 @@ def test_dry_run_prints_the_exact_environment_and_command(tmp_path, prepared):
     assert f"export VERL_FILE_LOGGER_PATH={tmp_path}/ckpt/alr-grpo/logs/attempt-3.jsonl" in done.stdout
     assert "-m verl.trainer.main_ppo \\\n    algorithm.adv_estimator=grpo" in done.stdout
     assert "'trainer.logger=[console,file]'" in done.stdout
+    assert "actor_rollout_ref.model.external_lib=soundmind.models.qwen2_5_omni \\\n" in done.stdout
+    assert (
+        "'+actor_rollout_ref.model.override_config.architectures=[Qwen2_5OmniForConditionalGeneration]'" in done.stdout
+    )
+    last = f"{tmp_path}/ckpt/alr-grpo/global_step_20"  # 64 rows, 32 per step, 10 epochs: the last step is 20
+    exported = f"{tmp_path}/ckpt/alr-grpo/export/global_step_20"
+    assert (
+        f"VERL_USE_EXTERNAL_MODULES=soundmind.models.qwen2_5_omni {sys.executable} -m verl.model_merger merge "
+        f"--backend fsdp --local_dir {last}/actor --target_dir {exported}"
+    ) in done.stdout
     assert not (tmp_path / "ckpt").exists()  # a dry run touches nothing
 
 

@@ -67,6 +67,29 @@ def test_one_node(prepared, tmp_path):
     assert plan.env["RAY_ADDRESS"] == f"127.0.0.1:{contract.RAY_HEAD_PORT}"
 
 
+def test_the_model_is_loaded_through_the_qwen2_5_omni_adapter(prepared, tmp_path):
+    spec = TrainingSpec.model_validate({"dataset": {"path": str(prepared())}})
+    _, config = plan_and_config(spec, tmp_path)
+    model = config.actor_rollout_ref.model
+    assert model.external_lib == "soundmind.models.qwen2_5_omni"
+    assert importlib.util.find_spec(model.external_lib) is not None  # what verl imports
+    assert OmegaConf.to_container(model.override_config) == {
+        "tie_word_embeddings": False,
+        "architectures": ["Qwen2_5OmniForConditionalGeneration"],
+    }
+
+
+def test_a_local_checkpoint_of_another_model_is_refused(prepared, tmp_path):
+    model = tmp_path / "models" / "qwen2-audio"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text('{"model_type": "qwen2_audio"}')
+    spec = TrainingSpec.model_validate({"model": str(model), "dataset": {"path": str(prepared())}})
+    with pytest.raises(ConfigError) as refused:
+        plan_and_config(spec, tmp_path)
+    assert refused.value.field == "model"
+    assert "'qwen2_audio' checkpoint" in str(refused.value) and "qwen2_5_omni" in str(refused.value)
+
+
 def test_reward_is_the_installed_soundmind_function_with_the_spec_weights(prepared, tmp_path):
     spec = TrainingSpec.model_validate(
         {"dataset": {"path": str(prepared())}, "reward": {"formatWeight": 0.5, "answerWeight": 3.0}}

@@ -125,9 +125,18 @@ with log.open("w") as out:
 """
 
 
-def test_head_runs_the_driver_once_the_cluster_is_complete(tmp_path, fake_ray, prepared, monkeypatch):
-    monkeypatch.setenv("PATH", fake_ray["PATH"])
-    monkeypatch.setenv("FAKE_RAY_LOG", fake_ray["FAKE_RAY_LOG"])
+# Stands in for verl's model merger: records its arguments and the modules verl would import.
+MERGER = """\
+import json, os, pathlib, sys
+target = pathlib.Path(sys.argv[sys.argv.index("--target_dir") + 1])
+target.mkdir(parents=True)
+call = {{"argv": sys.argv[1:], "modules": os.environ["VERL_USE_EXTERNAL_MODULES"]}}
+(target / "call.json").write_text(json.dumps(call))
+sys.exit({exit_code})
+"""
+
+
+def head_plan(tmp_path, prepared, merger_exit: int):
     spec = TrainingSpec.model_validate(
         {**TWO_NODES, "dataset": {"path": str(prepared(modality="text")), "modality": "text"}}
     )
@@ -135,16 +144,50 @@ def test_head_runs_the_driver_once_the_cluster_is_complete(tmp_path, fake_ray, p
     plan = render(spec, identity, locate(spec.dataset.path, "text"), checkpoints_root=str(tmp_path / "ckpt"))
     Path(plan.checkpoint_dir).mkdir(parents=True)
     driver = [sys.executable, "-c", textwrap.dedent(DRIVER.format(checkpoints=plan.checkpoint_dir))]
-    plan = type(plan)(**{**plan.__dict__, "command": driver})
-    options = Options(
-        view_command=view_command(tmp_path, nodes=2, gpus=8).split(), metrics_port=0, progress_interval=0.1
-    )
+    merger = [sys.executable, "-c", MERGER.format(exit_code=merger_exit)]
+    return spec, type(plan)(**{**plan.__dict__, "command": driver, "merger": merger})
+
+
+def head_options(tmp_path) -> Options:
+    return Options(view_command=view_command(tmp_path, nodes=2, gpus=8).split(), metrics_port=0, progress_interval=0.1)
+
+
+def test_head_runs_the_driver_once_the_cluster_is_complete_then_exports(tmp_path, fake_ray, prepared, monkeypatch):
+    monkeypatch.setenv("PATH", fake_ray["PATH"])
+    monkeypatch.setenv("FAKE_RAY_LOG", fake_ray["FAKE_RAY_LOG"])
+    spec, plan = head_plan(tmp_path, prepared, merger_exit=0)
     patches = []
 
-    assert run_head(spec, plan, options, patches.append) == 0
+    assert run_head(spec, plan, head_options(tmp_path), patches.append) == 0
 
     assert patches[-1]["status"]["progress"]["step"] == 2
     assert patches[-1]["status"]["progress"]["rewardMean"] == 1.0
     assert patches[-1]["status"]["checkpoint"] == {"step": 2, "path": f"{plan.checkpoint_dir}/global_step_2"}
+    exported = f"{plan.checkpoint_dir}/export/global_step_2"
+    assert patches[-1]["status"]["model"] == {"path": exported, "step": 2}
+    call = json.loads((Path(exported) / "call.json").read_text())
+    assert call["argv"] == [
+        "merge",
+        "--backend",
+        "fsdp",
+        "--local_dir",
+        f"{plan.checkpoint_dir}/global_step_2/actor",
+        "--target_dir",
+        exported,
+    ]
+    assert call["modules"] == "soundmind.models.qwen2_5_omni"  # the merger resolves Omni through the adapter
     assert finished_marker(tmp_path).read_text().strip() == "0"
     assert ray_calls(fake_ray)[0].startswith("start --head") and ray_calls(fake_ray)[-1] == "stop --force"
+
+
+def test_a_failed_export_fails_the_head_and_reports_no_model(tmp_path, fake_ray, prepared, monkeypatch, capfd):
+    monkeypatch.setenv("PATH", fake_ray["PATH"])
+    monkeypatch.setenv("FAKE_RAY_LOG", fake_ray["FAKE_RAY_LOG"])
+    spec, plan = head_plan(tmp_path, prepared, merger_exit=1)
+    patches = []
+
+    assert run_head(spec, plan, head_options(tmp_path), patches.append) == contract.EXIT_EXPORT_FAILED
+
+    assert "training succeeded but the export failed: verl's model merger exited 1" in capfd.readouterr().err
+    assert patches[-1]["status"]["checkpoint"]["step"] == 2 and "model" not in patches[-1]["status"]
+    assert finished_marker(tmp_path).read_text().strip() == "0"  # the workers ended as finished
