@@ -24,7 +24,7 @@ from tests.support import operator as op
 from tests.support import sim
 from tests.support.kube import Kube, exists, read_or_none
 from tests.support.poll import wait_for
-from tests.support.third_party_crds import crd_dir
+from tests.support.third_party_crds import crd_dir, crds
 
 pytestmark = pytest.mark.integration
 
@@ -110,6 +110,25 @@ def kubectl_apply(kube: Kube, tmp_path: Path, manifest: dict, *args: str) -> sub
     path = tmp_path / f"{manifest['metadata']['name']}.yaml"
     path.write_text(yaml.safe_dump(manifest))
     return kube.kubectl("apply", *args, "-f", str(path), check=False)
+
+
+THIRD_PARTY = ("keda", "prometheus-operator")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def without_keda_and_monitoring(kube: Kube) -> None:
+    """The module starts on a cluster without KEDA's and prometheus-operator's CRDs (an earlier
+    module may have installed them): autouse, so it runs before the operator starts."""
+    names_ = [crd["metadata"]["name"] for project in THIRD_PARTY for crd in crds(project)]
+    for name in names_:
+        read_or_none(lambda name=name: kube.apiextensions_v1.delete_custom_resource_definition(name))
+    wait_for(
+        lambda: (
+            not any(read_or_none(lambda n=n: kube.apiextensions_v1.read_custom_resource_definition(n)) for n in names_)
+        ),
+        timeout=60,
+        what="KEDA's and prometheus-operator's CRDs removed",
+    )
 
 
 # -- admission ---------------------------------------------------------------------------------
