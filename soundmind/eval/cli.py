@@ -91,7 +91,9 @@ def run(args: argparse.Namespace) -> int:
         problems.append(f"{requests['not_sent']} not sent or not answered")
     if report["stopped"]:
         problems.append(f"stopped: {report['stopped']}")
-    print(f"eval: incomplete: {'; '.join(problems)}. Partial report written to {args.report}", file=sys.stderr)
+    print(
+        f"soundmind eval: incomplete: {'; '.join(problems)}. Partial report written to {args.report}", file=sys.stderr
+    )
     return exit_code_for_signal(result.signal) if result.signal else EXIT_INCOMPLETE
 
 
