@@ -63,6 +63,7 @@ ABILITY = "logical-reasoning"
 AUDIO_PLACEHOLDER = "<audio>"
 # verl splits prompt text on these when a row has media, so question text must not contain them.
 _MEDIA_PLACEHOLDERS = ("<audio>", "<image>", "<video>")
+MODALITY_METADATA = "soundmind.modality"  # parquet schema metadata key
 DEFAULT_ROW_GROUP_ROWS = 32  # ~100 MB of embedded audio per group for 90 s questions
 # A question audio outside this range is a broken file, not a question (ALR: 60-130 s; synth: ~20 s).
 QUESTION_SECONDS = (1.0, 1800.0)
@@ -99,7 +100,22 @@ def row_schema(modality: Modality) -> pa.Schema:
     ]
     if modality.has_audio:
         fields.insert(2, ("audios", pa.list_(_AUDIO_ENTRY)))
-    return pa.schema(fields)
+    return pa.schema(fields, metadata={MODALITY_METADATA: modality.value})
+
+
+def prepared_modality(path: str | Path) -> Modality:
+    """The modality a prepared split was written for: recorded in its schema's metadata, or (files
+    from before it was recorded) read from its columns and first prompt."""
+    schema = pq.read_schema(path)
+    recorded = (schema.metadata or {}).get(MODALITY_METADATA.encode())
+    if recorded:
+        return Modality(recorded.decode())
+    if "audios" not in schema.names:
+        return Modality.TEXT
+    first = next(pq.ParquetFile(path).iter_batches(batch_size=1, columns=["prompt"]), None)
+    prompt = first.to_pylist()[0]["prompt"] if first is not None and first.num_rows else None
+    audio_only = prompt_messages("", Modality.AUDIO)
+    return Modality.AUDIO if prompt == audio_only else Modality.AUDIO_TEXT
 
 
 def prompt_messages(question: str, modality: Modality) -> list[dict]:
