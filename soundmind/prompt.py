@@ -14,6 +14,6 @@ ANSWER_INSTRUCTION = (
 
 def label_to_answer(label: int) -> str:
     """ALR label (0/1) to its answer string; anything else is a ValueError naming the value."""
-    if label not in (0, 1) or isinstance(label, bool):
+    if isinstance(label, bool) or not isinstance(label, int) or label not in (0, 1):
         raise ValueError(f"label must be 0 (not-entailed) or 1 (entailed), got {label!r}")
     return LABELS[label]

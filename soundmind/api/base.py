@@ -4,7 +4,7 @@ Kubernetes value types (secret references, tolerations) the specs embed."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -42,9 +42,24 @@ class ResourceKind:
 
 
 class ApiModel(BaseModel):
-    """Wire names are camelCase; unknown fields are errors (a typo must not be silently ignored)."""
+    """Strict, as the CRD's schema is: wire names only in camelCase (`rolloutN`, not `rollout_n`;
+    read wire input with `from_api`), unknown fields are errors (a typo must not be silently
+    ignored), and no coercion (`epochs: true` or `nodes: '1'` are refused, not read as 1). An
+    integer is still a valid `number`, as in the API server; enum fields take their string values."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", validate_default=True)
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_alias=True,
+        validate_by_name=True,  # Python code constructs by field name; `from_api` refuses it
+        extra="forbid",
+        validate_default=True,
+        strict=True,
+    )
+
+    @classmethod
+    def from_api(cls, data: object) -> Self:
+        """The object from its wire form (a manifest, the API server's JSON): camelCase names only."""
+        return cls.model_validate(data, by_alias=True, by_name=False)
 
     def to_api(self) -> dict:
         """The object as the API server stores it: camelCase, unset optionals left out."""

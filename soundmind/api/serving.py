@@ -66,6 +66,7 @@ class AutoscalingSpec(ApiModel):
     max_replicas: int = Field(8, ge=1, le=1000, description="Most replicas the autoscaler may run.")
     metric: ScalingMetric = Field(
         ScalingMetric.NUM_REQUESTS_WAITING,
+        strict=False,  # strict enums take only members in Python mode; the wire gives the string
         description="vLLM signal to follow: num_requests_waiting (queue length), num_requests_running, or "
         "kv_cache_usage (0-1).",
     )

@@ -62,6 +62,7 @@ class DatasetSpec(ApiModel):
     )
     modality: Modality = Field(
         Modality.AUDIO_TEXT,
+        strict=False,  # strict enums take only members in Python mode; the wire gives the string
         description="What the model is given: 'audio-text' (spoken question plus its text), 'text' (text "
         "only), or 'audio' (the question only as audio, plus the fixed answer instruction).",
     )

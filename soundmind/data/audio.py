@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,8 @@ import soundfile
 import soxr
 
 SAMPLE_RATE = 16_000
+# A data chunk size at or above this is a streaming writer's placeholder ("length unknown").
+_UNKNOWN_LENGTH = 0x7FFF0000
 
 
 def to_mono_16k(samples: np.ndarray, rate: int) -> np.ndarray:
@@ -59,3 +62,36 @@ def decode_entry(entry: Any) -> np.ndarray:
     if isinstance(entry, bytes | str | os.PathLike):
         return read_16k(entry)
     raise TypeError(f"audio entry must be a dict with bytes or path, bytes, a path or an array; got {entry!r:.80}")
+
+
+def truncation(path: str | os.PathLike) -> str | None:
+    """Why a WAV file holds fewer frames than its header promises (a copy cut short), or None.
+
+    libsndfile silently reads what is there, so a file cut to 100 bytes reads as 0.002 s of audio;
+    the header's data chunk size says how much there should be. Other formats: None (not checked).
+    """
+    with open(path, "rb") as file:
+        header = file.read(12)
+        if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+            return None
+        size = os.fstat(file.fileno()).st_size
+        block_align = None
+        while chunk := file.read(8):
+            if len(chunk) < 8:
+                return f"the WAV header is cut after {size} bytes"
+            name, length = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if name == b"fmt ":
+                fmt = file.read(length + (length & 1))
+                if len(fmt) >= 14:
+                    block_align = struct.unpack("<H", fmt[12:14])[0]
+                continue
+            if name == b"data":
+                available = size - file.tell()
+                if length >= _UNKNOWN_LENGTH or available >= length:
+                    return None
+                if not block_align:
+                    return f"its data chunk promises {length} bytes, the file holds {available}"
+                frames, present = length // block_align, available // block_align
+                return f"its header promises {frames} frames, the file holds {present}: the file is cut short"
+            file.seek(length + (length & 1), os.SEEK_CUR)
+    return "the WAV file has no data chunk"

@@ -1,11 +1,15 @@
-"""The one error data commands raise for bad input, so the CLI can turn it into exit code 2."""
+"""The one error data commands raise for bad input (exit code 2, see `soundmind.errors`)."""
 
 from __future__ import annotations
 
+from soundmind.errors import EXIT_USAGE, SoundMindError
 
-class DataError(Exception):
+
+class DataError(SoundMindError):
     """Bad input data. The message names where: split, line of the annotation file, and sample id
     (each when known), then what is wrong and what would be valid."""
+
+    exit_code = EXIT_USAGE
 
     def __init__(self, reason: str, *, split: str | None = None, line: int | None = None, sample_id=None):
         self.reason = reason

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from soundmind.data.errors import DataError
+from soundmind.names import inside, safe_name
 from soundmind.prompt import label_to_answer
 
 SPLITS = ("train", "dev", "test")
@@ -84,18 +85,48 @@ def iter_samples(
     root: str | Path, split: str, layout: Layout, annotations: str | Path | None = None
 ) -> Iterator[Sample]:
     """The samples of one split in file order (blank lines skipped). `annotations` reads another
-    annotation file than the layout's own (audio paths are still resolved under `root`)."""
+    annotation file than the layout's own (audio paths are still resolved under `root`). A split
+    without a single sample is a DataError: it would make an empty data set that looks fine."""
     root = Path(root)
+    try:
+        safe_name(split, "split name")
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
     path = Path(annotations) if annotations is not None else annotation_file(root, split, layout)
+    for number, record in read_records(path, split):
+        yield _parse_record(root, split, layout, number, record)
+
+
+def read_records(path: Path, split: str | None = None) -> Iterator[tuple[int, dict]]:
+    """(line number, JSON object) of each non-blank line of an annotation file. Whatever is wrong
+    with the file (missing, a directory, unreadable, not UTF-8, not JSON, no rows at all) is a
+    DataError naming the line; an empty file is one too, since it would make an empty data set
+    that looks fine."""
     if not path.is_file():
-        raise DataError(f"annotation file {path} does not exist", split=split)
-    with path.open(encoding="utf-8") as lines:
-        for number, text in enumerate(lines, start=1):
-            if text.strip():
-                yield _parse_line(root, split, layout, number, text)
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise DataError(f"annotation file {path} {what}", split=split)
+    count = 0
+    try:
+        with path.open("rb") as lines:
+            for number, raw in enumerate(lines, start=1):
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise DataError(
+                        f"{path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})",
+                        split=split,
+                        line=number,
+                    ) from None
+                if text.strip():
+                    count += 1
+                    yield number, _parse_json(text, split, number)
+    except OSError as exc:
+        raise DataError(f"cannot read annotation file {path}: {exc.strerror or exc}", split=split) from None
+    if count == 0:
+        raise DataError(f"annotation file {path} has no samples (it is empty or blank)", split=split)
 
 
-def _parse_line(root: Path, split: str, layout: Layout, number: int, text: str) -> Sample:
+def _parse_json(text: str, split: str | None, number: int) -> dict:
     try:
         record = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -108,11 +139,18 @@ def _parse_line(root: Path, split: str, layout: Layout, number: int, text: str) 
         ) from None
     if not isinstance(record, dict):
         raise DataError(f"expected a JSON object, got {type(record).__name__}", split=split, line=number)
+    return record
 
+
+def record_id(record: dict, split: str | None, number: int) -> str:
     sample_id = record.get("id")
     if not isinstance(sample_id, str | int) or isinstance(sample_id, bool) or str(sample_id) == "":
         raise DataError(f"'id' must be a non-empty string or integer, got {sample_id!r}", split=split, line=number)
-    sample_id = str(sample_id)
+    return str(sample_id)
+
+
+def _parse_record(root: Path, split: str, layout: Layout, number: int, record: dict) -> Sample:
+    sample_id = record_id(record, split, number)
 
     def field(name: str) -> str:
         value = record.get(name)
@@ -129,12 +167,15 @@ def _parse_line(root: Path, split: str, layout: Layout, number: int, text: str) 
         raise DataError(str(exc), split=split, line=number, sample_id=sample_id) from None
 
     question_field, answer_field = _TEXT_FIELDS[layout]
-    if layout is Layout.PUBLISHED:
-        audio_dir = root / split / sample_id
-        question_audio, answer_audio = audio_dir / "question.wav", audio_dir / f"answer_{label}.wav"
-    else:
-        question_audio = root / split / field("question_file_name")
-        answer_audio = root / split / field("answer_file_name")
+    try:
+        if layout is Layout.PUBLISHED:
+            audio_dir = root / split / safe_name(sample_id, "id")
+            question_audio, answer_audio = audio_dir / "question.wav", audio_dir / f"answer_{label}.wav"
+        else:
+            question_audio = inside(root / split, field("question_file_name"), "question_file_name")
+            answer_audio = inside(root / split, field("answer_file_name"), "answer_file_name")
+    except ValueError as exc:
+        raise DataError(str(exc), split=split, line=number, sample_id=sample_id) from None
     return Sample(
         split=split,
         line=number,

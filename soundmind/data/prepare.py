@@ -49,10 +49,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile
 
+from soundmind import atomic
 from soundmind.api.training import Modality
 from soundmind.data import audio
 from soundmind.data.errors import DataError
 from soundmind.data.layouts import Sample, detect_layout, iter_samples, present_splits
+from soundmind.errors import OutputError
 from soundmind.prompt import ANSWER_INSTRUCTION, label_to_answer
 from soundmind.reward import parse_answer
 
@@ -61,7 +63,10 @@ ABILITY = "logical-reasoning"
 AUDIO_PLACEHOLDER = "<audio>"
 # verl splits prompt text on these when a row has media, so question text must not contain them.
 _MEDIA_PLACEHOLDERS = ("<audio>", "<image>", "<video>")
+MODALITY_METADATA = "soundmind.modality"  # parquet schema metadata key
 DEFAULT_ROW_GROUP_ROWS = 32  # ~100 MB of embedded audio per group for 90 s questions
+# A question audio outside this range is a broken file, not a question (ALR: 60-130 s; synth: ~20 s).
+QUESTION_SECONDS = (1.0, 1800.0)
 
 
 class AudioRef(enum.StrEnum):
@@ -95,7 +100,22 @@ def row_schema(modality: Modality) -> pa.Schema:
     ]
     if modality.has_audio:
         fields.insert(2, ("audios", pa.list_(_AUDIO_ENTRY)))
-    return pa.schema(fields)
+    return pa.schema(fields, metadata={MODALITY_METADATA: modality.value})
+
+
+def prepared_modality(path: str | Path) -> Modality:
+    """The modality a prepared split was written for: recorded in its schema's metadata, or (files
+    from before it was recorded) read from its columns and first prompt."""
+    schema = pq.read_schema(path)
+    recorded = (schema.metadata or {}).get(MODALITY_METADATA.encode())
+    if recorded:
+        return Modality(recorded.decode())
+    if "audios" not in schema.names:
+        return Modality.TEXT
+    first = next(pq.ParquetFile(path).iter_batches(batch_size=1, columns=["prompt"]), None)
+    prompt = first.to_pylist()[0]["prompt"] if first is not None and first.num_rows else None
+    audio_only = prompt_messages("", Modality.AUDIO)
+    return Modality.AUDIO if prompt == audio_only else Modality.AUDIO_TEXT
 
 
 def prompt_messages(question: str, modality: Modality) -> list[dict]:
@@ -145,27 +165,40 @@ def _error(sample: Sample, reason: str) -> DataError:
     return DataError(reason, split=sample.split, line=sample.line, sample_id=sample.id)
 
 
-def _require_file(sample: Sample, path: Path) -> None:
+def _require_complete(sample: Sample, path: Path) -> None:
     if not path.is_file():
         raise _error(sample, f"audio file {path} does not exist")
+    try:
+        problem = audio.truncation(path)
+    except OSError as exc:
+        raise _error(sample, f"audio file {path} is unreadable: {exc.strerror or exc}") from None
+    if problem:
+        raise _error(sample, f"audio file {path} is incomplete: {problem}")
 
 
 def _question_audio(sample: Sample, audio_ref: AudioRef) -> tuple[dict, float]:
     path = sample.question_audio
-    _require_file(sample, path)
     if audio_ref is AudioRef.PATH:
-        return {"bytes": None, "path": str(path.resolve())}, _duration(sample, path)
-    try:
-        samples = audio.read_16k(path)
-    except (RuntimeError, OSError, ValueError) as exc:  # libsndfile errors are RuntimeErrors
-        raise _error(sample, f"audio file {path} is unreadable: {exc}") from None
-    if samples.size == 0:
-        raise _error(sample, f"audio file {path} has no samples")
-    return {"bytes": audio.wav_bytes(samples), "path": None}, samples.size / audio.SAMPLE_RATE
+        entry, seconds = {"bytes": None, "path": str(path.resolve())}, _duration(sample, path)
+    else:
+        _require_complete(sample, path)
+        try:
+            samples = audio.read_16k(path)
+        except (RuntimeError, OSError, ValueError) as exc:  # libsndfile errors are RuntimeErrors
+            raise _error(sample, f"audio file {path} is unreadable: {exc}") from None
+        if samples.size == 0:
+            raise _error(sample, f"audio file {path} has no samples")
+        entry, seconds = {"bytes": audio.wav_bytes(samples), "path": None}, samples.size / audio.SAMPLE_RATE
+    low, high = QUESTION_SECONDS
+    if not low <= seconds <= high:
+        raise _error(
+            sample, f"audio file {path} lasts {seconds:.3f} s; a spoken question lasts {low:g} s to {high:g} s"
+        )
+    return entry, seconds
 
 
 def _duration(sample: Sample, path: Path) -> float:
-    _require_file(sample, path)
+    _require_complete(sample, path)
     try:
         info = soundfile.info(str(path))
     except (RuntimeError, OSError) as exc:
@@ -204,23 +237,20 @@ def prepare(
         raise DataError(f"split(s) {missing} not found in {data_dir} ({layout.value} layout has {available})")
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    temporary: dict[str, Path] = {}
     summaries = []
-    try:
-        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-            for split in splits:
-                temporary[split] = out_dir / f".{split}.parquet.{os.getpid()}.tmp"
+    with (
+        atomic.staged_directory(out_dir) as staging,
+        ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool,
+    ):
+        for split in splits:
+            samples = iter_samples(data_dir, split, layout)
+            try:
                 rows, inconsistent = _write_split(
-                    iter_samples(data_dir, split, layout), temporary[split], modality, audio_ref, row_group_rows, pool
+                    samples, staging / f"{split}.parquet", modality, audio_ref, row_group_rows, pool
                 )
-                summaries.append(SplitSummary(split, out_dir / f"{split}.parquet", rows, inconsistent))
-        for summary in summaries:
-            os.replace(temporary[summary.split], summary.path)
-    except BaseException:
-        for path in temporary.values():
-            path.unlink(missing_ok=True)
-        raise
+            except OSError as exc:  # reading input raises DataError; this is the output side
+                raise OutputError(out_dir, exc) from None
+            summaries.append(SplitSummary(split, out_dir / f"{split}.parquet", rows, inconsistent))
     return summaries
 
 

@@ -3,8 +3,9 @@
 Text comes from an annotation file (`--from`: question = `user_content`, answer audio = the
 reference reasoning in `answer`) or from `soundmind.data.problems`. Each text is one espeak-ng
 process (they run in parallel, one per core); its 22.05 kHz output is resampled to 16 kHz mono
-16-bit WAV in memory by `soundmind.data.audio`. The annotation file is written last, so an
-interrupted run never leaves annotations that point at missing audio.
+16-bit WAV in memory by `soundmind.data.audio`. Every file is written atomically, and the annotation
+file last, so an interrupted run never leaves annotations that point at missing or partial audio.
+Ids and the split name become directories only after `soundmind.names.safe_name` accepts them.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from soundmind import atomic
 from soundmind.data import audio, problems
 from soundmind.data.errors import DataError
 from soundmind.data.layouts import Layout, iter_samples
+from soundmind.names import safe_name
 
 ESPEAK = "espeak-ng"
 VOICE = "en-us"
@@ -78,6 +81,15 @@ def synthesize(
         raise DataError(f"{ESPEAK} is not installed (Debian package espeak-ng; `make deps` installs it)")
     out_dir = Path(out_dir)
     annotations = list(annotations)
+    if not annotations:
+        raise DataError("nothing to speak: no annotations", split=split)
+    try:
+        safe_name(split, "split name")
+        for item in annotations:
+            safe_name(item.id, f"id of sample {item.id!r:.40}")
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+    atomic.ensure_directory(out_dir / split)
     jobs = []
     for item in annotations:
         sample_dir = out_dir / split / item.id
@@ -92,19 +104,14 @@ def synthesize(
             raise DataError(f"nothing to speak for {path.name}: the text is blank", split=split, sample_id=item.id)
         try:
             spoken = speak(text)
-        except (RuntimeError, OSError) as exc:
+        except (RuntimeError, OSError, ValueError) as exc:  # ValueError: text that is not encodable
             raise DataError(f"speaking {path.name}: {exc}", split=split, sample_id=item.id) from None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(spoken)
+        atomic.write_bytes(path, spoken)
 
     # Threads suffice: each job waits on its espeak-ng process, and soxr/libsndfile release the GIL.
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
         list(pool.map(render, jobs))
 
-    annotation_file = out_dir / f"{split}.jsonl"
-    partial = annotation_file.with_name(f".{annotation_file.name}.{os.getpid()}.tmp")
-    with partial.open("w", encoding="utf-8") as lines:
-        for item in annotations:
-            lines.write(json.dumps(item.__dict__, ensure_ascii=False) + "\n")
-    os.replace(partial, annotation_file)
+    lines = "".join(json.dumps(item.__dict__, ensure_ascii=False) + "\n" for item in annotations)
+    atomic.write_text(out_dir / f"{split}.jsonl", lines)
     return len(annotations)

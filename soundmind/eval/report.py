@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -116,18 +114,5 @@ def render_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_atomically(report: dict[str, Any], path: Path) -> None:
-    """Write to a temporary file beside `path`, then rename: a reader never sees half a report."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(report, out, indent=2)
-            out.write("\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def to_json(report: dict[str, Any]) -> str:
+    return json.dumps(report, indent=2) + "\n"

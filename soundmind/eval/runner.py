@@ -3,19 +3,24 @@
 Bounded concurrency (a fixed pool of workers fed through a bounded queue, so memory does not grow
 with the data set); transport errors, 429 and 5xx are retried with exponential backoff; after
 `max_consecutive_failures` requests in a row fail for good, the endpoint is taken to be down and
-the remaining rows are not sent (they are counted, not lost silently).
+the remaining rows are not sent (they are counted, not lost silently). `timeout_s` is a deadline for
+each request as a whole (a server that trickles bytes cannot hold it longer). On SIGINT or SIGTERM
+nothing more is sent, requests in flight are cancelled, and the result so far comes back at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import signal
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import httpx
 
+from soundmind.errors import UsageError
 from soundmind.eval.requests import EvalItem
 from soundmind.reward import compute_score
 
@@ -40,6 +45,27 @@ class Settings:
         return f"{base}/chat/completions" if base.endswith("/v1") else f"{base}/v1/chat/completions"
 
 
+def check_endpoint(endpoint: str) -> str:
+    """`endpoint` when it is an http(s) base URL with a host; UsageError saying what is wrong."""
+    example = "e.g. http://soundmind:8000"
+    try:
+        parts = urlsplit(endpoint)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError as exc:
+        raise UsageError(f"--endpoint {endpoint!r} is not a valid URL ({exc}); {example}") from None
+    if parts.scheme not in ("http", "https"):
+        raise UsageError(f"--endpoint {endpoint!r} must start with http:// or https://; {example}")
+    if not parts.hostname:
+        raise UsageError(f"--endpoint {endpoint!r} has no host; {example}")
+    if parts.query or parts.fragment:
+        raise UsageError(f"--endpoint {endpoint!r} must be a base URL, without '?' or '#'; {example}")
+    try:
+        httpx.URL(endpoint)
+    except httpx.InvalidURL as exc:
+        raise UsageError(f"--endpoint {endpoint!r} is not a valid URL ({exc}); {example}") from None
+    return endpoint
+
+
 @dataclass
 class Outcome:
     index: int
@@ -52,6 +78,7 @@ class Outcome:
     latency_s: float | None = None  # of the successful attempt
     attempts: int = 0
     error: str | None = None  # why the request failed for good; None when it succeeded
+    retryable: bool = False  # whether that last error was one that is retried
 
 
 @dataclass
@@ -60,6 +87,7 @@ class RunResult:
     outcomes: list[Outcome] = field(default_factory=list)
     wall_s: float = 0.0
     stopped: str | None = None  # why the run stopped before sending every row
+    signal: int | None = None  # the signal that interrupted the run, if one did
 
 
 class _Failure(Exception):
@@ -76,9 +104,10 @@ async def _complete(client: httpx.AsyncClient, settings: Settings, item: EvalIte
         "temperature": settings.temperature,
     }
     try:
-        response = await client.post(settings.url, json=body)
-    except httpx.TimeoutException:
-        raise _Failure("timeout", retryable=True) from None
+        async with asyncio.timeout(settings.timeout_s):
+            response = await client.post(settings.url, json=body)
+    except (TimeoutError, httpx.TimeoutException):
+        raise _Failure(f"timeout (no complete response within {settings.timeout_s:g} s)", retryable=True) from None
     except httpx.TransportError as exc:
         raise _Failure(f"connection error ({type(exc).__name__})", retryable=True) from None
     if response.status_code != 200:
@@ -88,10 +117,18 @@ async def _complete(client: httpx.AsyncClient, settings: Settings, item: EvalIte
         retryable = response.status_code == 429 or response.status_code >= 500
         raise _Failure(reason, retryable=retryable)
     try:
-        content = response.json()["choices"][0]["message"]["content"]
+        choice = response.json()["choices"][0]
+        content = choice["message"]["content"]
     except (ValueError, KeyError, IndexError, TypeError):
         raise _Failure("malformed response (no choices[0].message.content)", retryable=False) from None
-    return content if isinstance(content, str) else ""
+    if not isinstance(content, str):
+        finish = choice.get("finish_reason") if isinstance(choice, dict) else None
+        raise _Failure(
+            f"server fault: choices[0].message.content is {type(content).__name__ if content is not None else 'null'}"
+            f" (finish_reason {finish!r}), not text",
+            retryable=False,
+        )
+    return content
 
 
 async def _attempt(client: httpx.AsyncClient, settings: Settings, item: EvalItem) -> Outcome:
@@ -102,7 +139,7 @@ async def _attempt(client: httpx.AsyncClient, settings: Settings, item: EvalItem
         try:
             text = await _complete(client, settings, item)
         except _Failure as failure:
-            outcome.error = failure.reason
+            outcome.error, outcome.retryable = failure.reason, failure.retryable
             if not failure.retryable or attempt == settings.retries:
                 return outcome
             delay = min(BACKOFF_CAP_S, settings.backoff_s * 2**attempt)
@@ -119,7 +156,12 @@ async def _attempt(client: httpx.AsyncClient, settings: Settings, item: EvalItem
     raise AssertionError("unreachable")
 
 
-async def evaluate(items: Iterable[EvalItem], total_rows: int, settings: Settings) -> RunResult:
+async def evaluate(
+    items: Iterable[EvalItem],
+    total_rows: int,
+    settings: Settings,
+    stop_signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
+) -> RunResult:
     """Evaluates every item (or stops early, see the module doc); outcomes come back in row order."""
     result = RunResult(total_rows=total_rows)
     queue: asyncio.Queue[EvalItem | None] = asyncio.Queue(maxsize=2 * settings.concurrency)
@@ -142,9 +184,7 @@ async def evaluate(items: Iterable[EvalItem], total_rows: int, settings: Setting
                     f"endpoint {settings.url} looks down"
                 )
 
-    limits = httpx.Limits(max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency)
-    async with httpx.AsyncClient(timeout=settings.timeout_s, limits=limits) as client:
-        workers = [asyncio.create_task(work(client)) for _ in range(settings.concurrency)]
+    async def produce(workers: int) -> None:
         try:
             for item in items:
                 if result.stopped:
@@ -152,10 +192,36 @@ async def evaluate(items: Iterable[EvalItem], total_rows: int, settings: Setting
                 await queue.put(item)
         except (ValueError, OSError) as exc:  # a bad row (RowError) or an unreadable file: stop, keep results
             result.stopped = str(exc)
+        for _ in range(workers):
+            await queue.put(None)
+
+    loop = asyncio.get_running_loop()
+    limits = httpx.Limits(max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency)
+    async with httpx.AsyncClient(timeout=settings.timeout_s, limits=limits) as client:
+        tasks = [asyncio.create_task(work(client)) for _ in range(settings.concurrency)]
+        tasks.append(asyncio.create_task(produce(settings.concurrency)))
+
+        def interrupt(signum: int) -> None:
+            result.signal = signum
+            result.stopped = f"interrupted by {signal.Signals(signum).name}"
+            for task in tasks:
+                task.cancel()  # the producer stops sending; workers drop their requests in flight
+
+        handled = []
+        for signum in stop_signals:
+            try:
+                loop.add_signal_handler(signum, interrupt, signum)
+                handled.append(signum)
+            except (ValueError, RuntimeError):  # not the main thread: the caller handles signals
+                pass
+        try:
+            finished = await asyncio.gather(*tasks, return_exceptions=True)
         finally:
-            for _ in workers:
-                await queue.put(None)
-            await asyncio.gather(*workers)
+            for signum in handled:
+                loop.remove_signal_handler(signum)
+        for outcome in finished:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
+                raise outcome
     result.wall_s = time.perf_counter() - started
     result.outcomes.sort(key=lambda outcome: outcome.index)
     return result

@@ -41,8 +41,16 @@ class Reading(NamedTuple):
 
 def _last_line_bounds(text: str) -> tuple[int, int]:
     """(start, end) of the last non-blank line; (end, end) when the text is blank."""
-    end = len(text.rstrip())
+    end = len(text)
+    while end and text[end - 1].isspace():  # not rstrip(): that copies the whole response
+        end -= 1
     return text.rfind("\n", 0, end) + 1, end
+
+
+def _verdict(negated: bool, plain: bool) -> str | None:
+    if negated == plain:  # both, or neither: no answer
+        return None
+    return NOT_ENTAILED if negated else ENTAILED
 
 
 def _classify(segment: str) -> str | None:
@@ -52,17 +60,69 @@ def _classify(segment: str) -> str | None:
             negated = True
         else:
             plain = True
-    if negated == plain:  # both, or neither: no answer
-        return None
-    return NOT_ENTAILED if negated else ENTAILED
+    return _verdict(negated, plain)
 
 
 def _parse_line(text: str, start: int, end: int) -> str | None:
     line = text[start:end]
+    low = line.lower()
+    if len(low) == len(line) and "\u0131" not in line and "\u017f" not in line:
+        return _parse_lowered_line(low)
     # After the first "Answer:" marker on the line, if there is one; else the whole line. (The
     # first, so that "'Answer: entailed' or 'Answer: not-entailed'" names both and reads as None.)
     marker = _ANSWER_MARKER.search(line)
     return _classify(line[marker.end() :] if marker else line)
+
+
+# The same reading on the lower-cased line, with str.find instead of a regex scan of every
+# position: a policy's last "line" can be its whole 10 kB response, where the two case-insensitive
+# scans above cost ~0.2 us per character (~2,000 responses/s); finding the words first costs ~1 ns.
+# Used when lower-casing keeps every index (the length is unchanged) and the line has neither of
+# the two letters re.IGNORECASE also matches for i and s (dotless i, long s). The regexes stay the
+# definition; a property test holds the two readings equal.
+_ANSWER_MARKER_AT = re.compile(r"answer[\s*_]*(?:is[\s*_]*)?[:：]")
+_LABEL = "entailed"
+
+
+def _is_word(char: str) -> bool:
+    return char.isalnum() or char == "_"
+
+
+def _parse_lowered_line(low: str) -> str | None:
+    position = low.find("answer")
+    while position >= 0:
+        marker = _ANSWER_MARKER_AT.match(low, position)
+        if marker:
+            low = low[marker.end() :]
+            break
+        position = low.find("answer", position + 1)
+    negated = plain = False
+    position = low.find(_LABEL)
+    while position >= 0:
+        end = position + len(_LABEL)
+        if end == len(low) or not _is_word(low[end]):
+            if _negated(low, position):
+                negated = True
+            elif position == 0 or not _is_word(low[position - 1]):
+                plain = True
+            if negated and plain:  # both named: no answer, whatever follows
+                break
+        position = low.find(_LABEL, end)
+    return _verdict(negated, plain)
+
+
+def _negated(low: str, position: int) -> bool:
+    """Whether the mention at `position` is preceded by "not"/"non" (a word, then blanks, "_" or
+    "-") or by "n't" and at least one blank, as _LABEL_MENTION reads it."""
+    start = position
+    while start and (low[start - 1].isspace() or low[start - 1] in "_-"):
+        start -= 1
+    if low[start - 3 : start] in ("not", "non") and (start == 3 or (start > 3 and not _is_word(low[start - 4]))):
+        return True
+    blank = position
+    while blank and low[blank - 1].isspace():
+        blank -= 1
+    return blank < position and low[blank - 3 : blank] in ("n't", "n’t")
 
 
 def parse_answer(text: str) -> str | None:

@@ -5,15 +5,22 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from soundmind.arguments import HelpFormatter
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    reward = subparsers.add_parser("reward", help="the SoundMind-RL reward")
-    sub = reward.add_subparsers(dest="reward_command", required=True)
+    reward = subparsers.add_parser("reward", help="the SoundMind-RL reward", formatter_class=HelpFormatter)
+    sub = reward.add_subparsers(dest="reward_command", required=True, metavar="COMMAND")
     check = sub.add_parser(
         "check",
         help="list the rows whose reference reasoning ends with an answer that contradicts the label",
+        formatter_class=HelpFormatter,
     )
-    check.add_argument("annotations", type=Path, help="ALR annotations: JSON lines with id, answer, label")
+    check.add_argument(
+        "annotations",
+        type=Path,
+        help="ALR annotations: JSON lines with id, answer (or annotation_answer, Hugging Face layout), label",
+    )
     check.set_defaults(func=_check)
 
 

@@ -6,12 +6,16 @@ rows). The label is the ground truth; this makes the disagreement visible instea
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from soundmind.data.errors import DataError
+from soundmind.data.layouts import read_records, record_id
 from soundmind.prompt import label_to_answer
 from soundmind.reward.answer import parse_answer
+
+# The reference reasoning's field: published layout (`<split>.jsonl`), Hugging Face (`metadata.jsonl`).
+ANSWER_FIELDS = ("answer", "annotation_answer")
 
 
 @dataclass
@@ -22,22 +26,28 @@ class ReferenceCheck:
 
 
 def check_references(annotations: Path) -> ReferenceCheck:
-    """Reads ALR annotations (`id`, `answer`, `label` per JSON line) and compares the answer each
-    reference chain ends with against the row's label."""
+    """Reads ALR annotations (`id`, `answer` or `annotation_answer`, `label` per JSON line, either
+    layout) and compares the answer each reference chain ends with against the row's label. A row
+    that is not an annotation is a DataError naming its line and id."""
     check = ReferenceCheck()
-    with Path(annotations).open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                row_id, answer, gold = str(row["id"]), row["answer"], label_to_answer(row["label"])
-            except (ValueError, KeyError, TypeError) as exc:
-                raise ValueError(f"{annotations}:{number}: not an ALR annotation row ({exc})") from None
-            check.total += 1
-            said = parse_answer(answer)
-            if said is None:
-                check.unparseable.append(row_id)
-            elif said != gold:
-                check.contradicting.append(row_id)
+    for number, row in read_records(Path(annotations)):
+        row_id = record_id(row, None, number)
+        answer = next((row[name] for name in ANSWER_FIELDS if name in row), None)
+        if not isinstance(answer, str):
+            raise DataError(
+                f"{annotations}: the reference reasoning ({' or '.join(map(repr, ANSWER_FIELDS))}) must be a "
+                f"string, got {answer!r:.60}",
+                line=number,
+                sample_id=row_id,
+            )
+        try:
+            gold = label_to_answer(row.get("label"))
+        except ValueError as exc:
+            raise DataError(f"{annotations}: {exc}", line=number, sample_id=row_id) from None
+        check.total += 1
+        said = parse_answer(answer)
+        if said is None:
+            check.unparseable.append(row_id)
+        elif said != gold:
+            check.contradicting.append(row_id)
     return check

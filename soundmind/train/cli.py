@@ -1,5 +1,9 @@
 """`soundmind train`: run one pod of a SoundMindTraining (the Ray head and verl driver on index 0,
-a Ray worker elsewhere), or with --dry-run print the exact verl command and environment."""
+a Ray worker elsewhere), or with --dry-run print the exact verl command and environment.
+
+A dry run works on a laptop too: without SOUNDMIND_TRAINING_NAME, or with a dataset.path that is
+not on this machine, it renders and validates everything else and says which checks it skipped
+(the pod always runs them). An invalid spec, data set or verl override exits 78."""
 
 from __future__ import annotations
 
@@ -7,35 +11,36 @@ import argparse
 import shlex
 import sys
 
+from soundmind.arguments import HelpFormatter, port, positive_float
 from soundmind.train import contract
+
+DRY_RUN_NAME = "dry-run"  # the training name a dry run uses when the environment gives none
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("train", help="run a training pod (verl GRPO)", description=__doc__)
+    parser = subparsers.add_parser(
+        "train", help="run a training pod (verl GRPO)", description=__doc__, formatter_class=HelpFormatter
+    )
     parser.add_argument(
-        "--config", default=contract.CONFIG_PATH, help=f"TrainingSpec YAML (default {contract.CONFIG_PATH})"
+        "--config",
+        default=contract.CONFIG_PATH,
+        help="TrainingSpec YAML: the spec section, or a whole SoundMindTraining manifest",
     )
     parser.add_argument("--dry-run", action="store_true", help="validate, print the command and environment, exit")
-    parser.add_argument(
-        "--checkpoints-root", default=contract.CHECKPOINTS_MOUNT, help="checkpoint volume mount (default %(default)s)"
-    )
+    parser.add_argument("--checkpoints-root", default=contract.CHECKPOINTS_MOUNT, help="checkpoint volume mount")
     parser.add_argument(
         "--join-timeout",
-        type=float,
+        type=positive_float,
         default=900.0,
-        help="seconds the head waits for every node, and a worker for the head (default %(default)s)",
+        help="seconds the head waits for every node, and a worker for the head",
     )
-    parser.add_argument(
-        "--ray-port", type=int, default=contract.RAY_HEAD_PORT, help="Ray head port (default %(default)s)"
-    )
-    parser.add_argument(
-        "--metrics-port", type=int, default=contract.METRICS_PORT, help="Prometheus port (default %(default)s)"
-    )
+    parser.add_argument("--ray-port", type=port, default=contract.RAY_HEAD_PORT, help="Ray head port")
+    parser.add_argument("--metrics-port", type=port, default=contract.METRICS_PORT, help="Prometheus port")
     parser.add_argument(
         "--progress-interval",
-        type=float,
+        type=positive_float,
         default=contract.PROGRESS_INTERVAL_SECONDS,
-        help="least seconds between status patches (default %(default)s)",
+        help="least seconds between status patches",
     )
     parser.add_argument(
         "--cluster-view-command",
@@ -52,24 +57,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from soundmind.train import cluster
     from soundmind.train.config import PodIdentity, load_spec
-    from soundmind.train.errors import ConfigError
     from soundmind.train.launcher import Options, launch
 
-    try:
-        spec = load_spec(args.config)
-        identity = PodIdentity.from_env()
-        options = Options(
-            checkpoints_root=args.checkpoints_root,
-            ray_port=args.ray_port,
-            join_timeout=args.join_timeout,
-            view_command=args.cluster_view_command or cluster.VIEW_COMMAND,
-            metrics_port=args.metrics_port,
-            progress_interval=args.progress_interval,
-        )
-        return launch(spec, identity, options, dry_run=args.dry_run, patch_status=_status_patch(args, identity))
-    except ConfigError as exc:
-        print(f"soundmind train: invalid configuration: {exc}", file=sys.stderr)
-        return contract.EXIT_CONFIG_ERROR
+    spec = load_spec(args.config)
+    identity = PodIdentity.from_env(default_name=DRY_RUN_NAME if args.dry_run else None)
+    if args.dry_run and identity.training_name == DRY_RUN_NAME:
+        print(f"# {contract.ENV_TRAINING_NAME} is not set: paths and names use {DRY_RUN_NAME!r} (the pod has it)")
+    options = Options(
+        checkpoints_root=args.checkpoints_root,
+        ray_port=args.ray_port,
+        join_timeout=args.join_timeout,
+        view_command=args.cluster_view_command or cluster.VIEW_COMMAND,
+        metrics_port=args.metrics_port,
+        progress_interval=args.progress_interval,
+    )
+    return launch(spec, identity, options, dry_run=args.dry_run, patch_status=_status_patch(args, identity))
 
 
 def _status_patch(args: argparse.Namespace, identity):

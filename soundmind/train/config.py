@@ -14,7 +14,8 @@ from pathlib import Path
 import pydantic
 import yaml
 
-from soundmind.api.training import TrainingSpec
+from soundmind.api.training import TRAINING, TrainingSpec
+from soundmind.names import safe_name
 from soundmind.train import contract
 from soundmind.train.errors import ConfigError
 
@@ -25,26 +26,44 @@ def dump_spec(spec: TrainingSpec) -> str:
 
 
 def load_spec(path: str | Path) -> TrainingSpec:
+    """The spec in a YAML file: the spec section itself (what the operator mounts) or a whole
+    SoundMindTraining manifest (what a user has at hand), whose `.spec` is taken."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
     except OSError as exc:
-        raise ConfigError("--config", f"cannot read {path}: {exc.strerror}") from None
+        raise ConfigError("--config", f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            "--config", f"{path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+        ) from None
     except yaml.YAMLError as exc:
         raise ConfigError("--config", f"{path} is not valid YAML: {exc}") from None
+    if isinstance(data, dict) and data.get("kind") == TRAINING.kind:
+        data = data.get("spec")
+    elif isinstance(data, dict) and "kind" in data and "apiVersion" in data:
+        raise ConfigError("--config", f"{path} holds a {data['kind']!r}, not a {TRAINING.kind} or its spec")
     return parse_spec(data if data is not None else {})
 
 
 def parse_spec(data: object) -> TrainingSpec:
-    """A TrainingSpec from its wire form; the first invalid field becomes a ConfigError naming it."""
+    """A TrainingSpec from its wire form; a ConfigError naming the first invalid field and listing
+    every other one."""
     try:
-        return TrainingSpec.model_validate(data)
+        return TrainingSpec.from_api(data)
     except pydantic.ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "spec"
-        value = f" (got {first['input']!r:.80})" if "input" in first and first["loc"] else ""
-        more = f"; and {exc.error_count() - 1} more error(s)" if exc.error_count() > 1 else ""
-        raise ConfigError(field, f"{first['msg']}{value}{more}") from None
+        problems = [_problem(error) for error in exc.errors()]
+        (field, first), others = problems[0], problems[1:]
+        listed = "".join(f"\n  and {where}: {what}" for where, what in others)
+        raise ConfigError(field, first + listed) from None
+
+
+def _problem(error: dict) -> tuple[str, str]:
+    field = ".".join(str(part) for part in error["loc"]) or "spec"
+    value = f" (got {error['input']!r:.80})" if "input" in error and error["loc"] else ""
+    return field, f"{error['msg']}{value}"
 
 
 @dataclass(frozen=True)
@@ -62,7 +81,8 @@ class PodIdentity:
         return self.index == 0
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> PodIdentity:
+    def from_env(cls, env: Mapping[str, str] | None = None, default_name: str | None = None) -> PodIdentity:
+        """`default_name` stands in for an unset training name (a dry run on a laptop)."""
         env = os.environ if env is None else env
 
         def number(name: str, default: str, minimum: int) -> int:
@@ -75,9 +95,13 @@ class PodIdentity:
                 raise ConfigError(f"env {name}", f"must be an integer >= {minimum}, got {text!r}")
             return value
 
-        name = env.get(contract.ENV_TRAINING_NAME, "")
+        name = env.get(contract.ENV_TRAINING_NAME, "") or default_name or ""
         if not name:
             raise ConfigError(f"env {contract.ENV_TRAINING_NAME}", "must name the SoundMindTraining of this pod")
+        try:
+            safe_name(name, "the training name")  # it names the checkpoint directory
+        except ValueError as exc:
+            raise ConfigError(f"env {contract.ENV_TRAINING_NAME}", str(exc)) from None
         return cls(
             training_name=name,
             namespace=env.get(contract.ENV_NAMESPACE, "default"),

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from soundmind import atomic
+from soundmind.api.training import Modality
 from soundmind.train.budget import PromptEstimate
 from soundmind.train.errors import ConfigError
 
@@ -31,6 +32,7 @@ COMPLETE_MARKER = ".complete"
 class DatasetFiles:
     directory: Path  # holds TRAIN_FILE and VAL_FILE (once prepared)
     raw_root: Path | None  # the raw ALR layout it is prepared from, if any
+    absent: bool = False  # not on this machine (a dry run elsewhere than in the pod)
 
     @property
     def train(self) -> Path:
@@ -42,28 +44,67 @@ class DatasetFiles:
 
     @property
     def ready(self) -> bool:
+        if self.absent:
+            return False
         if self.raw_root is None:
             return True
         return (self.directory / COMPLETE_MARKER).is_file()
 
+    @property
+    def pending(self) -> str:
+        """Why the data checks wait for the pod (when not `ready`)."""
+        if self.absent:
+            return f"{self.directory} is not on this machine"
+        return f"{self.directory} is prepared from {self.raw_root} on start"
 
-def locate(path: str | Path, modality: str) -> DatasetFiles:
-    """The parquet files for `dataset.path`; ConfigError when it is neither prepared nor raw ALR."""
+
+def locate(path: str | Path, modality: str, absent_ok: bool = False) -> DatasetFiles:
+    """The parquet files for `dataset.path`; ConfigError when it is neither prepared data of this
+    modality nor a raw ALR layout with the splits training needs. `absent_ok`: a path that does not
+    exist here is accepted, unchecked (a dry run away from the data volume)."""
     from soundmind.data.errors import DataError
-    from soundmind.data.layouts import detect_layout
+    from soundmind.data.layouts import detect_layout, present_splits
 
     root = Path(path)
+    if absent_ok and not root.exists():
+        return DatasetFiles(directory=root, raw_root=None, absent=True)
     if (root / TRAIN_FILE).is_file():
         if not (root / VAL_FILE).is_file():
             raise ConfigError("dataset.path", f"{root} has {TRAIN_FILE} but no {VAL_FILE} (the validation split)")
-        return DatasetFiles(directory=root, raw_root=None)
+        files = DatasetFiles(directory=root, raw_root=None)
+        _check_modality(files, modality)
+        return files
     try:
-        detect_layout(root)
+        layout = detect_layout(root)
     except DataError as exc:
         raise ConfigError(
             "dataset.path", f"{root} holds neither prepared data ({TRAIN_FILE}, {VAL_FILE}) nor a raw ALR layout: {exc}"
         ) from None
+    needed = [Path(name).stem for name in (TRAIN_FILE, VAL_FILE)]
+    present = present_splits(root, layout)
+    if missing := [split for split in needed if split not in present]:
+        raise ConfigError(
+            "dataset.path",
+            f"the raw ALR layout at {root} ({layout.value}) has splits {present}; training needs {needed}, "
+            f"missing {missing}",
+        )
     return DatasetFiles(directory=root / PREPARED_DIR / modality, raw_root=root)
+
+
+def _check_modality(files: DatasetFiles, modality: str) -> None:
+    from soundmind.data.prepare import prepared_modality
+
+    for path in (files.train, files.val):
+        try:
+            found = prepared_modality(path)
+        except (OSError, ValueError) as exc:
+            raise ConfigError("dataset.path", f"{path} is not a prepared ALR split: {exc}") from None
+        if found != Modality(modality):
+            raise ConfigError(
+                "dataset.modality",
+                f"'{modality}', but {path} was prepared for '{found}'; set dataset.modality: {found} or "
+                f"prepare the data again with --modality {modality}",
+            )
 
 
 def ensure_prepared(
@@ -104,9 +145,7 @@ def ensure_prepared(
 
 
 def _mark_complete(directory: Path, info: dict) -> None:
-    temporary = directory / f"{COMPLETE_MARKER}.{os.getpid()}.tmp"
-    temporary.write_text(json.dumps(info) + "\n")
-    os.replace(temporary, directory / COMPLETE_MARKER)
+    atomic.write_text(directory / COMPLETE_MARKER, json.dumps(info) + "\n")
 
 
 def row_count(parquet: Path) -> int:

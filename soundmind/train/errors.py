@@ -1,11 +1,16 @@
-"""The one error for a spec, data set or verl override that cannot work: `soundmind train` turns it
-into exit code EXIT_CONFIG_ERROR (the Job then fails at once, without retries)."""
+"""The one error for a spec, data set or verl override that cannot work: exit code
+EXIT_CONFIG_ERROR (the Job then fails at once, without retries). See `soundmind.errors`."""
 
 from __future__ import annotations
 
+from soundmind.errors import EXIT_CONFIG, SoundMindError
 
-class ConfigError(Exception):
+
+class ConfigError(SoundMindError):
     """`field` is the spec field to change (camelCase path, e.g. `algorithm.maxPromptLength`)."""
+
+    exit_code = EXIT_CONFIG
+    kind = "invalid configuration"
 
     def __init__(self, field: str, reason: str):
         self.field = field

@@ -49,7 +49,7 @@ def describe(plan: LaunchPlan) -> str:
 
 
 def plan_for(spec: TrainingSpec, identity: PodIdentity, options: Options, prepare: bool) -> LaunchPlan:
-    dataset = locate(spec.dataset.path, spec.dataset.modality)
+    dataset = locate(spec.dataset.path, spec.dataset.modality, absent_ok=not prepare)
     if prepare and not dataset.ready:
         _prepare(dataset, spec.dataset.modality)
     return render(spec, identity, dataset, checkpoints_root=options.checkpoints_root, ray_port=options.ray_port)

@@ -14,6 +14,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from omegaconf import ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
 from soundmind.api.training import TrainingSpec
 from soundmind.models import QWEN2_5_OMNI_ADAPTER, QWEN2_5_OMNI_MODEL_TYPE, QWEN2_5_OMNI_OVERRIDE_CONFIG
 from soundmind.train import contract, export
@@ -163,10 +166,12 @@ def _check_extra_args(spec: TrainingSpec, rendered: list[Override]) -> None:
     decided = {override.key: override.field for override in rendered if override.field}
     for position, text in enumerate(spec.extra_args):
         key = text.split("=", 1)[0].lstrip("+~")
-        if key in decided:
+        # The key itself, or a parent that would replace or delete it (`trainer=...`, `~trainer`).
+        hit = key if key in decided else next((k for k in decided if k.startswith(f"{key}.")), None)
+        if hit is not None:
             raise ConfigError(
                 f"extraArgs[{position}]",
-                f"{text!r} sets {key}, which spec.{decided[key]} decides; set spec.{decided[key]} instead",
+                f"{text!r} sets {hit}, which spec.{decided[hit]} decides; set spec.{decided[hit]} instead",
             )
 
 
@@ -180,9 +185,18 @@ def _validated_arguments(spec: TrainingSpec, rendered: list[Override]) -> list[s
         position = len(arguments) - len(spec.extra_args)
         where = f"extraArgs[{arguments.index(exc.override) - position}]" if exc.override in spec.extra_args else "spec"
         raise ConfigError(where, str(exc)) from None
-    if "file" not in list(config.trainer.logger):
+    if "file" not in _loggers(config):
         raise ConfigError("extraArgs", "trainer.logger must include 'file': progress reporting reads verl's file log")
     return arguments
+
+
+def _loggers(config) -> list:
+    """trainer.logger as a list, whatever the overrides made of it (a string, a value, nothing)."""
+    try:
+        logger = OmegaConf.select(config, "trainer.logger")
+    except OmegaConfBaseException:
+        return []
+    return list(logger) if isinstance(logger, ListConfig | list | tuple) else [logger]
 
 
 def validate_overrides(spec: TrainingSpec, training_name: str, namespace: str) -> None:
@@ -213,10 +227,7 @@ def render(
         total_steps = _total_steps(spec, dataset)
         _check_prompt_budget(spec, dataset)
     else:
-        notes.append(
-            f"{dataset.directory} is prepared from {dataset.raw_root} on start; "
-            "the prompt length and step count are checked then"
-        )
+        notes.append(f"{dataset.pending}; the prompt length and step count are checked when the pod starts")
     log_path = contract.attempt_log_path(checkpoint_dir, identity.attempt)
     plan = LaunchPlan(
         command=[python, "-m", VERL_ENTRYPOINT, *arguments],

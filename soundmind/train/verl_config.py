@@ -79,6 +79,8 @@ def compose(overrides: list[str]) -> DictConfig:
             ConfigLoaderImpl._apply_overrides_to_config(parser.parse_overrides([text]), config)
         except (HydraException, OmegaConfBaseException) as exc:
             raise OverrideError(text, _reason(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - Hydra's internals fail on odd input in other ways too
+            raise OverrideError(text, f"Hydra cannot apply it ({type(exc).__name__}: {exc})") from None
     return config
 
 

@@ -1,12 +1,15 @@
 """A loopback OpenAI-compatible chat server for tests: real HTTP, scripted answers.
 
-`reply(body) -> (status, text)` decides each response from the request body; every body received
-is kept in `requests` so tests can check what a client sent.
+`reply(body) -> (status, text)` decides each response from the request body (text None: a null
+`content`); every body received is kept in `requests` so tests can check what a client sent.
+`SlowServer` hangs or trickles, for deadline and interruption tests.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -77,3 +80,60 @@ def prompt_text(body: dict[str, Any]) -> str:
         else:
             texts.extend(part["text"] for part in content if part["type"] == "text")
     return "\n".join(texts)
+
+
+class SlowServer:
+    """A loopback HTTP server that reads each request, then never answers (`byte_every=None`: a hung
+    server) or sends a valid chat response one byte every `byte_every` seconds (a trickling one).
+    `received` counts the requests read."""
+
+    def __init__(self, byte_every: float | None = None):
+        self.byte_every = byte_every
+        self.received = 0
+        self._stop = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                connection, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+
+    def _serve(self, connection: socket.socket) -> None:
+        with connection:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += connection.recv(65536)
+            head, body = data.split(b"\r\n\r\n", 1)
+            length = int(re.search(rb"content-length:\s*(\d+)", head, re.IGNORECASE).group(1))
+            while len(body) < length:
+                body += connection.recv(65536)
+            self.received += 1
+            if self.byte_every is None:
+                self._stop.wait()
+                return
+            payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": "Answer: entailed"}}]})
+            connection.sendall(
+                f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n".encode()
+            )
+            for byte in payload.encode():
+                if self._stop.wait(self.byte_every):
+                    return
+                try:
+                    connection.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    def __enter__(self) -> SlowServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._listener.close()

@@ -176,7 +176,10 @@ def test_persistent_server_errors_fail_with_counts_and_a_partial_report(tmp_path
         "id0004": "HTTP 500",
     }
     err = capsys.readouterr().err
-    assert "2 of 6 requests failed after 2 retries (HTTP 500: 2)" in err and "Partial report written" in err
+    assert (
+        "2 of 6 requests failed for good (HTTP 500: 2, after 3 attempts each)" in err
+        and "Partial report written" in err
+    )
 
 
 def test_client_errors_are_not_retried(tmp_path):

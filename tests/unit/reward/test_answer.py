@@ -125,3 +125,22 @@ def test_read_response_agrees_with_parse_answer(text):
     assert 0 <= reading.reasoning_chars <= len(text)
     if reading.format_ok:
         assert reading.pred in (ENTAILED, NOT_ENTAILED)
+
+
+_LINE_PIECES = st.sampled_from(
+    [
+        "answer", "Answer", "ANSWER", "aNsWeR", "is", ":", "：", "*", "_", "-", " ", "\t", "\x1f", "\u3000",
+        "not", "NOT", "non", "Non", "n't", "N'T", "n’t", "entailed", "Entailed", "ENTAILED", "ntailed",
+        "x", "9", "é", "¬", "ı", "ſ", "İ", "K", "s", "i",
+    ]
+)  # fmt: skip
+
+
+@given(st.lists(_LINE_PIECES, max_size=25).map("".join))
+def test_the_fast_reading_of_a_line_equals_the_regex_definition(line):
+    """parse_answer finds the words with str.find on the lower-cased line (a long line costs ~1 ns
+    a character, not ~0.2 us); the regexes _ANSWER_MARKER and _LABEL_MENTION define the reading."""
+    from soundmind.reward.answer import _ANSWER_MARKER, _classify
+
+    marker = _ANSWER_MARKER.search(line)
+    assert parse_answer(line) == _classify(line[marker.end() :] if marker else line)

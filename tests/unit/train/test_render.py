@@ -6,6 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hypothesis import given
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
@@ -17,7 +18,7 @@ from soundmind.train.config import PodIdentity, dump_spec, load_spec, parse_spec
 from soundmind.train.dataset import locate
 from soundmind.train.errors import ConfigError
 from soundmind.train.render import render
-from soundmind.train.verl_config import _parses_to, compose, format_value, schema_path
+from soundmind.train.verl_config import compose, format_value, schema_path
 
 IDENTITY = PodIdentity(training_name="alr-grpo", namespace="ml", attempt=2, index=0, head_address="alr-grpo-0.alr")
 
@@ -197,7 +198,8 @@ def test_a_batch_larger_than_the_data_is_refused(prepared, tmp_path):
 def test_raw_layout_is_rendered_against_its_prepared_location(tmp_path):
     raw = tmp_path / "alr"
     raw.mkdir()
-    (raw / "train.jsonl").write_text("")
+    for split in ("train", "dev"):
+        (raw / f"{split}.jsonl").write_text("")
     spec = TrainingSpec.model_validate({"dataset": {"path": str(raw), "modality": "audio"}})
     plan, config = plan_and_config(spec, tmp_path)
     assert config.data.train_files == str(raw / "prepared" / "audio" / "train.parquet")
@@ -243,10 +245,24 @@ def test_trainer_role_allows_only_its_own_status():
     ]
 
 
-@given(st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=40))
-def test_any_string_value_reaches_verl_unchanged(text):
+_STRINGS = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=40)
+
+
+def _hydra_reads(written: str) -> object:
+    """What Hydra's own override parser (the one verl's main_ppo uses) makes of `key=<written>`."""
+    return OverridesParser.create().parse_override(f"key={written}").value()
+
+
+@given(_STRINGS.filter(lambda text: "\\" not in text))
+def test_any_string_without_a_backslash_reaches_verl_unchanged(text):
+    assert _hydra_reads(format_value(text)) == text
+
+
+@given(_STRINGS)
+def test_any_string_reaches_verl_unchanged_or_is_refused_loudly(text):
     try:
         written = format_value(text)
-    except ValueError:
-        return  # refused loudly rather than changed silently
-    assert _parses_to(written) == text
+    except ValueError as refused:  # Hydra's quoting cannot hold some backslash sequences
+        assert "\\" in text and "cannot be written as a Hydra override value" in str(refused)
+    else:
+        assert _hydra_reads(written) == text
