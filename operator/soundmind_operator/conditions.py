@@ -77,7 +77,11 @@ class StatusBuilder:
     def condition(self, kind: str) -> Obj | None:
         return self._conditions.get(kind)
 
-    def set_condition(self, kind: str, status: str, reason: str, message: str, *, warn: bool = False) -> None:
+    def set_condition(
+        self, kind: str, status: str, reason: str, message: str, *, warn: bool = False, announce: bool = True
+    ) -> None:
+        """Set condition `kind`; news (see below) is also an event unless `announce` is False (the
+        caller posts its own)."""
         old = self._conditions.get(kind)
         now = format_time(self.now)
         changed = old is None or old.get("status") != status
@@ -85,7 +89,7 @@ class StatusBuilder:
         news = (changed and (old is not None or status == "True")) or (
             warn and (changed or old.get("reason") != reason)
         )
-        if news:
+        if news and announce:
             self.events.append(Event("Warning" if warn else "Normal", reason, f"{kind}={status}: {message}"))
         self._conditions[kind] = {
             "type": kind,

@@ -54,6 +54,8 @@ CREATED, SCHEDULABLE, RUNNING_CONDITION, STALLED, COMPLETE, FAILED_CONDITION = (
     "Complete",
     "Failed",
 )
+RETRIED = "Retried"  # why the current attempt exists (True from the first retry on)
+POD_LOST = "PodLost"  # a pod of the running group was evicted, preempted or lost with its node
 BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
 CONFIG_ERROR = "ConfigError"
 DEADLINE_EXCEEDED = "DeadlineExceeded"
@@ -147,7 +149,7 @@ class Observation:
 
 TRAINING_STATUS = StatusShape(
     owned_fields=OPERATOR_STATUS_FIELDS,
-    condition_order=(CREATED, SCHEDULABLE, RUNNING_CONDITION, STALLED, COMPLETE, FAILED_CONDITION),
+    condition_order=(CREATED, RETRIED, SCHEDULABLE, RUNNING_CONDITION, STALLED, COMPLETE, FAILED_CONDITION),
     warning_phases=(FAILED,),
 )
 
@@ -430,6 +432,14 @@ def _partial_hold(obs: Observation, status: StatusBuilder, decision: Decision, j
 
 def _observe_pods(obs: Observation, status: StatusBuilder, decision: Decision, job: Obj, level: str) -> None:
     nodes = obs.spec.resources.nodes
+    if status.phase == RUNNING and (lost := _lost_pod(obs, status)):
+        # The Job replaces a disrupted pod (its podFailurePolicy ignores disruptions), but a group
+        # that ran together cannot take a new member: the others would wait for the old one forever.
+        attempt = status.fields["attempt"]
+        _attempt_failed(obs, status, decision, attempt, job, POD_LOST, lost)
+        if status.phase == FAILED:  # no retry left: the rest of the group must not keep its GPUs
+            decision.actions.append(DeleteJob(job["metadata"]["name"]))
+        return
     ended = [p for p in obs.pods if (p.get("status") or {}).get("phase") in ("Succeeded", "Failed")]
     if ended and status.phase == RUNNING:
         return  # a pod of the running group ended: the Job's verdict (success, failure) follows at once
@@ -478,6 +488,23 @@ def _observe_pods(obs: Observation, status: StatusBuilder, decision: Decision, j
         status.set_condition(RUNNING_CONDITION, "False", "PodsPending", f"{len(running)}/{nodes} pods running")
         status.set_condition(STALLED, "False", "NotRunning", "not running")
         status.set_phase(PENDING, f"{len(running)}/{nodes} pods running")
+
+
+def _lost_pod(obs: Observation, status: StatusBuilder) -> str | None:
+    """How the running group lost a member, if it did: a pod marked for disruption (its node gone,
+    an eviction, a preemption), or one the Job created after the group started running (the
+    operator missed the disruption, e.g. it was down)."""
+    for pod in obs.pods:
+        if disrupted := true(pod, "DisruptionTarget"):
+            node = pod["spec"].get("nodeName", "?")
+            why = f"{disrupted.get('reason') or 'DisruptionTarget'}: {disrupted.get('message') or ''}".rstrip(": ")
+            return f"pod {pod['metadata']['name']} on node {node} was lost ({why})"
+    since = parse_time((status.condition(RUNNING_CONDITION) or {}).get("lastTransitionTime"))
+    for pod in obs.pods:
+        created = parse_time(pod["metadata"].get("creationTimestamp"))
+        if since and created and created > since:
+            return f"pod {pod['metadata']['name']} replaced a member of the running group after it started"
+    return None
 
 
 def _stall_check(obs: Observation, status: StatusBuilder) -> None:
@@ -535,6 +562,9 @@ def _attempt_failed(
         decision.actions.append(DeleteJob(job_name))
     status.fields["attempt"] = nxt
     decision.retried = True
+    status.set_condition(
+        RETRIED, "True", reason, f"attempt {attempt} failed: {detail}; attempt {nxt} {resume}", announce=False
+    )
     decision.events.append(
         Event("Warning", "Retrying", f"attempt {attempt} failed ({reason}: {detail}); starting attempt {nxt}, {resume}")
     )

@@ -437,3 +437,59 @@ def test_gpu_seconds_count_only_the_time_the_whole_group_ran():
     assert d.status["gpuSeconds"] == 16 * 20
     alone = decide(observe_(spec=spec, jobs=[job()], pods=[pod(0, started=ago(120))]))
     assert alone.status["gpuSeconds"] == 0
+
+
+# -- a running group that loses a member ----------------------------------------------------------
+
+
+def lost(index=1, node="sim-gpu-1") -> dict:
+    """What the pod garbage collector leaves of a pod whose node was deleted."""
+    gone = pod(index, phase="Failed", node=node)
+    gone["status"]["conditions"].append(
+        cond("DisruptionTarget", reason="DeletionByPodGC", message="PodGC: node no longer exists")
+    )
+    return gone
+
+
+def two_running() -> dict:
+    pods = [pod(0), pod(1, node="sim-gpu-1")]
+    return decide(
+        observe_(spec={"resources": {"nodes": 2}}, jobs=[job()], pods=pods, now=NOW - timedelta(seconds=10))
+    ).status
+
+
+def test_a_pod_lost_with_its_node_retries_the_whole_group_as_the_next_attempt():
+    d = decide(observe_(spec={"resources": {"nodes": 2}}, status=two_running(), jobs=[job()], pods=[pod(0), lost()]))
+    assert d.actions == [DeleteJob("alr-a1"), CreateAttempt(attempt=2, active_deadline_seconds=None)]
+    assert d.status["attempt"] == 2 and d.retried
+    retried = conditions(d)["Retried"]
+    assert retried["status"] == "True" and retried["reason"] == "PodLost"
+    assert "alr-a1-1-x on node sim-gpu-1 was lost (DeletionByPodGC" in retried["message"]
+    (retrying,) = [e for e in d.events if e.reason == "Retrying"]
+    assert "sim-gpu-1" in retrying.message and "starting attempt 2" in retrying.message
+    assert not [e for e in d.events if e.reason == "PodLost"], "one event for the retry, not two"
+
+
+def test_a_member_replaced_while_the_operator_was_away_retries_the_group():
+    replacement = pod(1, node="sim-gpu-2")
+    replacement["metadata"]["creationTimestamp"] = ago(2)  # after the group started running (10 s ago)
+    d = decide(
+        observe_(spec={"resources": {"nodes": 2}}, status=two_running(), jobs=[job()], pods=[pod(0), replacement])
+    )
+    assert d.status["attempt"] == 2 and conditions(d)["Retried"]["reason"] == "PodLost"
+    assert "replaced a member of the running group" in conditions(d)["Retried"]["message"]
+
+
+def test_a_lost_pod_with_no_retry_left_fails_and_frees_the_rest_of_the_group():
+    spec = {"resources": {"nodes": 2}, "maxRetries": 0}
+    running = decide(
+        observe_(spec=spec, jobs=[job()], pods=[pod(0), pod(1, node="sim-gpu-1")], now=NOW - timedelta(seconds=10))
+    ).status
+    d = decide(observe_(spec=spec, status=running, jobs=[job()], pods=[pod(0), lost()]))
+    assert d.status["phase"] == "Failed" and conditions(d)["Failed"]["reason"] == "BackoffLimitExceeded"
+    assert d.actions == [DeleteJob("alr-a1")]
+
+
+def test_a_pod_disrupted_before_the_group_ran_is_left_to_the_job():
+    d = decide(observe_(spec={"resources": {"nodes": 2}}, jobs=[job()], pods=[pod(0), lost()]))
+    assert d.status["attempt"] == 1 and d.actions == [] and "Retried" not in conditions(d)
