@@ -413,6 +413,31 @@ class LocalCluster(_Components):
         if not keep_files:
             self._remove_files()
 
+    def restart_apiserver(self, down_seconds: float = 0.0, timeout: float = 60.0) -> None:
+        """Stop kube-apiserver (SIGTERM to its process group, as a rolling upgrade would; SIGKILL
+        if it has not drained in 10 s), keep it
+        down ``down_seconds``, start it again with the same arguments, and return once /readyz
+        answers. etcd, and with it every object, stays. Call it from the thread that lives longest
+        (the main one): the new process dies with the thread that starts it (PR_SET_PDEATHSIG)."""
+        old = next(c for c in self.components if c.name == "kube-apiserver" and not c.exited())
+        program, *args = Path(f"/proc/{old.pid}/cmdline").read_bytes().decode().rstrip("\0").split("\0")
+        _signal_group(old.pid, signal.SIGTERM)
+        give_up = time.monotonic() + 10  # it drains its watches first; not forever
+        while not old.exited() and time.monotonic() < give_up:
+            time.sleep(0.05)
+        if not old.exited():
+            _signal_group(old.pid, signal.SIGKILL)
+        if old.process is not None:
+            old.process.wait(timeout=10)
+        self.components.remove(old)
+        time.sleep(down_seconds)
+        self._spawn(Path(program).parent, "kube-apiserver", args)
+        self._wait(
+            "kube-apiserver /readyz after a restart",
+            lambda: self._get("/readyz", raw=True) == b"ok",
+            time.monotonic() + timeout,
+        )
+
     def healthy(self) -> bool:
         """Every component still runs and the API server answers /readyz."""
         if not self.components or any(c.exited() or not _pid_started_in(c.pid, self.workdir) for c in self.components):

@@ -167,8 +167,11 @@ def _free_port() -> int:
 class OperatorProcess:
     """`soundmind-operator --all-namespaces` in a subprocess; logs go to ``log_path``."""
 
-    def __init__(self, kubeconfig: Path, log_path: Path, *, resync_seconds: float = 1.0):
+    def __init__(
+        self, kubeconfig: Path, log_path: Path, *, resync_seconds: float = 1.0, extra_args: tuple[str, ...] = ()
+    ):
         self.kubeconfig = kubeconfig
+        self.extra_args = extra_args  # e.g. ("--peering=NAME", "--priority=2")
         self.log_path = log_path
         self.resync_seconds = resync_seconds
         self.metrics_port = _free_port()
@@ -185,6 +188,7 @@ class OperatorProcess:
             f"--resync-seconds={self.resync_seconds}",
             f"--metrics-port={self.metrics_port}",
             f"--liveness-port={self.liveness_port}",
+            *self.extra_args,
         ]
         log = self.log_path.open("a")
         log.write(f"\n=== start {' '.join(command)}\n")
