@@ -28,7 +28,9 @@ from soundmind_operator import metrics
 from soundmind_operator.conditions import Event
 from soundmind_operator.kube import Conflict, Manifest
 
-# After a failed pass: retry soon, then back off to the resync interval.
+# After a failed pass: retry soon, then back off (whatever the resync interval: when the API server
+# is away every loop fails at once, and a short resync must not turn that into a storm). A change
+# to the object or a child still wakes the loop at once.
 ERROR_BACKOFF_SECONDS = (0.5, 1, 2, 5, 10, 30)
 
 Key = tuple[str, str, str]  # (kind, namespace, name)
@@ -127,7 +129,7 @@ async def run(
             except Exception:  # noqa: BLE001 - one bad pass must not end the loop; it is logged and counted
                 logger.exception("reconcile of %s %s/%s failed", kind, namespace, name)
                 result = metrics.RESULT_ERROR
-                delay = min(ERROR_BACKOFF_SECONDS[min(failures, len(ERROR_BACKOFF_SECONDS) - 1)], ctx.resync_seconds)
+                delay = ERROR_BACKOFF_SECONDS[min(failures, len(ERROR_BACKOFF_SECONDS) - 1)]
                 failures += 1
             else:
                 result, failures = metrics.RESULT_OK, 0
