@@ -1,5 +1,7 @@
-"""A spec the CRD let through but the API model refuses (a CRD older than the operator, say):
-the object is marked Failed, naming the field, and nothing else is touched. Shared by every kind."""
+"""A spec the CRD let through but that cannot be made: the API model refuses it (a CRD older than
+the operator, say), or the API server refuses a child built from it (a node selector whose key or
+value is no label: the CRD leaves those maps free-form). The object is marked Failed, naming the
+field, once, instead of failing every pass in silence. Shared by every kind."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import pydantic
 
 from soundmind.api.base import GROUP, VERSION, ResourceKind
 from soundmind_operator.conditions import Event, format_time
-from soundmind_operator.kube import Kube, Manifest
+from soundmind_operator.kube import Invalid, Kube, Manifest
 from soundmind_operator.loop import Outcome
 
 FAILED = "Failed"  # the phase every kind uses for this
@@ -20,7 +22,15 @@ REASON = "InvalidSpec"
 def refuse(kube: Kube, kind: ResourceKind, body: Manifest, error: pydantic.ValidationError, condition: str) -> Outcome:
     """Mark the object Failed with `condition`=True (reason InvalidSpec) once; a settled outcome."""
     first = error.errors()[0]
-    message = f"spec.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+    return mark_failed(kube, kind, body, f"spec.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}", condition)
+
+
+def refused_child(kube: Kube, kind: ResourceKind, body: Manifest, error: Invalid, condition: str) -> Outcome:
+    """The same, for a child the API server refused (its message names the child's field)."""
+    return mark_failed(kube, kind, body, f"the API server refused a child built from the spec: {error}", condition)
+
+
+def mark_failed(kube: Kube, kind: ResourceKind, body: Manifest, message: str, condition: str) -> Outcome:
     meta = body["metadata"]
     if (body.get("status") or {}).get("phase") == FAILED:
         return Outcome(body=body, settled=True)

@@ -46,6 +46,22 @@ class Conflict(Exception):
     """The object changed since it was read (HTTP 409 on an update); read again and retry."""
 
 
+class Invalid(Exception):
+    """The API server refused a child as invalid (HTTP 422), with its message naming the field:
+    the same manifest, built from the same spec, is refused again."""
+
+
+def _refused(error: ApiException, kind: str, name: str) -> Exception:
+    """`Invalid` for a 422 (the API server's message), else the error itself."""
+    if error.status != 422:
+        return error
+    try:
+        message = json.loads(error.body or "{}").get("message") or ""
+    except ValueError:
+        message = ""
+    return Invalid(message or f"{kind} {name} is invalid (HTTP 422)")
+
+
 def api_client() -> client.ApiClient:
     """In a pod: its ServiceAccount. Elsewhere: the current context of $KUBECONFIG (or ~/.kube/config)."""
     if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
@@ -105,13 +121,16 @@ class Kube:
         """Server-side apply: create, or bring the fields we own back to the manifest."""
         meta = manifest["metadata"]
         path = resource_path(manifest["apiVersion"], manifest["kind"], namespace, meta["name"])
-        return self.request(
-            "PATCH",
-            path,
-            {**manifest, "metadata": {**meta, "namespace": namespace}},
-            content_type="application/apply-patch+yaml",
-            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
-        )
+        try:
+            return self.request(
+                "PATCH",
+                path,
+                {**manifest, "metadata": {**meta, "namespace": namespace}},
+                content_type="application/apply-patch+yaml",
+                query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            )
+        except ApiException as error:
+            raise _refused(error, manifest["kind"], meta["name"]) from None
 
     def create(self, namespace: str, manifest: Manifest) -> bool:
         """Create it; False when it already exists (same deterministic name: created before)."""
@@ -121,7 +140,7 @@ class Kube:
         except ApiException as error:
             if error.status == 409:
                 return False
-            raise
+            raise _refused(error, manifest["kind"], manifest["metadata"]["name"]) from None
         return True
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> Manifest | None:

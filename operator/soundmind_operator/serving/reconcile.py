@@ -24,7 +24,7 @@ from soundmind.serve.render import checked_arguments
 from soundmind.train.errors import ConfigError
 from soundmind_operator import children, invalid, metrics
 from soundmind_operator.cache import Owned
-from soundmind_operator.kube import Kube, Manifest
+from soundmind_operator.kube import Invalid, Kube, Manifest
 from soundmind_operator.loop import Outcome
 from soundmind_operator.serving import builders, names, observe
 
@@ -106,7 +106,10 @@ class ServingReconciler:
         )
         decision = observe.decide(obs)
         if decision.model is not None:
-            self._apply(body, spec, decision.model, owned, logger)
+            try:
+                self._apply(body, spec, decision.model, owned, logger)
+            except Invalid as refused:
+                return invalid.refused_child(kube, SERVING, body, refused, observe.CONFIG_ERROR)
         patch = decision.status_patch(status)
         written = None
         if patch:

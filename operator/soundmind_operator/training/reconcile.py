@@ -24,7 +24,7 @@ from soundmind.train.errors import ConfigError
 from soundmind.train.render import validate_overrides
 from soundmind_operator import children, invalid, metrics
 from soundmind_operator.cache import Owned
-from soundmind_operator.kube import Kube, Manifest
+from soundmind_operator.kube import Invalid, Kube, Manifest
 from soundmind_operator.loop import Outcome
 from soundmind_operator.training import builders, names, observe
 
@@ -102,10 +102,13 @@ class TrainingReconciler:
                 config_error=None if job else _config_error(spec.model_dump_json(), name, namespace),
             )
         )
-        if decision.status.get("phase") not in observe.TERMINAL_PHASES:
-            self._apply_children(body, spec, cache, logger)
-        for action in decision.actions:
-            self._act(body, spec, action, logger)
+        try:
+            if decision.status.get("phase") not in observe.TERMINAL_PHASES:
+                self._apply_children(body, spec, cache, logger)
+            for action in decision.actions:
+                self._act(body, spec, action, logger)
+        except Invalid as refused:
+            return invalid.refused_child(kube, TRAINING, body, refused, observe.FAILED_CONDITION)
         patch = decision.status_patch(status)
         written = None
         if patch:
