@@ -1,10 +1,11 @@
-"""A spec the CRD let through but the API model refuses (a CRD older than the operator, say):
-the object is marked Failed, naming the field, and nothing else is touched. Shared by every kind."""
+"""The start of every kind's pass: the object's spec as its API model, or, for a spec the CRD let
+through but the model refuses (a CRD older than the operator, say), the object marked Failed,
+naming the field, with nothing else touched."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import pydantic
 
@@ -15,6 +16,21 @@ from soundmind_operator.loop import Outcome
 
 FAILED = "Failed"  # the phase every kind uses for this
 REASON = "InvalidSpec"
+
+Spec = TypeVar("Spec", bound=pydantic.BaseModel)
+
+
+def spec_or_outcome(
+    kube: Kube, kind: ResourceKind, body: Manifest, model: type[Spec], condition: str
+) -> Spec | Outcome:
+    """`body`'s spec, or the pass's outcome when there is nothing to reconcile: the object is being
+    deleted (the loop ends), or its spec is refused (see `refuse`)."""
+    if body["metadata"].get("deletionTimestamp"):
+        return Outcome(body=None)
+    try:
+        return model.model_validate(body.get("spec") or {})
+    except pydantic.ValidationError as error:
+        return refuse(kube, kind, body, error, condition)
 
 
 def refuse(kube: Kube, kind: ResourceKind, body: Manifest, error: pydantic.ValidationError, condition: str) -> Outcome:

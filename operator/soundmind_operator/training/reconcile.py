@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import kopf
-import pydantic
 
 from soundmind.api.base import GROUP, VERSION
 from soundmind.api.training import TRAINING, TrainingSpec
@@ -65,13 +64,10 @@ class TrainingReconciler:
     def reconcile(self, body: Manifest, cache: Owned, logger: logging.Logger) -> Outcome:
         kube = self.kube
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-        if body["metadata"].get("deletionTimestamp"):
-            return Outcome(body=None)
+        spec = invalid.spec_or_outcome(kube, TRAINING, body, TrainingSpec, observe.FAILED_CONDITION)
+        if isinstance(spec, Outcome):
+            return spec
         status = body.get("status") or {}
-        try:
-            spec = TrainingSpec.model_validate(body.get("spec") or {})
-        except pydantic.ValidationError as error:
-            return invalid.refuse(kube, TRAINING, body, error, observe.FAILED_CONDITION)
         if status.get("phase") in observe.TERMINAL_PHASES:  # nothing changes a finished training
             return Outcome(body=body, settled=True, detail=Pass(spec, status))
 
