@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import pytest
-import yaml
 from kubernetes import watch
 from kubernetes.client.rest import ApiException
 
@@ -27,7 +26,7 @@ from soundmind.api.training import TRAINING
 from soundmind_operator.training import names
 from tests.conftest import fresh_namespace
 from tests.support import operator as op
-from tests.support import sim
+from tests.support import resources, sim
 from tests.support.kube import Kube
 from tests.support.poll import wait_for
 
@@ -50,15 +49,14 @@ def create_training(kube: Kube, ns: str, name: str, **spec) -> None:
 
 
 def get_training(kube: Kube, ns: str, name: str) -> dict:
-    return kube.custom_objects.get_namespaced_custom_object(GROUP, VERSION, ns, TRAINING.plural, name)
+    return resources.get(kube, TRAINING, ns, name)
 
 
 def delete_training(kube: Kube, ns: str, name: str) -> None:
     kube.custom_objects.delete_namespaced_custom_object(GROUP, VERSION, ns, TRAINING.plural, name)
 
 
-def condition(training: dict, kind: str) -> dict:
-    return next((c for c in (training.get("status") or {}).get("conditions") or [] if c["type"] == kind), {})
+condition = resources.condition
 
 
 def phase(training: dict) -> str | None:
@@ -66,15 +64,7 @@ def phase(training: dict) -> str | None:
 
 
 def wait_training(kube: Kube, ns: str, name: str, predicate, what: str, timeout: float = 30) -> dict:
-    def check():
-        training = get_training(kube, ns, name)
-        return training if predicate(training) else None
-
-    try:
-        return wait_for(check, timeout=timeout, what=f"{ns}/{name}: {what}")
-    except AssertionError as error:
-        status = yaml.safe_dump(get_training(kube, ns, name).get("status") or {}, width=200)
-        raise AssertionError(f"{error}\nstatus:\n{status}") from None
+    return resources.wait(kube, TRAINING, ns, name, predicate, what, timeout)
 
 
 def running(kube: Kube, ns: str, name: str, timeout: float = 30) -> dict:
