@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from soundmind.eval.requests import EvalItem
+from soundmind.eval.requests import EvalItem, chat_request
 from soundmind.reward import compute_score
 
 BACKOFF_CAP_S = 10.0
@@ -69,12 +69,7 @@ class _Failure(Exception):
 
 
 async def _complete(client: httpx.AsyncClient, settings: Settings, item: EvalItem) -> str:
-    body = {
-        "model": settings.model,
-        "messages": item.messages,
-        "max_tokens": settings.max_tokens,
-        "temperature": settings.temperature,
-    }
+    body = chat_request(item, settings.model, settings.max_tokens, settings.temperature)
     try:
         response = await client.post(settings.url, json=body)
     except httpx.TimeoutException:
