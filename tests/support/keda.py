@@ -118,7 +118,12 @@ class Keda:
             readyz = f"https://127.0.0.1:{adapter_port}/readyz"
             keda._wait(lambda: _http_ok(readyz, context), "keda-adapter serving /readyz", deadline)
             keda._register(ca)
-            keda._wait(keda._api_service_available, f"APIService {API_SERVICE} Available", deadline)
+            keda._wait(
+                keda._api_service_available,
+                f"APIService {API_SERVICE} Available (the API server must run with "
+                "--enable-aggregator-routing=false; a cluster started by an older checkout does not: restart it)",
+                deadline,
+            )
         except BaseException:
             keda.stop()
             raise
