@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -234,12 +235,12 @@ def loop_components(
 
 
 # -- make demo ------------------------------------------------------------------------------------
-DEMO_NAMESPACE = "soundmind-autoscaling-demo"
 DEMO_AUTOSCALING = {"minReplicas": 1, "maxReplicas": 4, "target": 3, "scaleDownStabilizationSeconds": 15}
 
 
 def demo(kubeconfig: Path, bin_dir: Path, example: Path) -> int:
     kube = Kube.connect(kubeconfig, kubectl=bin_dir / "kubectl")
+    namespace = f"autoscaling-demo-{os.urandom(2).hex()}"  # an earlier demo's may still be terminating
     workdir = Path(tempfile.mkdtemp(prefix="soundmind-autoscaling-demo-"))
     manifest = yaml.safe_load(example.read_text())
     name = manifest["metadata"]["name"]
@@ -249,19 +250,19 @@ def demo(kubeconfig: Path, bin_dir: Path, example: Path) -> int:
     print(f"{example.name}, with autoscaling {DEMO_AUTOSCALING} and --max-num-seqs=4 (files: {workdir})")
     with ExitStack() as stack:
         prometheus, _ = stack.enter_context(loop_components(kube, bin_dir, kubeconfig.parent / "pki", workdir))
-        kube.core_v1.create_namespace({"metadata": {"name": DEMO_NAMESPACE}})
-        stack.callback(kube.core_v1.delete_namespace, DEMO_NAMESPACE)
-        op.create_volumes(kube, DEMO_NAMESPACE, ("models",))
-        stack.callback(op.delete_volumes, kube, DEMO_NAMESPACE)
+        kube.core_v1.create_namespace({"metadata": {"name": namespace}})
+        stack.callback(kube.core_v1.delete_namespace, namespace)
+        op.create_volumes(kube, namespace, ("models",))
+        stack.callback(op.delete_volumes, kube, namespace)
         parquet, bodies = prepared_requests(workdir / "data", spec.get("servedModelName", "soundmind"))
-        kube.custom_objects.create_namespaced_custom_object(GROUP, VERSION, DEMO_NAMESPACE, SERVING.plural, manifest)
+        kube.custom_objects.create_namespaced_custom_object(GROUP, VERSION, namespace, SERVING.plural, manifest)
         stack.callback(
-            kube.custom_objects.delete_namespaced_custom_object, GROUP, VERSION, DEMO_NAMESPACE, SERVING.plural, name
+            kube.custom_objects.delete_namespaced_custom_object, GROUP, VERSION, namespace, SERVING.plural, name
         )
-        fleet = StandinFleet(kube, DEMO_NAMESPACE, name, prometheus, workdir / "standins", Simulation(answers=parquet))
+        fleet = StandinFleet(kube, namespace, name, prometheus, workdir / "standins", Simulation(answers=parquet))
         stack.callback(fleet.stop)
         fleet.start()
-        rig = Rig(kube, DEMO_NAMESPACE, name, prometheus, fleet)
+        rig = Rig(kube, namespace, name, prometheus, fleet)
         print(f"KEDA's query: {rig.query()}")
         rig.watch(lambda s: s.ready == 1 and s.scraped == 1, timeout=90, what="1 replica ready and scraped")
         print("\n12 clients, one request in flight each: more than one replica's 4 slots")
