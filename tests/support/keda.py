@@ -70,6 +70,9 @@ class Keda:
         certs = workdir / "certs"
         pair = issue_leaf(ca, certs, "tls", "keda", ("127.0.0.1", "localhost", f"{METRICS_SERVICE}.{NAMESPACE}.svc"))
         shutil.copyfile(ca.cert, certs / "ca.crt")
+        trusted = workdir / "trusted"  # --ca-dir: every file in it must be a CA certificate
+        trusted.mkdir(exist_ok=True)
+        shutil.copyfile(ca.cert, trusted / "ca.crt")
         kubeconfig = str(kube.kubeconfig)
         env = {"KUBECONFIG": kubeconfig, "WATCH_NAMESPACE": "", "KEDA_CLUSTER_OBJECT_NAMESPACE": NAMESPACE}
         env["POD_NAMESPACE"] = NAMESPACE
@@ -82,7 +85,7 @@ class Keda:
                 f"--health-probe-bind-address=127.0.0.1:{probe_port}",
                 f"--metrics-service-bind-address=127.0.0.1:{grpc_port}",
                 f"--cert-dir={certs}",
-                f"--ca-dir={certs}",
+                f"--ca-dir={trusted}",
                 "--enable-cert-rotation=false",
                 "--leader-elect=false",
             ],
