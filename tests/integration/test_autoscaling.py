@@ -185,9 +185,13 @@ def test_keda_scales_the_serving_with_vllms_queue_summed_over_its_pods(rig: Rig,
     # -- on target: 3 replicas each with TARGET waiting; a summed query holds steady ---------------
     rig.load.set_clients(ON_TARGET_CLIENTS)
     on_target = rig.watch(lambda s: (s.waiting or 0) >= 3 * TARGET - 1, timeout=30, what="3 waiting on each replica")
-    # One series, summed over the pods: what the HPA reads through KEDA's external metrics API.
+    # Prometheus holds one series per pod; the query sums them into the one KEDA serves to the HPA
+    # (a per-pod query, as other charts ship, KEDA refuses: "returned multiple elements").
+    per_pod = query.removeprefix("sum(").removesuffix(")")
+    assert len(rig.prometheus.query(per_pod)) == 3
     external = external_metric(rig)
     assert len(external["items"]) == 1, external
+    say(f"KEDA serves one value to the HPA: {external['items'][0]['value']} (3 pods' series summed)")
     hold = WINDOW + 3 * HPA_SYNC_PERIOD_SECONDS + 2
     rig.watch(lambda s: s.t >= on_target.t + hold, timeout=hold + 15, what=f"held {hold}s, longer than the window")
     steady = _during(rig.timeline, on_target.t)
