@@ -24,7 +24,7 @@ from soundmind.api.base import (
     Toleration,
 )
 from soundmind.api.training import ModelStorageSpec
-from soundmind.serve import metrics as vllm_metrics
+from soundmind.serve import vllm_metrics
 from soundmind.version import SERVER_IMAGE
 
 SERVING = ResourceKind(kind="SoundMindServing", plural="soundmindservings", short="sms")
@@ -43,14 +43,14 @@ class ScalingMetric(enum.StrEnum):
 
     @property
     def prometheus_name(self) -> str:
-        """The gauge's name in vLLM's /metrics (the serving contract, soundmind.serve.metrics)."""
-        return _SCALING_GAUGES[self].name
+        """The gauge's name in vLLM's /metrics (the serving contract, soundmind.serve.vllm_metrics)."""
+        return str(_SCALING_GAUGES[self])
 
 
 _SCALING_GAUGES = {
     ScalingMetric.NUM_REQUESTS_WAITING: vllm_metrics.NUM_REQUESTS_WAITING,
     ScalingMetric.NUM_REQUESTS_RUNNING: vllm_metrics.NUM_REQUESTS_RUNNING,
-    ScalingMetric.KV_CACHE_USAGE: vllm_metrics.KV_CACHE_USAGE_PERC,
+    ScalingMetric.KV_CACHE_USAGE: vllm_metrics.KV_CACHE_USAGE,
 }
 
 

@@ -5,7 +5,7 @@ What it serves, as vLLM 0.24's OpenAI-compatible server does for the parts Sound
 * ``POST /v1/chat/completions``: chat messages with ``input_audio`` parts (base64 WAV); the model
   must be the served model name (else 404, as vLLM answers); no streaming.
 * ``GET /v1/models``, ``GET /health`` and ``GET /metrics``, the last with vLLM's metric names, types
-  and labels from the serving contract (:mod:`soundmind.serve.metrics`).
+  and labels from the serving contract (:mod:`soundmind.serve.vllm_metrics`).
 
 It behaves like a server of finite capacity: at most ``max_num_seqs`` requests run at once and the
 rest wait, first come first served (``vllm:num_requests_waiting`` counts them); a request runs for
@@ -48,7 +48,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from soundmind.prompt import ENTAILED, NOT_ENTAILED
-from soundmind.serve import metrics
+from soundmind.serve import vllm_metrics as metrics
 from soundmind.serve.render import PORT
 
 READY_LINE = "serving"  # the first line on stdout: "serving http://HOST:PORT"
@@ -126,19 +126,22 @@ class Exporter:
         def make(metric: metrics.VllmMetric):
             cls = {metrics.Kind.GAUGE: Gauge, metrics.Kind.COUNTER: Counter, metrics.Kind.HISTOGRAM: Histogram}
             extra = {"buckets": metric.buckets} if metric.kind is metrics.Kind.HISTOGRAM else {}
-            family = cls[metric.kind](metric.name, metric.documentation, metric.labels, registry=self.registry, **extra)
+            family = cls[metric.kind](
+                metric.registered_name, metric.documentation, metric.labels, registry=self.registry, **extra
+            )
             if metric.labels == metrics.ENGINE_LABELS:
                 return family.labels(**labels)
             return family, labels
 
         self.running = make(metrics.NUM_REQUESTS_RUNNING)
         self.waiting = make(metrics.NUM_REQUESTS_WAITING)
-        self.kv_cache_usage = make(metrics.KV_CACHE_USAGE_PERC)
-        self.time_to_first_token = make(metrics.TIME_TO_FIRST_TOKEN_SECONDS)
-        self.inter_token_latency = make(metrics.INTER_TOKEN_LATENCY_SECONDS)
-        self.e2e_latency = make(metrics.E2E_REQUEST_LATENCY_SECONDS)
+        self.kv_cache_usage = make(metrics.KV_CACHE_USAGE)
+        self.time_to_first_token = make(metrics.TIME_TO_FIRST_TOKEN)
+        self.inter_token_latency = make(metrics.INTER_TOKEN_LATENCY)
+        self.e2e_latency = make(metrics.E2E_REQUEST_LATENCY)
         self.prompt_tokens = make(metrics.PROMPT_TOKENS)
         self.generation_tokens = make(metrics.GENERATION_TOKENS)
+        self.mm_items = make(metrics.MM_ITEMS)
         success, labels = make(metrics.REQUEST_SUCCESS)
         # vLLM creates every finished_reason series up front, so each reads 0 before its first request.
         self.request_success = {
@@ -155,6 +158,7 @@ class Prompt:
     audio_seconds: float
     audio_key: str  # sha256 of the first audio clip's base64 data: what --answers is keyed by
     tokens: int  # estimated prompt tokens: text and audio
+    audio_clips: int
 
 
 def read_prompt(body: dict[str, Any]) -> Prompt:
@@ -162,7 +166,7 @@ def read_prompt(body: dict[str, Any]) -> Prompt:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise RequestError(400, "messages: a non-empty list of chat messages is required")
-    seconds, key, text_chars = 0.0, "", 0
+    seconds, key, text_chars, clips = 0.0, "", 0, 0
     for message in messages:
         content = message.get("content") if isinstance(message, dict) else None
         parts = [{"type": "text", "text": content}] if isinstance(content, str) else content
@@ -177,10 +181,11 @@ def read_prompt(body: dict[str, Any]) -> Prompt:
                 data = audio.get("data") or ""
                 seconds += _wav_seconds(data, audio.get("format"))
                 key = key or hashlib.sha256(data.encode()).hexdigest()
+                clips += 1
             else:
                 raise RequestError(400, f"unsupported content part type {kind!r} (text and input_audio are served)")
     tokens = text_chars // TEXT_CHARS_PER_TOKEN + round(seconds * AUDIO_TOKENS_PER_SECOND)
-    return Prompt(seconds, key, max(tokens, 1))
+    return Prompt(seconds, key, max(tokens, 1), clips)
 
 
 def _wav_seconds(data: str, audio_format: str | None) -> float:
@@ -280,6 +285,7 @@ class StandIn:
         if finish_reason == "length":
             text = text[: tokens * TEXT_CHARS_PER_TOKEN]
 
+        self.exporter.mm_items.inc(prompt.audio_clips)  # vLLM's processor looks each clip up on arrival
         with self.scheduler.slot():
             time.sleep(prompt.audio_seconds * b.prefill_seconds_per_audio_second)
             self.exporter.time_to_first_token.observe(time.monotonic() - arrived)

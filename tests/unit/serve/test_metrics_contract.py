@@ -1,4 +1,4 @@
-"""The serving contract (`soundmind.serve.metrics`) against the pinned vLLM wheel's own metrics source.
+"""The serving contract (`soundmind.serve.vllm_metrics`) against the pinned vLLM wheel's own metrics source.
 
 vLLM registers its Prometheus metrics in `vllm/v1/metrics/loggers.py` as
 ``self._gauge_cls(name=..., documentation=..., labelnames=..., buckets=...)``; this reads those calls
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from soundmind.api.serving import ScalingMetric
-from soundmind.serve import metrics
+from soundmind.serve import vllm_metrics as metrics
 
 PINNED_VLLM = "0.24.0"  # pyproject.toml's server and train extras
 _KINDS = {
@@ -80,10 +80,10 @@ def vllm_metrics() -> dict[str, dict]:
     return registered_metrics(_loggers_source())
 
 
-@pytest.mark.parametrize("metric", metrics.ALL, ids=lambda m: m.name)
+@pytest.mark.parametrize("metric", metrics.ALL, ids=lambda m: m.registered_name)
 def test_vllm_registers_each_contract_metric_as_we_describe_it(metric: metrics.VllmMetric, vllm_metrics):
-    assert metric.name in vllm_metrics, f"vLLM {PINNED_VLLM} no longer registers {metric.name}"
-    registered = vllm_metrics[metric.name]
+    assert metric.registered_name in vllm_metrics, f"vLLM {PINNED_VLLM} no longer registers {metric.registered_name}"
+    registered = vllm_metrics[metric.registered_name]
     assert registered["kind"] is metric.kind
     assert registered["labels"] == metric.labels
     assert registered["documentation"] == metric.documentation
@@ -109,4 +109,4 @@ def test_finished_reasons_are_vllms():
 def test_gone_names_are_not_in_the_contract(vllm_metrics):
     """Names other charts still query: vLLM 0.24 no longer has them, so neither do we."""
     for gone in ("vllm:gpu_cache_usage_perc", "vllm:time_per_output_token_seconds"):
-        assert gone not in vllm_metrics and gone not in {m.name for m in metrics.ALL}
+        assert gone not in vllm_metrics and gone not in {m.registered_name for m in metrics.ALL}

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from soundmind.cli import main
 from soundmind.eval.requests import chat_request, read_items
-from soundmind.serve import metrics
+from soundmind.serve import vllm_metrics as metrics
 from soundmind.serve.standin import Behaviour, StandIn, answer_key, make_server
 
 FAST = Behaviour(prefill_seconds_per_audio_second=0.0, seconds_per_output_token=0.0, output_tokens=16)
@@ -107,12 +107,12 @@ def test_metrics_carry_vllms_names_types_and_labels(prepared: Path):
     families = {f.name: f for f in text_string_to_metric_families(text.decode())}
     for metric in metrics.ALL:
         # The parser names a counter family without its _total suffix, as vLLM registers it.
-        family = families[metric.name]
+        family = families[metric.registered_name]
         assert family.type == metric.kind.value
         for sample in family.samples:
             assert set(sample.labels) - {"le"} == set(metric.labels)
             assert sample.labels["model_name"] == "soundmind" and sample.labels["engine"] == "0"
-    assert f'{metrics.REQUEST_SUCCESS.series}{{engine="0",finished_reason="stop",model_name="soundmind"}} 1.0' in (
+    assert f'{metrics.REQUEST_SUCCESS}{{engine="0",finished_reason="stop",model_name="soundmind"}} 1.0' in (
         text.decode()
     )
 
@@ -126,16 +126,15 @@ def test_at_most_max_num_seqs_run_and_the_rest_wait(prepared: Path):
         sent = [pool.submit(server.post, chat_request(item, model="soundmind", max_tokens=64)) for _ in range(6)]
         deadline = time.monotonic() + 10
         seen = {}
-        while time.monotonic() < deadline and seen.get(metrics.NUM_REQUESTS_WAITING.name) != 4:
+        while time.monotonic() < deadline and seen.get(metrics.NUM_REQUESTS_WAITING) != 4:
             samples = server.samples()
-            seen = {
-                m.name: samples[(m.name, labels)] for m in (metrics.NUM_REQUESTS_RUNNING, metrics.NUM_REQUESTS_WAITING)
-            }
+            seen = {m: samples[(m, labels)] for m in (metrics.NUM_REQUESTS_RUNNING, metrics.NUM_REQUESTS_WAITING)}
             time.sleep(0.02)
-        assert seen == {metrics.NUM_REQUESTS_RUNNING.name: 2, metrics.NUM_REQUESTS_WAITING.name: 4}
+        assert seen == {metrics.NUM_REQUESTS_RUNNING: 2, metrics.NUM_REQUESTS_WAITING: 4}
         assert all(f.result()[0] == 200 for f in sent)
         # Three rounds of two, each 48 tokens x 20 ms: the queue, not the clients, set the pace.
         assert time.monotonic() - began >= 3 * 48 * 0.02
         after = server.samples()
-    assert after[(metrics.NUM_REQUESTS_WAITING.name, labels)] == 0 == after[(metrics.NUM_REQUESTS_RUNNING.name, labels)]
-    assert after[(metrics.GENERATION_TOKENS.series, labels)] == 6 * 48
+    assert after[(metrics.NUM_REQUESTS_WAITING, labels)] == 0 == after[(metrics.NUM_REQUESTS_RUNNING, labels)]
+    assert after[(metrics.GENERATION_TOKENS, labels)] == 6 * 48
+    assert after[(metrics.MM_ITEMS, labels)] == 6
