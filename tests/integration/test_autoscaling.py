@@ -36,9 +36,10 @@ from soundmind.cli import main as soundmind
 from tests.conftest import EXTERNAL_KUBECONFIG_ENV
 from tests.support import localcluster
 from tests.support import operator as op
-from tests.support.autoscaling import Rig, Sample, loop_components, prepared_requests
+from tests.support.autoscaling import Rig, Sample, loop_components, parse_quantity, prepared_requests
 from tests.support.kube import Kube
 from tests.support.localcluster import HPA_SYNC_PERIOD_SECONDS
+from tests.support.poll import wait_for
 from tests.support.standins import Simulation, StandinFleet
 
 pytestmark = pytest.mark.integration
@@ -189,9 +190,15 @@ def test_keda_scales_the_serving_with_vllms_queue_summed_over_its_pods(rig: Rig,
     # (a per-pod query, as other charts ship, KEDA refuses: "returned multiple elements").
     per_pod = query.removeprefix("sum(").removesuffix(")")
     assert len(rig.prometheus.query(per_pod)) == 3
-    external = external_metric(rig)
-    assert len(external["items"]) == 1, external
-    say(f"KEDA serves one value to the HPA: {external['items'][0]['value']} (3 pods' series summed)")
+
+    def served() -> float | None:
+        items = external_metric(rig)["items"]
+        assert len(items) == 1, items
+        value = parse_quantity(items[0]["value"])
+        return value if abs(value - 3 * TARGET) <= 1 else None
+
+    value = wait_for(served, timeout=15, what=f"KEDA serving the HPA the sum, {3 * TARGET}")
+    say(f"KEDA serves the HPA one value, {value:g}: the 3 pods' series summed")
     hold = WINDOW + 3 * HPA_SYNC_PERIOD_SECONDS + 2
     rig.watch(lambda s: s.t >= on_target.t + hold, timeout=hold + 15, what=f"held {hold}s, longer than the window")
     steady = _during(rig.timeline, on_target.t)
