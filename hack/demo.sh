@@ -262,7 +262,18 @@ YAML
   echo "Run the operator yourself:  KUBECONFIG=$operator_kubeconfig $python -m soundmind_operator.main --all-namespaces"
 }
 
-steps=(step_cluster step_workload step_training step_serving)
+# -- Autoscaling under load (issue 12) --------------------------------------------------------------
+step_autoscaling() {
+  say "Autoscaling: KEDA, the HPA controller and Prometheus scale the example serving under load"
+  cat <<'TEXT'
+Simulated: the pods' containers (kwok) and the model (one vLLM stand-in per Ready pod, answering with
+vLLM's API and metrics, 4 requests at a time, the rest queued). Real: KEDA's operator and metrics API
+server, the HPA controller, Prometheus, the scheduler, the API server and the operator.
+TEXT
+  (cd "$root" && "$python" -m tests.support.autoscaling demo --kubeconfig "$KUBECONFIG")
+}
+
+steps=(step_cluster step_workload step_training step_serving step_autoscaling)
 
 for step in "${steps[@]}"; do
   "$step"

@@ -167,10 +167,13 @@ def _free_port() -> int:
 class OperatorProcess:
     """`soundmind-operator --all-namespaces` in a subprocess; logs go to ``log_path``."""
 
-    def __init__(self, kubeconfig: Path, log_path: Path, *, resync_seconds: float = 1.0):
+    def __init__(
+        self, kubeconfig: Path, log_path: Path, *, resync_seconds: float = 1.0, prometheus_url: str | None = None
+    ):
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.resync_seconds = resync_seconds
+        self.prometheus_url = prometheus_url  # where KEDA is told to query (--prometheus-url); None: the default
         self.metrics_port = _free_port()
         self.liveness_port = _free_port()
         self.process: subprocess.Popen | None = None
@@ -186,6 +189,8 @@ class OperatorProcess:
             f"--metrics-port={self.metrics_port}",
             f"--liveness-port={self.liveness_port}",
         ]
+        if self.prometheus_url:
+            command.append(f"--prometheus-url={self.prometheus_url}")
         log = self.log_path.open("a")
         log.write(f"\n=== start {' '.join(command)}\n")
         log.flush()
