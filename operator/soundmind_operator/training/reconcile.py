@@ -43,11 +43,11 @@ class Pass:
 
 
 @functools.lru_cache(maxsize=1024)
-def _config_error(spec_json: str, name: str, namespace: str) -> str | None:
+def _config_error(spec_json: str) -> str | None:
     """The verl command the pods would run, checked against verl's schema (cached per spec: the
-    check composes the whole config)."""
+    check composes the whole config, tens of milliseconds; a burst of like trainings pays once)."""
     try:
-        validate_overrides(TrainingSpec.model_validate_json(spec_json), name, namespace)
+        validate_overrides(TrainingSpec.model_validate_json(spec_json))
     except ConfigError as error:
         return str(error)
     return None
@@ -95,7 +95,7 @@ class TrainingReconciler:
                 workload=workload,
                 pod_group_api=self.pod_group_api,
                 pod_groups=list(cache.of("PodGroup")),
-                config_error=None if job else _config_error(spec.model_dump_json(), name, namespace),
+                config_error=None if job else _config_error(spec.model_dump_json()),
             )
         )
         if decision.status.get("phase") not in observe.TERMINAL_PHASES:
