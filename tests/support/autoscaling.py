@@ -18,6 +18,8 @@ import os
 import sys
 import tempfile
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -271,12 +273,37 @@ def demo(kubeconfig: Path, bin_dir: Path, example: Path) -> int:
         rig.watch(
             lambda s: s.ready >= 3 and s.scraped >= 3 and s.waiting == 0, timeout=120, what="scaled up, queue drained"
         )
+        print_panel(prometheus, namespace, name, "Requests running and waiting")
         print("\nThe load stops")
         rig.load.stop()
         rig.watch(lambda s: s.replicas == 1, timeout=120, what="back to minReplicas after the stabilization window")
     print("\nSimulated: the pods' containers (kwok) and the model (a stand-in answering as vLLM would, with vLLM's")
     print("metrics). Real: KEDA, the HPA controller, Prometheus, the scheduler, the API server and the operator.")
     return 0
+
+
+def print_panel(prometheus: Prometheus, namespace: str, serving: str, title: str, seconds: int = 40) -> None:
+    """A Serving dashboard panel's queries (the chart's committed JSON) over the last ``seconds``, as
+    a table: what Grafana would plot, in numbers."""
+    dashboard = json.loads((ROOT / "charts" / "soundmind-operator" / "dashboards" / "serving.json").read_text())
+    panel = next(p for p in dashboard["panels"] if p.get("title") == title)
+    end = time.time()
+    columns: list[tuple[str, dict[float, str]]] = []
+    for target in panel["targets"]:
+        expr = target["expr"].replace("$namespace", namespace).replace("$serving", serving)
+        query = {"query": expr, "start": end - seconds, "end": end, "step": 2}
+        url = f"{prometheus.url}/api/v1/query_range?{urllib.parse.urlencode(query)}"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            result = json.loads(response.read())["data"]["result"]
+        metric = expr.split("(")[2].split("{")[0] if expr.count("(") >= 2 else expr
+        values = {float(t): v for t, v in result[0]["values"]} if result else {}
+        columns.append((metric.removeprefix("vllm:"), values))
+    print(f"\nServing dashboard, panel {title!r}, as Prometheus answers its queries (sum over the pods):")
+    print(f"  {'seconds ago':>11}" + "".join(f"  {name:>18}" for name, _ in columns))
+    for t in sorted({t for _, values in columns for t in values}):
+        row = "".join(f"  {float(values[t]):>18g}" if t in values else f"  {'-':>18}" for _, values in columns)
+        print(f"  {max(end - t, 0):>11.0f}{row}")
+    print(f"  query: {panel['targets'][0]['expr']}")
 
 
 def main(argv: list[str] | None = None) -> int:
