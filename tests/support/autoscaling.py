@@ -202,7 +202,8 @@ def loop_components(
 ) -> Iterator[tuple[Prometheus, op.OperatorProcess]]:
     """KEDA, Prometheus and the operator (as its ServiceAccount, told where Prometheus is), started in
     that order (the operator looks for KEDA's CRDs once, at start-up); stopped in reverse, with
-    KEDA's APIService unregistered before its adapter stops and its CRDs removed last."""
+    KEDA's APIService unregistered before its adapter stops, every ScaledObject finalized while KEDA
+    runs, and its CRDs removed last."""
     with ExitStack() as stack:
         began = time.monotonic()
         stack.callback(keda_support.uninstall_crds, kube)
@@ -214,6 +215,7 @@ def loop_components(
             workdir / "keda",
         )
         stack.callback(keda.stop)
+        stack.callback(keda_support.delete_scaled_objects, kube)  # before KEDA stops (its finalizers)
         say(
             f"KEDA operator and metrics adapter serving, APIService {keda_support.API_SERVICE} Available "
             f"({time.monotonic() - began:.1f}s)"

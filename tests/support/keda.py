@@ -197,6 +197,24 @@ class Keda:
         self.operator.stop()
 
 
+def delete_scaled_objects(kube: Kube) -> None:
+    """Delete every ScaledObject while KEDA still runs: KEDA holds a finalizer on each, which only
+    it removes, so CRDs deleted after KEDA stopped would wait on them for ever."""
+    found = kube.custom_objects.list_cluster_custom_object("keda.sh", "v1alpha1", "scaledobjects")["items"]
+    for item in found:
+        meta = item["metadata"]
+        read_or_none(
+            lambda meta=meta: kube.custom_objects.delete_namespaced_custom_object(
+                "keda.sh", "v1alpha1", meta["namespace"], "scaledobjects", meta["name"]
+            )
+        )
+    wait_for(
+        lambda: not kube.custom_objects.list_cluster_custom_object("keda.sh", "v1alpha1", "scaledobjects")["items"],
+        timeout=60,
+        what="every ScaledObject finalized by KEDA",
+    )
+
+
 def uninstall_crds(kube: Kube) -> None:
     """Delete KEDA's CRDs (their objects go with them) and wait until the API no longer serves them,
     so later tests and operators see a cluster without KEDA."""
