@@ -179,7 +179,14 @@ class OperatorProcess:
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60) -> OperatorProcess:
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
+        # This checkout's packages, whichever checkout the environment's editable install points at.
+        sources = [str(ROOT), str(ROOT / "operator"), *filter(None, [os.environ.get("PYTHONPATH")])]
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join(sources),
+        }
         command = [
             sys.executable,
             "-m",
