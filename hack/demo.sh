@@ -6,6 +6,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 python=${1:?usage: $0 <python>}
 export PATH="$(dirname "$python"):$PATH" # the project's `soundmind` command
+# This checkout's packages in every step, whichever checkout the environment's editable install names.
+export PYTHONPATH="$root:$root/operator${PYTHONPATH:+:$PYTHONPATH}"
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
