@@ -6,6 +6,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 python=${1:?usage: $0 <python>}
 export PATH="$(dirname "$python"):$PATH" # the project's `soundmind` command
+# This checkout's packages in every step, whichever checkout the environment's editable install names.
+export PYTHONPATH="$root:$root/operator${PYTHONPATH:+:$PYTHONPATH}"
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
@@ -104,9 +106,33 @@ step_training() {
   local workdir liveness
   workdir="${SOUNDMIND_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/soundmind}/demo"
   mkdir -p "$workdir"
-  # CRDs (charts/soundmind-crds) and the operator's RBAC (config/rbac), then a kubeconfig holding a
-  # token of the operator's ServiceAccount: it runs with exactly the permissions it ships with.
-  (cd "$root" && "$python" -m tests.support.operator kubeconfig --admin "$KUBECONFIG" --out "$workdir/operator.kubeconfig") >/dev/null
+  # The operator's chart, as a user installs it: CRDs (its soundmind-crds dependency), ServiceAccount
+  # and RBAC, metrics Service, the Grafana dashboards' ConfigMaps. operator.replicas=0: kwok runs no
+  # containers, so the operator runs below as a local process holding a token of the release's
+  # ServiceAccount: it has exactly the permissions the chart grants.
+  helm dependency build "$root/charts/soundmind-operator" >/dev/null
+  local crd
+  for crd in soundmindtrainings.soundmind.ai soundmindservings.soundmind.ai; do # applied by kubectl before? adopt
+    if kubectl get crd "$crd" >/dev/null 2>&1; then
+      kubectl label --overwrite crd "$crd" app.kubernetes.io/managed-by=Helm >/dev/null
+      kubectl annotate --overwrite crd "$crd" meta.helm.sh/release-name=soundmind meta.helm.sh/release-namespace=soundmind-system >/dev/null
+    fi
+  done
+  echo "helm upgrade --install soundmind charts/soundmind-operator -n soundmind-system --create-namespace --set operator.replicas=0"
+  helm upgrade --install soundmind "$root/charts/soundmind-operator" -n soundmind-system --create-namespace \
+    --set operator.replicas=0 --wait --timeout 120s >/dev/null
+  helm list -n soundmind-system
+  echo
+  kubectl get deploy,sa,svc,configmap -n soundmind-system -l app.kubernetes.io/instance=soundmind
+  echo
+  (cd "$root" && "$python" - "$KUBECONFIG" "$workdir/operator.kubeconfig" <<'PY'
+import sys
+from pathlib import Path
+from tests.support.kube import Kube
+from tests.support.operator import service_account_kubeconfig
+service_account_kubeconfig(Kube.connect(Path(sys.argv[1])), Path(sys.argv[2]), "soundmind-system", "soundmind-soundmind-operator")
+PY
+  )
   kubectl get crd soundmindtrainings.soundmind.ai -o custom-columns='CRD:.metadata.name,SHORT:.spec.names.shortNames[0],CATEGORY:.spec.names.categories[0]'
   read -r metrics_port liveness <<<"$("$python" -c 'import socket
 socks = [socket.socket() for _ in range(2)]
@@ -123,7 +149,7 @@ print(*(s.getsockname()[1] for s in socks))')"
     sleep 0.2
   done
   operator_kubeconfig="$workdir/operator.kubeconfig"
-  echo "soundmind-operator is running as system:serviceaccount:soundmind-system:soundmind-operator (log: $workdir/operator.log)"
+  echo "soundmind-operator is running as system:serviceaccount:soundmind-system:soundmind-soundmind-operator, the chart's (log: $workdir/operator.log)"
 
   # A fresh demo namespace (an earlier demo's training is deleted by the running operator).
   kubectl delete smt --all -n "$demo_ns" --ignore-not-found --wait=true >/dev/null 2>&1 || true
@@ -204,22 +230,24 @@ serving_conditions() {
 }
 
 step_serving() {
-  say "SoundMindServing: Qwen2.5-Omni behind vLLM, autoscaled (examples/serving.yaml)"
+  say "SoundMindServing: Qwen2.5-Omni behind vLLM, autoscaled, from the serving chart"
   kubectl delete sms --all -n "$demo_ns" --ignore-not-found --wait=true >/dev/null 2>&1 || true
+  helm uninstall serving -n "$demo_ns" >/dev/null 2>&1 || true
   local began=$SECONDS
-  kubectl apply -n "$demo_ns" -f "$root/examples/serving.yaml"
-  wait_serving soundmind --for=jsonpath='{.status.phase}'=Available
-  echo "Available $((SECONDS - began))s after kubectl apply (kwok reports the vLLM pod Ready; nothing loads weights)."
+  echo "helm install serving charts/soundmind-serving -n $demo_ns --set model=Qwen/Qwen2.5-Omni-7B"
+  helm install serving "$root/charts/soundmind-serving" -n "$demo_ns" --set model=Qwen/Qwen2.5-Omni-7B >/dev/null
+  wait_serving serving --for=jsonpath='{.status.phase}'=Available
+  echo "Available $((SECONDS - began))s after helm install (kwok reports the vLLM pod Ready; nothing loads weights)."
   echo
   kubectl get sms -n "$demo_ns"
   echo
-  kubectl get deploy,svc,pdb,hpa -n "$demo_ns" -l app.kubernetes.io/instance=soundmind,app.kubernetes.io/component=server
+  kubectl get deploy,svc,pdb,hpa -n "$demo_ns" -l app.kubernetes.io/instance=serving,app.kubernetes.io/component=server
   echo
   echo "The vLLM command, checked against vLLM 0.24's own argument parser before the Deployment existed:"
-  kubectl get deploy soundmind -n "$demo_ns" -o jsonpath='{.spec.template.spec.containers[0].command} {.spec.template.spec.containers[0].args}{"\n"}' | sed 's/^/  /'
+  kubectl get deploy serving -n "$demo_ns" -o jsonpath='{.spec.template.spec.containers[0].command} {.spec.template.spec.containers[0].args}{"\n"}' | sed 's/^/  /'
   echo
   echo "Conditions (KEDA is not installed here, so an HPA on vLLM's queue length as an External metric):"
-  serving_conditions soundmind
+  serving_conditions serving
 
   say "Serving what the training exported (fromTraining)"
   kubectl apply -n "$demo_ns" -f - <<YAML
@@ -262,7 +290,32 @@ YAML
   echo "Run the operator yourself:  KUBECONFIG=$operator_kubeconfig $python -m soundmind_operator.main --all-namespaces"
 }
 
-steps=(step_cluster step_workload step_training step_serving)
+# -- Autoscaling under load (issue 12) --------------------------------------------------------------
+step_autoscaling() {
+  say "Autoscaling: KEDA, the HPA controller and Prometheus scale the example serving under load"
+  cat <<'TEXT'
+Simulated: the pods' containers (kwok) and the model (one vLLM stand-in per Ready pod, answering with
+vLLM's API and metrics, 4 requests at a time, the rest queued). Real: KEDA's operator and metrics API
+server, the HPA controller, Prometheus, the scheduler, the API server and the operator.
+TEXT
+  (cd "$root" && "$python" -m tests.support.autoscaling demo --kubeconfig "$KUBECONFIG")
+}
+
+step_explore() {
+  say "Explore, then tear down"
+  cat <<TEXT
+  eval "\$(make -s cluster-up | tail -2)"            # this shell talks to the demo's cluster
+  kubectl get smt,sms -A                             # trainings and servings
+  kubectl describe smt $demo_training -n $demo_ns    # conditions and events
+  helm list -A                                       # the soundmind (operator chart) and serving releases
+  kubectl get configmap -n soundmind-system -l grafana_dashboard=1   # the Grafana dashboards
+  KUBECONFIG=$operator_kubeconfig $python -m soundmind_operator.main --all-namespaces   # the operator again
+  helm uninstall serving -n $demo_ns; helm uninstall soundmind -n soundmind-system
+  make cluster-down                                  # stop the local cluster
+TEXT
+}
+
+steps=(step_cluster step_workload step_training step_serving step_autoscaling step_explore)
 
 for step in "${steps[@]}"; do
   "$step"

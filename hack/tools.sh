@@ -80,6 +80,18 @@ for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
 done
 build helm "$HELM_VERSION" go_install "$helm_ldflags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 
+# KEDA's operator and metrics adapter (the autoscaling test runs them as local processes), at the
+# version whose CRDs the tests install (hack/third-party-crds.txt: one pin for both). Its go.mod has
+# replace lines, which only apply when building inside the module, so build from its directory.
+read -r _ keda_module keda_version _ < <(grep '^keda[[:space:]]' "$root/hack/third-party-crds.txt")
+keda_build() { # <cmd dir>
+  local dir
+  dir=$(cd / && GOFLAGS=-mod=mod go mod download -json "$keda_module@$keda_version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  (cd "$dir" && go build -trimpath -ldflags "-s -w -X $keda_module/version.Version=$keda_version" -o "$out.tmp" "./$1")
+}
+build keda-operator "$keda_version" keda_build cmd/operator
+build keda-adapter "$keda_version" keda_build cmd/adapter
+
 # Third-party CRDs for the integration tests, copied from their Go modules into <cache>/crds/
 # <project>-<version>/: what tests/support/third_party_crds.py does on demand, from the same pins.
 mkdir -p "$cache/crds"

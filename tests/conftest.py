@@ -75,6 +75,14 @@ def cluster_bin_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def keda_bin_dir() -> Path:
+    """The directory of KEDA's operator and metrics adapter (built on demand outside CI)."""
+    from tests.support.keda import BINARIES
+
+    return _cluster_binaries(BINARIES)
+
+
+@pytest.fixture(scope="session")
 def kube() -> Iterator[Kube]:
     # Imported here so that unit-only runs need none of the cluster's dependencies.
     from tests.support import localcluster

@@ -1,12 +1,12 @@
-"""A spec the CRD let through but that cannot be made: the API model refuses it (a CRD older than
-the operator, say), or the API server refuses a child built from it (a node selector whose key or
-value is no label: the CRD leaves those maps free-form). The object is marked Failed, naming the
-field, once, instead of failing every pass in silence. Shared by every kind."""
+"""The start of every kind's pass: the object's spec as its API model, or, for a spec that cannot be
+made, the object marked Failed, naming the field, once, instead of failing every pass in silence:
+the model refuses it (a CRD older than the operator, say), or the API server refuses a child built
+from it (a node selector whose key or value is no label: the CRD leaves those maps free-form)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import pydantic
 
@@ -17,6 +17,21 @@ from soundmind_operator.loop import Outcome
 
 FAILED = "Failed"  # the phase every kind uses for this
 REASON = "InvalidSpec"
+
+Spec = TypeVar("Spec", bound=pydantic.BaseModel)
+
+
+def spec_or_outcome(
+    kube: Kube, kind: ResourceKind, body: Manifest, model: type[Spec], condition: str
+) -> Spec | Outcome:
+    """`body`'s spec, or the pass's outcome when there is nothing to reconcile: the object is being
+    deleted (the loop ends), or its spec is refused (see `refuse`)."""
+    if body["metadata"].get("deletionTimestamp"):
+        return Outcome(body=None)
+    try:
+        return model.model_validate(body.get("spec") or {})
+    except pydantic.ValidationError as error:
+        return refuse(kube, kind, body, error, condition)
 
 
 def refuse(kube: Kube, kind: ResourceKind, body: Manifest, error: pydantic.ValidationError, condition: str) -> Outcome:

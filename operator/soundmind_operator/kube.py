@@ -62,13 +62,16 @@ def _refused(error: ApiException, kind: str, name: str) -> Exception:
     return Invalid(message or f"{kind} {name} is invalid (HTTP 422)")
 
 
-def api_client() -> client.ApiClient:
-    """In a pod: its ServiceAccount. Elsewhere: the current context of $KUBECONFIG (or ~/.kube/config)."""
+def api_client(connections: int = 32) -> client.ApiClient:
+    """In a pod: its ServiceAccount. Elsewhere: the current context of $KUBECONFIG (or ~/.kube/config).
+    `connections`: kept open to the API server, one per pass thread."""
+    configuration = client.Configuration()
     if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
-        configuration = client.Configuration()
         config.load_incluster_config(client_configuration=configuration)
-        return client.ApiClient(configuration)
-    return config.new_client_from_config()
+    else:
+        config.load_kube_config(client_configuration=configuration)
+    configuration.connection_pool_maxsize = connections
+    return client.ApiClient(configuration)
 
 
 def _custom_path(group: str, version: str, namespace: str, plural: str, name: str) -> str:

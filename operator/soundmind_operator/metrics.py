@@ -118,6 +118,9 @@ class OperatorMetrics:
         self.gpus_requested.labels(*key).set(requested)
         self.gpus_running.labels(*key).set(running)
         self.gpu_seconds.labels(*key).set(gpu_seconds)
+        # Exported at 0 from the first pass: a counter first scraped at 1 has increase() 0, and the
+        # retrying alert (increase over 1h) would never see a training's first retry.
+        self.retries.labels(*key)
         self.trainings.set(key, phase)
 
     def forget_training(self, namespace: str, training: str) -> None:

@@ -24,6 +24,7 @@ from soundmind.api.base import (
     Toleration,
 )
 from soundmind.api.training import ModelStorageSpec
+from soundmind.serve import vllm_metrics
 from soundmind.version import SERVER_IMAGE
 
 SERVING = ResourceKind(kind="SoundMindServing", plural="soundmindservings", short="sms")
@@ -42,12 +43,15 @@ class ScalingMetric(enum.StrEnum):
 
     @property
     def prometheus_name(self) -> str:
-        """The metric's name in vLLM's /metrics (vllm/v1/metrics/loggers.py, vLLM 0.24)."""
-        return {
-            ScalingMetric.NUM_REQUESTS_WAITING: "vllm:num_requests_waiting",
-            ScalingMetric.NUM_REQUESTS_RUNNING: "vllm:num_requests_running",
-            ScalingMetric.KV_CACHE_USAGE: "vllm:kv_cache_usage_perc",
-        }[self]
+        """The gauge's name in vLLM's /metrics (the serving contract, soundmind.serve.vllm_metrics)."""
+        return str(_SCALING_GAUGES[self])
+
+
+_SCALING_GAUGES = {
+    ScalingMetric.NUM_REQUESTS_WAITING: vllm_metrics.NUM_REQUESTS_WAITING,
+    ScalingMetric.NUM_REQUESTS_RUNNING: vllm_metrics.NUM_REQUESTS_RUNNING,
+    ScalingMetric.KV_CACHE_USAGE: vllm_metrics.KV_CACHE_USAGE,
+}
 
 
 class FromTraining(ApiModel):

@@ -90,6 +90,12 @@ def to_item(row: dict[str, Any], index: int, source: Path) -> EvalItem:
     return EvalItem(index=index, id=sample_id, gold=gold, messages=messages)
 
 
+def chat_request(item: EvalItem, model: str, max_tokens: int, temperature: float = 0.0) -> dict[str, Any]:
+    """The `/v1/chat/completions` body for one item: what `soundmind eval` sends (and the autoscaling
+    test's load generator, so its load is the same shape)."""
+    return {"model": model, "messages": item.messages, "max_tokens": max_tokens, "temperature": temperature}
+
+
 def read_items(source: Path, batch_rows: int = 64) -> Iterator[EvalItem]:
     """Streams EvalItems from a prepared parquet file, a batch of rows at a time."""
     import pyarrow.parquet as pq

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from soundmind.errors import UsageError
-from soundmind.eval.requests import EvalItem
+from soundmind.eval.requests import EvalItem, chat_request
 from soundmind.reward import compute_score
 
 BACKOFF_CAP_S = 10.0
@@ -97,12 +97,7 @@ class _Failure(Exception):
 
 
 async def _complete(client: httpx.AsyncClient, settings: Settings, item: EvalItem) -> str:
-    body = {
-        "model": settings.model,
-        "messages": item.messages,
-        "max_tokens": settings.max_tokens,
-        "temperature": settings.temperature,
-    }
+    body = chat_request(item, settings.model, settings.max_tokens, settings.temperature)
     try:
         async with asyncio.timeout(settings.timeout_s):
             response = await client.post(settings.url, json=body)

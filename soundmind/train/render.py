@@ -199,13 +199,16 @@ def _loggers(config) -> list:
     return list(logger) if isinstance(logger, ListConfig | list | tuple) else [logger]
 
 
-def validate_overrides(spec: TrainingSpec, training_name: str, namespace: str) -> None:
+def validate_overrides(spec: TrainingSpec) -> None:
     """What the operator checks before a Job exists: the whole verl command the pods would render,
     `extraArgs` included, against verl's schema. The data set is not read (the operator has no data
-    volume); its checks (prompt budget, step count) stay with the pod."""
-    identity = PodIdentity(training_name=training_name, namespace=namespace, attempt=1, index=0, head_address="")
+    volume); its checks (prompt budget, step count) stay with the pod. The training's name and
+    namespace only fill string values (the experiment name, the checkpoint directory) that cannot
+    make the command invalid, so a stand-in is used and the result holds for every training with
+    this spec."""
+    identity = PodIdentity(training_name="training", namespace="namespace", attempt=1, index=0, head_address="")
     dataset = DatasetFiles(directory=Path(spec.dataset.path), raw_root=None)
-    checkpoint_dir = contract.checkpoint_dir(training_name)
+    checkpoint_dir = contract.checkpoint_dir(identity.training_name)
     _validated_arguments(spec, overrides(spec, identity, dataset, checkpoint_dir))
 
 

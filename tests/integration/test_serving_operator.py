@@ -21,7 +21,7 @@ from soundmind.api.serving import SERVING
 from soundmind.api.training import TRAINING
 from soundmind_operator.serving import names
 from tests.support import operator as op
-from tests.support import sim
+from tests.support import resources, sim
 from tests.support.kube import Kube, exists, read_or_none
 from tests.support.poll import wait_for
 from tests.support.third_party_crds import crd_dir, crds
@@ -53,27 +53,18 @@ def create_serving(kube: Kube, ns: str, name: str, **spec) -> dict:
 
 
 def get_serving(kube: Kube, ns: str, name: str) -> dict:
-    return kube.custom_objects.get_namespaced_custom_object(GROUP, VERSION, ns, SERVING.plural, name)
+    return resources.get(kube, SERVING, ns, name)
 
 
 def patch_serving(kube: Kube, ns: str, name: str, spec: dict) -> None:
     kube.custom_objects.patch_namespaced_custom_object(GROUP, VERSION, ns, SERVING.plural, name, {"spec": spec})
 
 
-def condition(obj: dict, kind: str) -> dict:
-    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == kind), {})
+condition = resources.condition
 
 
 def wait_serving(kube: Kube, ns: str, name: str, predicate, what: str, timeout: float = 30) -> dict:
-    def check():
-        serving = get_serving(kube, ns, name)
-        return serving if predicate(serving) else None
-
-    try:
-        return wait_for(check, timeout=timeout, what=f"serving {ns}/{name}: {what}")
-    except AssertionError as error:
-        status = yaml.safe_dump(get_serving(kube, ns, name).get("status") or {}, width=200)
-        raise AssertionError(f"{error}\nstatus:\n{status}") from None
+    return resources.wait(kube, SERVING, ns, name, predicate, what, timeout)
 
 
 def available(replicas: int):

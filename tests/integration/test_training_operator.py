@@ -28,7 +28,7 @@ from soundmind.train.contract import EXIT_CONFIG_ERROR
 from soundmind_operator import metrics
 from soundmind_operator.training import builders, names
 from tests.support import operator as op
-from tests.support import sim
+from tests.support import resources, sim
 from tests.support.kube import Kube, exists, read_or_none
 from tests.support.poll import wait_for
 
@@ -57,27 +57,18 @@ def create_training(kube: Kube, ns: str, name: str, **spec) -> dict:
 
 
 def get_training(kube: Kube, ns: str, name: str) -> dict:
-    return kube.custom_objects.get_namespaced_custom_object(GROUP, VERSION, ns, TRAINING.plural, name)
+    return resources.get(kube, TRAINING, ns, name)
 
 
 def patch_spec(kube: Kube, ns: str, name: str, **fields) -> None:
     kube.custom_objects.patch_namespaced_custom_object(GROUP, VERSION, ns, TRAINING.plural, name, {"spec": fields})
 
 
-def condition(training: dict, kind: str) -> dict:
-    return next((c for c in (training.get("status") or {}).get("conditions") or [] if c["type"] == kind), {})
+condition = resources.condition
 
 
 def wait_training(kube: Kube, ns: str, name: str, predicate, what: str, timeout: float = 30) -> dict:
-    def check():
-        training = get_training(kube, ns, name)
-        return training if predicate(training) else None
-
-    try:
-        return wait_for(check, timeout=timeout, what=f"{ns}/{name}: {what}")
-    except AssertionError as error:
-        status = yaml.safe_dump((get_training(kube, ns, name).get("status") or {}), width=200)
-        raise AssertionError(f"{error}\nstatus:\n{status}") from None
+    return resources.wait(kube, TRAINING, ns, name, predicate, what, timeout)
 
 
 def phase_is(phase: str):

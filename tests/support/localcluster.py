@@ -59,6 +59,9 @@ NODE_LEASE_SECONDS = 40  # kwok renews each simulated node's Lease in kube-node-
 # beta group version must also be switched on in the API server.
 GANG_SCHEDULING_FEATURE_GATES = "GenericWorkload=true"
 GANG_SCHEDULING_RUNTIME_CONFIG = "scheduling.k8s.io/v1beta1=true"
+# How often the HPA controller reads metrics and rescales (default 15 s): the autoscaling test and demo
+# watch a load come and go in a couple of minutes. Scale-down stabilization is per HPA (its behavior).
+HPA_SYNC_PERIOD_SECONDS = 2
 
 
 class ClusterError(RuntimeError):
@@ -502,7 +505,10 @@ class LocalCluster(_Components):
             "--requestheader-extra-headers-prefix=X-Remote-Extra-",
             f"--proxy-client-cert-file={pki.front_proxy_client.cert}",
             f"--proxy-client-key-file={pki.front_proxy_client.key}",
-            "--enable-aggregator-routing=true",
+            # Off: an aggregated API is reached through its Service, and one of type ExternalName
+            # may point at 127.0.0.1 (a local metrics adapter); with routing on, the API server would
+            # use the Service's endpoints, which may not hold a loopback address.
+            "--enable-aggregator-routing=false",
             "--profiling=false",
             *self._gang_args(runtime_config=True),
         ]
@@ -519,6 +525,7 @@ class LocalCluster(_Components):
             "--cluster-name=soundmind-local",
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
             *self._gang_args(),
+            f"--horizontal-pod-autoscaler-sync-period={HPA_SYNC_PERIOD_SECONDS}s",
         ]
 
     def _scheduler_args(self) -> list[str]:

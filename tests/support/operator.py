@@ -168,18 +168,32 @@ class OperatorProcess:
     """`soundmind-operator --all-namespaces` in a subprocess; logs go to ``log_path``."""
 
     def __init__(
-        self, kubeconfig: Path, log_path: Path, *, resync_seconds: float = 1.0, extra_args: tuple[str, ...] = ()
+        self,
+        kubeconfig: Path,
+        log_path: Path,
+        *,
+        resync_seconds: float = 1.0,
+        prometheus_url: str | None = None,
+        extra_args: tuple[str, ...] = (),
     ):
         self.kubeconfig = kubeconfig
         self.extra_args = extra_args  # e.g. ("--peering=NAME", "--priority=2")
         self.log_path = log_path
         self.resync_seconds = resync_seconds
+        self.prometheus_url = prometheus_url  # where KEDA is told to query (--prometheus-url); None: the default
         self.metrics_port = _free_port()
         self.liveness_port = _free_port()
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60) -> OperatorProcess:
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
+        # This checkout's packages, whichever checkout the environment's editable install points at.
+        sources = [str(ROOT), str(ROOT / "operator"), *filter(None, [os.environ.get("PYTHONPATH")])]
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join(sources),
+        }
         command = [
             sys.executable,
             "-m",
@@ -190,6 +204,8 @@ class OperatorProcess:
             f"--liveness-port={self.liveness_port}",
             *self.extra_args,
         ]
+        if self.prometheus_url:
+            command.append(f"--prometheus-url={self.prometheus_url}")
         log = self.log_path.open("a")
         log.write(f"\n=== start {' '.join(command)}\n")
         log.flush()

@@ -64,6 +64,16 @@ class _Authority:
         )
         self.pair = _write(directory, name, self._cert, self._key)
 
+    @classmethod
+    def load(cls, pair: CertPair) -> _Authority:
+        """The authority whose certificate and key ``pair`` holds (written by an earlier run)."""
+        authority = cls.__new__(cls)
+        authority._dir = pair.cert.parent
+        authority._key = serialization.load_pem_private_key(pair.key_pem(), password=None)
+        authority._cert = x509.load_pem_x509_certificate(pair.cert_pem())
+        authority.pair = pair
+        return authority
+
     def issue(
         self,
         name: str,
@@ -72,8 +82,10 @@ class _Authority:
         organizations: tuple[str, ...] = (),
         server_names: tuple[str, ...] = (),
         client: bool = True,
+        directory: Path | None = None,
     ) -> CertPair:
-        """A leaf certificate: a client certificate, and a serving one when server_names are given."""
+        """A leaf certificate: a client certificate, and a serving one when server_names are given;
+        written into ``directory`` (default: the authority's)."""
         key = ec.generate_private_key(ec.SECP256R1())
         attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in organizations]
         attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
@@ -96,7 +108,7 @@ class _Authority:
                 x509.SubjectAlternativeName([_general_name(n) for n in server_names]), critical=False
             )
         builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-        return _write(self._dir, name, builder.sign(self._key, hashes.SHA256()), key)
+        return _write(directory or self._dir, name, builder.sign(self._key, hashes.SHA256()), key)
 
 
 def _general_name(name: str) -> x509.GeneralName:
@@ -128,6 +140,13 @@ class ClusterPKI:
     front_proxy_client: CertPair
     service_account_key: Path
     service_account_pub: Path
+
+
+def issue_leaf(ca: CertPair, directory: Path, name: str, common_name: str, server_names: tuple[str, ...]) -> CertPair:
+    """A serving and client certificate signed by the CA in ``ca`` (e.g. the cluster's, for a
+    component started after the cluster), written as ``directory/name.{crt,key}``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    return _Authority.load(ca).issue(name, common_name, server_names=server_names, directory=directory)
 
 
 def create_pki(directory: Path, server_names: tuple[str, ...]) -> ClusterPKI:

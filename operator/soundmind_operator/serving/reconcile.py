@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import kopf
-import pydantic
 
 from soundmind.api.base import GROUP, VERSION
 from soundmind.api.serving import SERVING, ServingSpec
@@ -78,13 +77,10 @@ class ServingReconciler:
     def reconcile(self, body: Manifest, cache: ServingCache, logger: logging.Logger) -> Outcome:
         kube = self.kube
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-        if body["metadata"].get("deletionTimestamp"):
-            return Outcome(body=None)
+        spec = invalid.spec_or_outcome(kube, SERVING, body, ServingSpec, observe.CONFIG_ERROR)
+        if isinstance(spec, Outcome):
+            return spec
         status = body.get("status") or {}
-        try:
-            spec = ServingSpec.model_validate(body.get("spec") or {})
-        except pydantic.ValidationError as error:
-            return invalid.refuse(kube, SERVING, body, error, observe.CONFIG_ERROR)
 
         owned = cache.owned
         deployments = owned.of("Deployment")

@@ -72,3 +72,12 @@ def test_status_schema_is_the_status_model_and_refuses_unknown_keys(crd):
     status = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
     assert "x-kubernetes-preserve-unknown-fields" not in status
     assert {"phase", "conditions", "observedGeneration"} <= set(status["properties"])
+
+
+def test_api_reference_is_generated_from_the_crds():
+    assert crds.REFERENCE.read_text() == crds.reference(), (
+        "docs/api.md drifted: python -m soundmind_operator.crds --write"
+    )
+    text = crds.reference()
+    for field in ("spec.resources.gpusPerNode", "spec.vllm.extraArgs", "status.model.path", "spec.fromTraining.name"):
+        assert f"`{field}`" in text, field

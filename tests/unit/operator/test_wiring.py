@@ -37,7 +37,7 @@ def test_command_line_needs_a_scope():
 
 
 def test_startup_settings(monkeypatch):
-    monkeypatch.setattr(main, "api_client", lambda: None)
+    monkeypatch.setattr(main, "api_client", lambda connections: None)
     discovered = (["v1beta2", "v1beta1"], True, Platform(keda=True))
     monkeypatch.setattr(main, "_discover", lambda kube, options: discovered)
     settings = kopf.OperatorSettings()
