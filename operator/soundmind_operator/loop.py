@@ -96,6 +96,11 @@ class LoopContext:
     metrics: metrics.OperatorMetrics
     resync_seconds: float
     wakeups: Wakeups = field(default_factory=Wakeups)
+    # What kopf writes onto a new object as its loop starts: its finalizer, then its last-handled
+    # configuration annotation. A first pass that decided on the version before those writes
+    # loses its status write (409) and is done again: every object of a burst, twice.
+    finalizer: str | None = None
+    diffbase_annotation: str | None = None
 
 
 async def run(
@@ -115,6 +120,7 @@ async def run(
     failures = 0
     superseded: str | None = None  # the version our last status write replaced
     try:
+        await _adopted(body, ctx.finalizer, ctx.diffbase_annotation)
         while not stopped:
             wake.clear()  # changes from now on wake the next pass
             delay: float | None = ctx.resync_seconds
@@ -167,6 +173,25 @@ async def _current(
         await asyncio.sleep(0.02)
         waited += 0.02
     return copy.deepcopy(dict(body))  # on the loop's thread: kopf replaces the live view in place
+
+
+# How long a new object's first pass waits for kopf's own writes onto it (see LoopContext).
+KOPF_ADOPTION_SECONDS = 5.0
+
+
+async def _adopted(body: Mapping[str, Any], finalizer: str | None, annotation: str | None) -> None:
+    """Until kopf's live view of the object carries `finalizer` and `annotation` (at once for an
+    object kopf handled before: an operator restart), or `KOPF_ADOPTION_SECONDS` pass."""
+    waited = 0.0
+    while waited < KOPF_ADOPTION_SECONDS:
+        metadata = body.get("metadata") or {}
+        if metadata.get("deletionTimestamp") or (
+            (not finalizer or finalizer in (metadata.get("finalizers") or []))
+            and (not annotation or annotation in (metadata.get("annotations") or {}))
+        ):
+            return
+        await asyncio.sleep(0.02)
+        waited += 0.02
 
 
 async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, seconds: float | None) -> None:

@@ -32,6 +32,7 @@ from soundmind_operator.training import names as training_names
 from soundmind_operator.training.reconcile import KUEUE_GROUP, POD_GROUP_API, TrainingReconciler
 
 FINALIZER = f"{GROUP}/finalizer"
+DIFFBASE_KEY = "last-handled-configuration"  # kopf's annotation {GROUP}/{DIFFBASE_KEY}
 # Which kind owns the children of each component.
 KIND_OF_COMPONENT = {training_names.COMPONENT: TRAINING.kind, serving_names.COMPONENT: SERVING.kind}
 # Handlers that run on every watch event; kopf's per-event success lines would drown the log.
@@ -70,9 +71,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **
         settings.watching.label_selectors[watched.group or watched.version, watched.plural] = MANAGED_SELECTOR
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key=DIFFBASE_KEY)
     settings.posting.enabled = True
     settings.posting.level = logging.INFO
     settings.posting.reporting_component = OPERATOR_NAME
@@ -89,7 +88,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **
     kube = Kube(
         api_client(options.pass_threads), on_request=lambda verb: operator_metrics.api_requests.labels(verb).inc()
     )
-    memo.loop = loop.LoopContext(metrics=operator_metrics, resync_seconds=options.resync_seconds)
+    memo.loop = loop.LoopContext(
+        metrics=operator_metrics,
+        resync_seconds=options.resync_seconds,
+        finalizer=FINALIZER,
+        diffbase_annotation=f"{GROUP}/{DIFFBASE_KEY}",
+    )
     # What the cluster offers is decided once, here, not with a 404 on every pass.
     kueue, pod_groups, platform = await asyncio.to_thread(_discover, kube, options)
     memo.training = TrainingReconciler(
