@@ -7,7 +7,7 @@ SHELL := bash
 # Evaluated once, on first use, so targets that need no Python never build the environment.
 PY = $(eval PY := $(shell hack/venv.sh)/bin/python)$(PY)
 
-.PHONY: help demo test unit integration lint deps tools cluster-up cluster-down
+.PHONY: help demo test unit integration lint deps tools cluster-up cluster-down bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -29,6 +29,10 @@ integration: deps tools ## integration tests against the local control plane (or
 
 test: deps tools lint ## lint, then all tests: unit and integration
 	$(PY) -m pytest tests
+
+bench: tools ## the operator against the API server's floor (BENCH_ARGS=...), then the reward; figures in benchmarks/README.md
+	$(PY) benchmarks/operator_bench.py $(BENCH_ARGS)
+	$(PY) benchmarks/reward_bench.py
 
 lint: ## ruff
 	$(PY) -m ruff check soundmind operator tests hack benchmarks
