@@ -179,16 +179,6 @@ def test_fuzzed_trainings_are_refused_naming_a_field_or_reconciled(
     check_batch(kube, ns, operator, TRAINING.kind, batch)
 
 
-@FUZZ
-@given(data=st.data())
-def test_fuzzed_servings_are_refused_naming_a_field_or_reconciled(
-    kube: Kube, ns: str, operator: op.OperatorProcess, data
-):
-    example = next(_examples)
-    batch = [(data.draw(names_for(SERVING.kind, example, i)), data.draw(specs(SERVING.kind))) for i in range(BATCH)]
-    check_batch(kube, ns, operator, SERVING.kind, batch)
-
-
 # -- admitted by the CRD, refused by the API server in a child (free-form fields) --------------
 
 
