@@ -36,15 +36,12 @@ from soundmind_operator.training import names
 from tests.support import operator as op
 from tests.support import sim
 from tests.support.kube import Kube
-from tests.support.localcluster import LocalCluster, default_bin_dir, missing_binaries
+from tests.support.localcluster import LocalCluster, default_bin_dir
 from tests.support.poll import wait_for
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        bool(os.environ.get("SOUNDMIND_TEST_KUBECONFIG")), reason="fault tests restart their own API server"
-    ),
-]
+# These tests restart their API server, so they always run on a private local cluster (also when
+# SOUNDMIND_TEST_KUBECONFIG names another one for the rest of the suite).
+pytestmark = pytest.mark.integration
 
 IMAGE = "registry.invalid/soundmind/trainer:sim"
 BURST = int(os.environ.get("SOUNDMIND_FAULT_BURST", "30"))
@@ -58,11 +55,9 @@ CHILD_KINDS = ("ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Service", 
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    missing = missing_binaries(default_bin_dir())
-    if missing:
-        pytest.skip(f"cluster binaries missing: {', '.join(missing)} (make tools)")
-    started = LocalCluster.start(default_bin_dir(), nodes=NODES)
+def cluster(cluster_bin_dir: Path) -> Iterator[LocalCluster]:
+    """The binaries come from the `cluster_bin_dir` fixture: missing ones fail the run in CI."""
+    started = LocalCluster.start(cluster_bin_dir, nodes=NODES)
     yield started
     started.stop()
 
