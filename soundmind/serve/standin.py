@@ -20,7 +20,9 @@ clip's ground truth and answers right for a fraction ``--accuracy`` of the clips
 every time: the choice is a hash of the audio); without it, the label is that hash's coin flip.
 
 Run: ``python -m soundmind.serve.standin --port 8000 --served-model-name soundmind``; it prints
-``serving http://HOST:PORT`` once it listens (``--port 0`` picks a free port).
+``serving http://HOST:PORT`` once it listens (``--port 0`` picks a free port). Or, as a serving pod
+runs vLLM: ``python -m soundmind.serve.standin serve MODEL [vllm serve flags]`` (the stand-in image's
+``vllm`` command), which takes what it simulates from vLLM's flags (:func:`vllm_serve_arguments`).
 """
 
 from __future__ import annotations
@@ -374,7 +376,34 @@ def make_server(standin: StandIn, host: str = "127.0.0.1", port: int = 0) -> Thr
     return Server((host, port), Handler)
 
 
+# `vllm serve` flags the stand-in acts on; every other one (GPU memory, parallelism, dtype, multimodal
+# limits) is vLLM's own business and ignored.
+SIMULATED_VLLM_FLAGS = ("--served-model-name", "--max-model-len", "--max-num-seqs", "--host", "--port")
+
+
+def vllm_serve_arguments(args: list[str]) -> list[str]:
+    """The stand-in's arguments for ``vllm serve ARGS``: the model (first, or ``--model``) and the
+    flags it simulates, in either of the spellings vLLM accepts (``--max-num-seqs``, ``--max_num_seqs``)."""
+    parser = argparse.ArgumentParser(prog="vllm serve", add_help=False)
+    for flag in ("--model", *SIMULATED_VLLM_FLAGS):
+        dest = flag[2:].replace("-", "_")
+        parser.add_argument(*sorted({flag, f"--{dest}"}), dest=dest)
+    model, flags = (args[0], args[1:]) if args and not args[0].startswith("-") else (None, args)
+    known, _ = parser.parse_known_args(flags)
+    model = model or known.model
+    if not model:
+        parser.error("the model comes first: vllm serve MODEL [FLAGS]")
+    argv = ["--model", model]
+    for flag in SIMULATED_VLLM_FLAGS:
+        value = getattr(known, flag[2:].replace("-", "_"))
+        argv += [flag, value] if value is not None else []
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:
+        argv = vllm_serve_arguments(argv[1:])
     defaults = Behaviour()
     parser = argparse.ArgumentParser(prog="python -m soundmind.serve.standin", description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")

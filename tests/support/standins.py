@@ -12,7 +12,6 @@ real cluster select the stand-ins' series unchanged.
 
 from __future__ import annotations
 
-import argparse
 import re
 import select
 import sys
@@ -21,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from soundmind.serve.standin import READY_LINE
+from soundmind.serve.standin import READY_LINE, vllm_serve_arguments
 from soundmind_operator.serving import names
 from tests.support.kube import Kube
 from tests.support.processes import LocalProcess
@@ -42,19 +41,9 @@ class Simulation:
 
 
 def standin_arguments(vllm_args: list[str], simulation: Simulation) -> list[str]:
-    """`soundmind.serve.standin` arguments for a pod whose container runs `vllm serve <vllm_args>`."""
-    parser = argparse.ArgumentParser(add_help=False)
-    for flag in ("--served-model-name", "--max-model-len", "--max-num-seqs"):
-        parser.add_argument(flag)
-    known, _ = parser.parse_known_args(vllm_args[1:])  # the rest are vLLM's own business
-    argv = ["--model", vllm_args[0]]
-    for flag, value in (
-        ("--served-model-name", known.served_model_name),
-        ("--max-model-len", known.max_model_len),
-        ("--max-num-seqs", known.max_num_seqs),
-    ):
-        if value is not None:
-            argv += [flag, value]
+    """`soundmind.serve.standin` arguments for a pod whose container runs `vllm serve <vllm_args>`,
+    listening on loopback on a free port (the pods' own address and port are for a real node)."""
+    argv = vllm_serve_arguments(vllm_args) + ["--host=127.0.0.1", "--port=0"]
     argv += [
         f"--prefill-seconds-per-audio-second={simulation.prefill_seconds_per_audio_second}",
         f"--seconds-per-output-token={simulation.seconds_per_output_token}",
@@ -146,7 +135,7 @@ class StandinFleet:
 
     def _spawn(self, pod) -> LocalProcess:
         container = pod.spec.containers[0]
-        argv = [sys.executable, "-m", "soundmind.serve.standin", "--port=0"]
+        argv = [sys.executable, "-m", "soundmind.serve.standin"]
         argv += standin_arguments(list(container.args or []), self.simulation)
         self.started += 1
         return LocalProcess(f"stand-in for {pod.metadata.name}", argv, self.workdir / f"{pod.metadata.name}.log").start(

@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from soundmind.api.serving import ServingSpec
 from soundmind.cli import main
 from soundmind.eval.requests import chat_request, read_items
 from soundmind.serve import vllm_metrics as metrics
-from soundmind.serve.standin import Behaviour, StandIn, answer_key, make_server
+from soundmind.serve.render import vllm_arguments
+from soundmind.serve.standin import Behaviour, StandIn, answer_key, make_server, vllm_serve_arguments
 
 FAST = Behaviour(prefill_seconds_per_audio_second=0.0, seconds_per_output_token=0.0, output_tokens=16)
 
@@ -138,3 +140,26 @@ def test_at_most_max_num_seqs_run_and_the_rest_wait(prepared: Path):
     assert after[(metrics.NUM_REQUESTS_WAITING, labels)] == 0 == after[(metrics.NUM_REQUESTS_RUNNING, labels)]
     assert after[(metrics.GENERATION_TOKENS, labels)] == 6 * 48
     assert after[(metrics.MM_ITEMS, labels)] == 6
+
+
+def test_a_serving_pods_vllm_command_line_configures_the_stand_in():
+    """The stand-in image's `vllm` takes the arguments the operator gives vLLM: the flags it simulates,
+    in either spelling vLLM accepts, and none of the GPU ones."""
+    spec = ServingSpec.model_validate(
+        {"model": "m", "servedModelName": "alr", "vllm": {"maxModelLen": 8192, "extraArgs": ["--max_num_seqs=4"]}}
+    )
+    assert vllm_serve_arguments(vllm_arguments(spec, "/models/omni")) == [
+        "--model", "/models/omni",
+        "--served-model-name", "alr",
+        "--max-model-len", "8192",
+        "--max-num-seqs", "4",
+        "--host", "0.0.0.0",
+        "--port", "8000",
+    ]  # fmt: skip
+    assert vllm_serve_arguments(["--model", "m", "--dtype", "half"]) == ["--model", "m"]
+
+
+def test_vllm_serve_without_a_model_is_refused_with_the_usage(capsys):
+    with pytest.raises(SystemExit):
+        vllm_serve_arguments(["--port", "8000"])
+    assert "vllm serve MODEL" in capsys.readouterr().err
