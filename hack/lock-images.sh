@@ -30,5 +30,7 @@ PY
 case "${1:-all}" in
   operator | all) lock operator "$root[operator]" ;;&
   trainer | all) lock trainer "$root[train]" ;;&
-  server | all) lock server "$root[server]" ;;
+  # The server runs the inference stack the trainer's rollouts run (verl's pins: vLLM, torch,
+  # transformers), so a model is served by the code that produced it.
+  server | all) lock server "$root[server]" -c "$root/images/trainer/requirements.lock" ;;
 esac
