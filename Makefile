@@ -7,7 +7,7 @@ SHELL := bash
 # Evaluated once, on first use, so targets that need no Python never build the environment.
 PY = $(eval PY := $(shell hack/venv.sh)/bin/python)$(PY)
 
-.PHONY: help demo test unit integration lint deps tools cluster-up cluster-down bench
+.PHONY: help demo test unit integration lint deps tools images images-all cluster-up cluster-down bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -37,6 +37,12 @@ bench: tools ## the operator against the API server's floor (BENCH_ARGS=...), th
 lint: ## ruff
 	$(PY) -m ruff check soundmind operator tests hack benchmarks
 	$(PY) -m ruff format --check soundmind operator tests hack benchmarks
+
+images: ## the operator and vLLM stand-in images, built offline (root: debootstrap, dockerd); prints their tarballs
+	@$(PY) -m hack.images operator standin
+
+images-all: ## the trainer and server images too (CUDA wheels: several GB)
+	@$(PY) -m hack.images operator standin trainer server
 
 cluster-up: tools ## start (or reuse) the local cluster; last two lines are exports for eval
 	@hack/cluster.sh up

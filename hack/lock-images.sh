@@ -29,6 +29,9 @@ PY
 
 case "${1:-all}" in
   operator | all) lock operator "$root[operator]" ;;&
+  # The vLLM stand-in needs only soundmind's core dependencies, at the operator's versions (their
+  # wheels are shared, and the two images behave alike).
+  standin | all) lock standin "$root" -c "$root/images/operator/requirements.lock" ;;&
   trainer | all) lock trainer "$root[train]" ;;&
   # The server runs the inference stack the trainer's rollouts run (verl's pins: vLLM, torch,
   # transformers), so a model is served by the code that produced it.

@@ -1,0 +1,1 @@
+"""Container images built here, offline: see hack/images/__main__.py."""

@@ -1,0 +1,170 @@
+"""Building images/<IMAGE>/Dockerfile offline and saving each image as a tarball (what a node imports:
+``ctr -n k8s.io images import <tarball>``); the command line is ``python -m hack.images``.
+
+Per image:
+
+1. the base, ``soundmind-base:bookworm`` (plus the Debian packages the Dockerfile's
+   ``ARG DEBIAN_PACKAGES`` names), made by debootstrap (:mod:`hack.images.base`);
+2. the wheels of its lock (and its ``--no-deps`` extras), fetched by this machine's pip into the
+   shared pool and linked into ``.build/wheels/<image>/``, and the ``soundmind`` wheel in
+   ``.build/project/`` (:mod:`hack.images.wheels`);
+3. ``docker build --network none --build-arg BASE=<base>``, on Docker's BuildKit, whose
+   ``RUN --mount=type=bind`` reads those folders from the build context;
+4. ``docker save`` to ``<cache>/images/soundmind-<image>-dev.tar``, written whole or not at all.
+
+An image whose inputs (its folder under images/, its wheels, the project's sources, the base, this
+tool) are those its tarball was made from is not built again, and no Docker engine is started.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from hack.images import base as bases
+from hack.images import wheels
+from hack.images.docker import Engine
+from soundmind.train.verl_config import VERL_VERSION
+
+ROOT = wheels.ROOT
+CONTEXT = ROOT / ".build"  # gitignored; each Dockerfile.dockerignore lets in only its image's part
+INPUTS_LABEL = "ai.soundmind.inputs"
+TAG = "dev"
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str
+    extra_wheels: tuple[str, ...] = ()  # installed with --no-deps beside the lock
+    project: bool = True  # installs the soundmind wheel
+
+    @property
+    def folder(self) -> Path:
+        return ROOT / "images" / self.name
+
+    @property
+    def tag(self) -> str:
+        return f"soundmind-{self.name}:{TAG}"
+
+    def tarball(self, cache: Path) -> Path:
+        return cache / f"{self.tag.replace(':', '-')}.tar"
+
+    def debian_packages(self) -> tuple[str, ...]:
+        """What the Dockerfile installs with apt unless its base has it (``ARG DEBIAN_PACKAGES="..."``)."""
+        found = re.search(r'^ARG DEBIAN_PACKAGES="([^"]*)"', (self.folder / "Dockerfile").read_text(), re.M)
+        return tuple(found.group(1).split()) if found else ()
+
+    def pins(self) -> list[str]:
+        return wheels.read_pins(self.folder / "requirements.lock") + list(self.extra_wheels)
+
+
+IMAGES = {
+    # verl without its dependency tree: the operator checks trainings' overrides against its config schema.
+    "operator": Image("operator", extra_wheels=(f"verl=={VERL_VERSION}",)),
+    "standin": Image("standin"),
+    "trainer": Image("trainer"),
+    "server": Image("server", project=False),
+}
+DEFAULT_IMAGES = ("operator", "standin")
+
+
+def cache_dir() -> Path:
+    """hack/venv.sh's and hack/tools.sh's cache, ``images/`` in it."""
+    xdg = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return Path(os.environ.get("SOUNDMIND_CACHE") or xdg / "soundmind") / "images"
+
+
+def inputs_hash(image: Image, base: bases.Base, wheel_files: list[Path], project: str) -> str:
+    """What decides the image: its folder, its wheels, the project's sources, the base, this tool."""
+    digest = hashlib.sha256()
+    tool = sorted(Path(__file__).parent.glob("*.py"))
+    for path in sorted(p for p in image.folder.rglob("*") if p.is_file()) + tool:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    digest.update("\n".join([base.tag, base.key, *(w.name for w in wheel_files)]).encode())
+    digest.update(project.encode() if image.project else b"")
+    return digest.hexdigest()[:16]
+
+
+def build_command(image: Image, base_tag: str, inputs: str) -> list[str]:
+    return [
+        "build",
+        "--network=none",
+        "--progress=plain",
+        f"--build-arg=BASE={base_tag}",
+        f"--label={INPUTS_LABEL}={inputs}",
+        f"--file={image.folder / 'Dockerfile'}",
+        f"--tag={image.tag}",
+        str(ROOT),
+    ]
+
+
+def _sidecar(tarball: Path) -> Path:
+    return tarball.with_name(tarball.name + ".inputs")
+
+
+def _current(tarball: Path, inputs: str) -> bool:
+    sidecar = _sidecar(tarball)
+    return tarball.exists() and sidecar.exists() and sidecar.read_text().strip() == inputs
+
+
+def _note(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def build(names: list[str], dry_run: bool = False) -> list[Path]:
+    cache = cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one build per machine: the engine and .build/ are shared
+        return _build_locked(cache, [IMAGES[name] for name in names], dry_run)
+
+
+def _build_locked(cache: Path, images: list[Image], dry_run: bool) -> list[Path]:
+    pool = wheels.Pool(cache / "wheels")
+    project = wheels.project_hash()
+    stale: list[tuple[Image, bases.Base, list[Path], str]] = []
+    for image in images:
+        base = bases.base_for(image.debian_packages())
+        wheel_files = pool.ensure(image.pins(), dry_run=dry_run)
+        inputs = inputs_hash(image, base, wheel_files, project)
+        if dry_run:
+            if not base.tarball(cache).exists():
+                _note(f"would debootstrap {base.tag} ({' '.join(base.packages)}) from {base.mirrors.main}")
+            _note(f"would run: docker {' '.join(build_command(image, base.tag, inputs))}")
+            _note(f"would run: docker save --output={image.tarball(cache)} {image.tag}")
+        elif not _current(image.tarball(cache), inputs):
+            stale.append((image, base, wheel_files, inputs))
+    if dry_run:
+        return []
+    if stale:
+        _rebuild(cache, stale)
+    pool.prune()
+    return [image.tarball(cache) for image in images]
+
+
+def _rebuild(cache: Path, stale: list[tuple[Image, bases.Base, list[Path], str]]) -> None:
+    for _, base, _, _ in stale:
+        bases.ensure_rootfs(base, cache)  # before the engine starts: debootstrap takes minutes
+    if any(image.project for image, *_ in stale):
+        wheels.build_project_wheel(CONTEXT / "project")
+    with Engine(cache / "docker") as docker:
+        for image, base, wheel_files, inputs in stale:
+            wheels.place(wheel_files, CONTEXT / "wheels" / image.name)
+            bases.ensure_imported(docker, base, cache)
+            if docker.image_label(image.tag, INPUTS_LABEL) != inputs:
+                started = time.monotonic()
+                docker(*build_command(image, base.tag, inputs))
+                _note(f"{image.tag}: built in {time.monotonic() - started:.0f} s")
+            tarball = image.tarball(cache)
+            _sidecar(tarball).unlink(missing_ok=True)  # never names a tarball it was not written for
+            partial = tarball.with_name(tarball.name + ".partial")
+            docker("save", f"--output={partial}", image.tag)
+            partial.replace(tarball)
+            _sidecar(tarball).write_text(inputs + "\n")
+        docker("image", "prune", "--force")  # the images these builds replaced
