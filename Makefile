@@ -34,9 +34,10 @@ bench: tools ## the operator against the API server's floor (BENCH_ARGS=...), th
 	$(PY) benchmarks/operator_bench.py $(BENCH_ARGS)
 	$(PY) benchmarks/reward_bench.py
 
-lint: ## ruff
+lint: ## ruff, hadolint
 	$(PY) -m ruff check soundmind operator tests hack benchmarks
 	$(PY) -m ruff format --check soundmind operator tests hack benchmarks
+	$(dir $(PY))hadolint images/*/Dockerfile
 
 images: ## the operator and vLLM stand-in images, built offline (root: debootstrap, dockerd); prints their tarballs
 	@$(PY) -m hack.images operator standin
