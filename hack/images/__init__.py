@@ -1,1 +1,3 @@
-"""Container images built here, offline: see hack/images/__main__.py."""
+"""The container images, built on this machine with no registry and no network inside the build:
+``python -m hack.images`` (``make images``). ``base`` debootstraps the base image, ``wheels`` fetches
+the locked wheels on the host, ``docker`` runs the engine, ``build`` ties them together per image."""

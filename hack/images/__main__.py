@@ -1,4 +1,4 @@
-"""``python -m hack.images [--dry-run] [IMAGE ...]``: build the images offline (hack/images/build.py)
+"""``python -m hack.images [--dry-run] IMAGE...``: build the images offline (hack/images/build.py)
 and print the paths of their tarballs, one per line, last. ``make images``: operator and standin;
 ``make images-all``: trainer and server too."""
 
@@ -9,16 +9,14 @@ import signal
 import sys
 
 from hack.images.base import BaseError
-from hack.images.build import DEFAULT_IMAGES, IMAGES, build
+from hack.images.build import IMAGES, build
 from hack.images.docker import DockerError
 from hack.images.wheels import WheelError
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hack.images", description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "images", nargs="*", metavar="IMAGE", help=f"of {', '.join(IMAGES)} (default: {' '.join(DEFAULT_IMAGES)})"
-    )
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help=f"any of: {', '.join(IMAGES)}")
     parser.add_argument("--dry-run", action="store_true", help="print the fetch and build commands, run nothing")
     args = parser.parse_args(argv)
     # A TERM (make's, a CI runner's) unwinds like Ctrl-C, so the dockerd this started is stopped.
@@ -27,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"no image {', '.join(unknown)}; there are {', '.join(IMAGES)}")
     try:
-        tarballs = build(args.images or list(DEFAULT_IMAGES), args.dry_run)
+        tarballs = build(args.images, args.dry_run)
     except (BaseError, WheelError, DockerError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

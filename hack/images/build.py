@@ -33,7 +33,7 @@ from hack.images.docker import Engine
 from soundmind.train.verl_config import VERL_VERSION
 
 ROOT = wheels.ROOT
-CONTEXT = ROOT / ".build"  # gitignored; each Dockerfile.dockerignore lets in only its image's part
+CONTEXT = ROOT / ".build"  # gitignored, and in the build context (.dockerignore)
 INPUTS_LABEL = "ai.soundmind.inputs"
 TAG = "dev"
 
@@ -71,7 +71,6 @@ IMAGES = {
     "trainer": Image("trainer"),
     "server": Image("server", project=False),
 }
-DEFAULT_IMAGES = ("operator", "standin")
 
 
 def cache_dir() -> Path:

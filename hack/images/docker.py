@@ -3,8 +3,8 @@ system's socket), or Debian's dockerd started here with all its state in one dir
 again, by its pid, when the build is done.
 
 The private engine needs no network: builds run with ``--network none``, so it gets no bridge and
-touches no iptables rules, and it never reads this machine's Docker client configuration (registry
-credentials, credential helpers): ``DOCKER_CONFIG`` points into its own directory.
+touches no iptables rules. The client never reads this machine's Docker configuration (registry
+credentials, credential helpers): ``DOCKER_CONFIG`` points into the cache.
 
 :func:`remove_tree` removes a directory a daemon or debootstrap may have left mounts in.
 """
@@ -46,19 +46,15 @@ class Docker:
     """The docker client bound to one engine."""
 
     def __init__(self, host: str, config_dir: Path):
-        self.host = host
         self.client = _find("docker", CLIENT_CANDIDATES)
         config_dir.mkdir(parents=True, exist_ok=True)
         self.env = {**os.environ, "DOCKER_HOST": host, "DOCKER_CONFIG": str(config_dir), "DOCKER_BUILDKIT": "1"}
-
-    def command(self, *args: str) -> list[str]:
-        return [self.client, *args]
 
     def __call__(self, *args: str, capture: bool = False, check: bool = True) -> subprocess.CompletedProcess:
         """Run ``docker ARGS``; its output goes to stderr (stdout is the build's list of tarballs)
         unless ``capture``; a failure raises DockerError naming the command."""
         result = subprocess.run(
-            self.command(*args),
+            [self.client, *args],
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if capture else 2,
@@ -122,7 +118,7 @@ class Dockerd:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                start_new_session=True,  # a Ctrl-C reaches us, and we stop it in order
+                start_new_session=True,  # a Ctrl-C reaches only us, and we stop it, containers first
                 preexec_fn=_die_with_parent,
             )
         give_up = time.monotonic() + START_TIMEOUT_SECONDS
@@ -165,15 +161,14 @@ class Engine:
         self._own: Dockerd | None = None
 
     def __enter__(self) -> Docker:
-        config = self.home / "client"
-        hosts = [os.environ["DOCKER_HOST"]] if os.environ.get("DOCKER_HOST") else []
-        hosts += [f"unix://{SYSTEM_SOCKET}"] if SYSTEM_SOCKET.exists() else []
-        for host in hosts:
-            docker = Docker(host, config)
+        named = os.environ.get("DOCKER_HOST")
+        host = named or (f"unix://{SYSTEM_SOCKET}" if SYSTEM_SOCKET.exists() else None)
+        if host:
+            docker = Docker(host, self.home / "client")
             if docker.answers():
                 return docker
-        if os.environ.get("DOCKER_HOST"):
-            raise DockerError(f"DOCKER_HOST={os.environ['DOCKER_HOST']} does not answer")
+            if named:
+                raise DockerError(f"DOCKER_HOST={named} does not answer")
         self._own = Dockerd(self.home)
         return self._own.start()
 

@@ -1,6 +1,6 @@
 """The Dockerfiles keep the security, offline-build and reproducibility promises, and the locks the
 versions that pyproject.toml and verl pin (these checks read what a build would run; the images
-themselves are built and run by tests/integration/test_images.py)."""
+themselves are built and run by tests/integration/test_built_images.py)."""
 
 import importlib.metadata
 import pathlib
