@@ -36,6 +36,7 @@ ROOT = wheels.ROOT
 CONTEXT = ROOT / ".build"  # gitignored, and in the build context (.dockerignore)
 INPUTS_LABEL = "ai.soundmind.inputs"
 TAG = "dev"
+BUILD_CACHE_HOURS = 7 * 24
 
 
 @dataclass(frozen=True)
@@ -167,3 +168,5 @@ def _rebuild(cache: Path, stale: list[tuple[Image, bases.Base, list[Path], str]]
             partial.replace(tarball)
             _sidecar(tarball).write_text(inputs + "\n")
         docker("image", "prune", "--force")  # the images these builds replaced
+        # BuildKit's layer cache makes a source change rebuild in seconds; a week unused, it goes.
+        docker("builder", "prune", "--force", f"--filter=until={BUILD_CACHE_HOURS}h")
