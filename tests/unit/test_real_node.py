@@ -5,12 +5,15 @@ teardown reads the machine (mount table, shim command lines)."""
 from __future__ import annotations
 
 import ipaddress
+import os
 import tomllib
 from pathlib import Path
 
 import pytest
 
+from tests.support import localcluster
 from tests.support.errors import ClusterError
+from tests.support.localcluster import LocalCluster
 from tests.support.pki import CertPair, NodePKI
 from tests.support.realnode import (
     PAUSE_IMAGE,
@@ -172,3 +175,29 @@ def test_a_shim_of_our_containerd_is_known_by_its_address_and_names_its_socket()
     assert shim_of(argv, socket) == "1d5f26df1f84e74bf5903e44e4df0942d846032a2ffa4f62744a9de2b6ab0de4"
     assert shim_of(argv, Path("/tmp/another/containerd.sock")) is None
     assert shim_of(["/usr/bin/containerd", f"--config={socket}"], socket) is None
+
+
+def test_without_root_a_cluster_with_a_real_node_refuses_to_start_saying_how_to_leave_it_out(monkeypatch, tmp_path):
+    for name in localcluster.BINARIES:  # the control plane's binaries are there; the node's are not
+        (tmp_path / name).write_text("#!/bin/sh\n")
+        (tmp_path / name).chmod(0o755)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+
+    with pytest.raises(ClusterError) as refused:
+        LocalCluster.start(tmp_path)
+
+    message = str(refused.value)
+    assert message.startswith("the real node needs root (")
+    assert f"kubelet, kube-proxy, pause in {tmp_path} (build them: hack/tools.sh)" in message
+    assert "real_node=False" in message and "--no-real-node" in message and "SOUNDMIND_REAL_NODE=false" in message
+
+
+@pytest.mark.parametrize(
+    "argv", [["load-images"], ["up", "image.tar"]], ids=["no archives", "archives without load-images"]
+)
+def test_image_archives_go_with_load_images_only(argv, capsys):
+    with pytest.raises(SystemExit) as usage:
+        localcluster.main(argv)
+
+    assert usage.value.code == 2
+    assert "image archives go with load-images" in capsys.readouterr().err
