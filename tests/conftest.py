@@ -8,6 +8,11 @@ cluster is used instead (a kind cluster in CI, say): unless a kwok already keeps
 Ready there, the session runs kwok here against it, creates the simulated nodes, and at the end
 stops kwok and deletes the nodes it created.
 
+``local_cluster`` (session): that local cluster (:class:`tests.support.localcluster.LocalCluster`).
+Its ``real_node`` runs pods for real: select it with ``{realnode.REAL_NODE_LABEL: "true"}``, run
+``realnode.BUSYBOX_IMAGE`` or images loaded with ``local_cluster.import_images([archive, ...])``,
+with ``imagePullPolicy: Never``.
+
 ``namespace`` (per test): a new namespace, deleted after the test.
 
 With ``CI=true`` a missing binary or a cluster that does not start fails the run, and so does a
