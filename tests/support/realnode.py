@@ -294,13 +294,12 @@ class RealNode:
 
     def prepare_cgroups(self) -> None:
         """Create the kubelet's cgroupRoot in every hierarchy (the kubelet refuses a missing one)."""
-        for mount in cgroup_mounts(_mountinfo()):
-            path = mount / self.cgroup_root.lstrip("/")
+        for path in self._cgroups():
             path.mkdir(exist_ok=True)
             # A new cgroup-v1 cpuset has no CPUs and no memory nodes: nothing could run in it.
             for name in ("cpuset.cpus", "cpuset.mems"):
-                if (mount / name).exists() and not (path / name).read_text().strip():
-                    (path / name).write_text((mount / name).read_text())
+                if (path.parent / name).exists() and not (path / name).read_text().strip():
+                    (path / name).write_text((path.parent / name).read_text())
 
     def write_images(self, bin_dir: Path) -> list[Path]:
         """The pause and busybox image archives, to import into containerd."""
@@ -455,14 +454,11 @@ temp = {q(base / "tmp")}
                     problems.append(str(error))
         for mount in mounts_under(_mountinfo(), self.workdir):
             if _LIBC.umount2(str(mount).encode(), 0) != 0 and ctypes.get_errno() != errno.EINVAL:
-                # Still busy (a process of another cluster's namespace holding it): detach it now,
-                # the kernel frees it when the last user goes.
+                # Still busy (EINVAL: no longer a mount): detach it, the kernel frees it with its last user.
                 if _LIBC.umount2(str(mount).encode(), _MNT_DETACH) != 0:
                     problems.append(f"unmount {mount}: {os.strerror(ctypes.get_errno())}")
-        if _CONTAINER_LOG_LINKS.is_dir():
-            for link in _CONTAINER_LOG_LINKS.iterdir():
-                if link.is_symlink() and os.readlink(link).startswith(f"{self.workdir}/"):
-                    link.unlink(missing_ok=True)
+        for link in self._log_links():
+            link.unlink(missing_ok=True)
         for sandbox in self.sandboxes():
             for result in _CNI_RESULTS.glob(f"*-{sandbox}-*"):
                 result.unlink(missing_ok=True)
@@ -482,8 +478,7 @@ temp = {q(base / "tmp")}
             if (mentions or shim_of(argv, self.containerd_socket)) and not _zombie(pid):
                 found.append(f"process {pid}: {' '.join(argv)[:200]}")
         found += [f"mount {point}" for point in mounts_under(_mountinfo(), self.workdir)]
-        cgroups = [mount / self.cgroup_root.lstrip("/") for mount in cgroup_mounts(_mountinfo())]
-        found += [f"cgroup {path}" for path in cgroups if path.exists()]
+        found += [f"cgroup {path}" for path in self._cgroups() if path.exists()]
         if Path(f"/sys/class/net/{self.network.host_veth}").exists():
             found.append(f"interface {self.network.host_veth}")
         found += [
@@ -491,19 +486,27 @@ temp = {q(base / "tmp")}
             for network in used_networks()
             if network.overlaps(self.network.claim)
         ]
-        if _CONTAINER_LOG_LINKS.is_dir():
-            found += [
-                f"log link {link}"
-                for link in _CONTAINER_LOG_LINKS.iterdir()
-                if link.is_symlink() and os.readlink(link).startswith(f"{self.workdir}/")
-            ]
+        found += [f"log link {link}" for link in self._log_links()]
         return found
+
+    def _log_links(self) -> list[Path]:
+        """The kubelet's links in /var/log/containers to its containers' logs (ours: in the cluster directory)."""
+        if not _CONTAINER_LOG_LINKS.is_dir():
+            return []
+        return [
+            link
+            for link in _CONTAINER_LOG_LINKS.iterdir()
+            if link.is_symlink() and os.readlink(link).startswith(f"{self.workdir}/")
+        ]
+
+    def _cgroups(self) -> list[Path]:
+        """The kubelet's cgroupRoot in each hierarchy."""
+        return [mount / self.cgroup_root.lstrip("/") for mount in cgroup_mounts(_mountinfo())]
 
     def _remove_cgroups(self, deadline: float) -> list[str]:
         """Kill every process left in the node's cgroups (the containers: their shims are gone),
         then remove the cgroups, deepest first."""
-        roots = [mount / self.cgroup_root.lstrip("/") for mount in cgroup_mounts(_mountinfo())]
-        roots = [root for root in roots if root.is_dir()]
+        roots = [root for root in self._cgroups() if root.is_dir()]
         while True:
             pids = {int(pid) for root in roots for procs in root.rglob("cgroup.procs") for pid in _lines(procs)}
             if not pids:
