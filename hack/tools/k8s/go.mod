@@ -1,4 +1,5 @@
-// Wrapper module: builds the Kubernetes control-plane binaries and kubectl from the Go module proxy.
+// Wrapper module: builds the Kubernetes control-plane binaries, the kubelet, kube-proxy and kubectl
+// from the Go module proxy.
 // k8s.io/kubernetes points its staging modules at ./staging (v0.0.0); we replace each with the
 // published v0.37.2 tag. Keep the k8s.io/kubernetes version and these replaces in step.
 module soundmind.local/hack/tools/k8s
