@@ -12,10 +12,10 @@ PY = $(eval PY := $(shell hack/venv.sh)/bin/python)$(PY)
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
 
-deps: ## Debian packages the tests and demo use (espeak-ng, sox, prometheus)
+deps: ## Debian packages the tests and demo use (espeak-ng, sox, prometheus, the real node's containerd...)
 	@hack/apt.sh
 
-tools: ## build the cluster binaries from the Go module proxy (cached)
+tools: deps ## build the cluster binaries from the Go module proxy (cached; pause needs gcc)
 	@hack/tools.sh >/dev/null
 
 demo: deps tools ## the main job on the embedded local cluster

@@ -388,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resync-seconds", type=float, default=15.0, help="the operator's (production default)")
     args = parser.parse_args(argv)
 
-    cluster = LocalCluster.start(default_bin_dir())
+    cluster = LocalCluster.start(default_bin_dir(), real_node=False)  # the operator's pods are all simulated
     workdir = Path(tempfile.mkdtemp(prefix="operator-bench-"))
     operator = None
     try:

@@ -2,6 +2,9 @@
 # Installs the Debian packages the project uses, once.
 set -euo pipefail
 pkgs=(espeak-ng sox prometheus)
+# The local cluster's real node (tests/support/realnode.py): its container runtime, pod network,
+# kube-proxy's nftables, the busybox image's program, and gcc with a static libc for the pause image.
+pkgs+=(containerd runc containernetworking-plugins iproute2 nftables util-linux busybox-static gcc libc6-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

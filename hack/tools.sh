@@ -62,10 +62,23 @@ k8s_minor=$(cut -d. -f2 <<<"$k8s")
 version_pkg=k8s.io/component-base/version
 k8s_ldflags="-s -w -X $version_pkg.gitVersion=$k8s -X $version_pkg.gitMajor=1"
 k8s_ldflags+=" -X $version_pkg.gitMinor=$k8s_minor -X $version_pkg.gitTreeState=clean"
-# kube-apiserver first: it compiles most of what the other three share, so they build faster after.
-for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+# kube-apiserver first: it compiles most of what the others share, so they build faster after.
+# kubelet and kube-proxy run the local cluster's real node (tests/support/realnode.py).
+for cmd in kube-apiserver kubelet kube-proxy kube-controller-manager kube-scheduler kubectl; do
   build "$cmd" "$k8s" go_build_in k8s "$k8s_ldflags" "k8s.io/kubernetes/cmd/$cmd"
 done
+
+# The real node's sandbox ("pause") image has no registry to come from: its program is built here
+# from the kubernetes module's own source, as its Makefile does (static, so the image needs no libc).
+pause_build() {
+  local dir tag
+  dir=$(cd "$root/hack/tools/k8s" && go list -m -f '{{.Dir}}' k8s.io/kubernetes)
+  tag=$(sed -n 's/^TAG ?= *//p' "$dir/build/pause/Makefile")
+  command -v gcc >/dev/null || { echo "tools.sh: gcc is required for pause (hack/apt.sh installs it)" >&2; exit 1; }
+  gcc -Os -Wall -Werror -static "-DVERSION=v$tag-soundmind" -o "$out.tmp" "$dir/build/pause/linux/pause.c"
+  strip "$out.tmp"
+}
+build pause "$k8s" pause_build
 
 etcd=$(module_version etcd go.etcd.io/etcd/server/v3)
 build etcd "$etcd" go_build_in etcd "-s -w" .

@@ -1,16 +1,23 @@
 """Fixtures shared by all tests.
 
-``kube`` (session): a cluster and its API clients (:class:`tests.support.kube.Kube`). By default a
-fresh local control plane with simulated GPU nodes (tests/support/localcluster.py), started on first
-use so unit tests never pay for it, and stopped at the end of the session. With
-``SOUNDMIND_TEST_KUBECONFIG`` set, that cluster is used instead (a kind cluster in CI, say): unless a
-kwok already keeps simulated nodes Ready there, the session runs kwok here against it, creates the
-simulated nodes, and at the end stops kwok and deletes the nodes it created.
+``kube`` (session): a cluster and its API clients (:class:`tests.support.kube.Kube`). By default
+``local_cluster``: a fresh local control plane with simulated GPU nodes and a real node
+(tests/support/localcluster.py, tests/support/realnode.py), started on first use so unit tests never
+pay for it, and stopped at the end of the session. With ``SOUNDMIND_TEST_KUBECONFIG`` set, that
+cluster is used instead (a kind cluster in CI, say): unless a kwok already keeps simulated nodes
+Ready there, the session runs kwok here against it, creates the simulated nodes, and at the end
+stops kwok and deletes the nodes it created.
+
+``local_cluster`` (session): that local cluster (:class:`tests.support.localcluster.LocalCluster`).
+Its ``real_node`` runs pods for real: select it with ``{realnode.REAL_NODE_LABEL: "true"}``, run
+``realnode.BUSYBOX_IMAGE`` or images loaded with ``local_cluster.import_images([archive, ...])``,
+with ``imagePullPolicy: Never``.
 
 ``namespace`` (per test): a new namespace, deleted after the test.
 
-With ``CI=true`` a missing binary or a cluster that does not start fails the run; elsewhere the
-binaries are built on demand (hack/tools.sh).
+With ``CI=true`` a missing binary or a cluster that does not start fails the run, and so does a
+real node that cannot start (it needs root); elsewhere the binaries are built on demand
+(hack/tools.sh), and without root the local cluster starts without its real node.
 """
 
 from __future__ import annotations
@@ -53,10 +60,10 @@ def _in_ci() -> bool:
 
 def _cluster_binaries(names: tuple[str, ...] | None = None) -> Path:
     """The directory of the cluster binaries ``names`` (default: all), built first if missing."""
-    from tests.support import localcluster
+    from tests.support import localcluster, realnode
 
     bin_dir = localcluster.default_bin_dir()
-    missing = localcluster.missing_binaries(bin_dir, names or localcluster.BINARIES)
+    missing = localcluster.missing_binaries(bin_dir, names or localcluster.BINARIES + realnode.BINARIES)
     if not missing:
         return bin_dir
     if _in_ci():
@@ -83,28 +90,40 @@ def keda_bin_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def kube() -> Iterator[Kube]:
-    # Imported here so that unit-only runs need none of the cluster's dependencies.
-    from tests.support import localcluster
-
+def kube(request: pytest.FixtureRequest) -> Iterator[Kube]:
     external = os.environ.get(EXTERNAL_KUBECONFIG_ENV)
     if external:
         yield from _external_cluster(external)
         return
+    from tests.support import localcluster
+
+    cluster = request.getfixturevalue("local_cluster")
+    kube = Kube.connect(cluster.kubeconfig, kubectl=localcluster.default_bin_dir() / "kubectl")
+    yield kube
+    kube.api_client.close()
+
+
+@pytest.fixture(scope="session")
+def local_cluster():
+    """This session's local cluster: the one ``kube`` talks to, unless SOUNDMIND_TEST_KUBECONFIG names
+    another (then only the tests that ask for it, the real node's, start it). Its real node needs
+    root: in CI it must start; elsewhere, without root, the cluster starts without one."""
+    # Imported here so that unit-only runs need none of the cluster's dependencies.
+    from tests.support import localcluster
 
     bin_dir = _cluster_binaries()
+    real_node = _in_ci() or os.geteuid() == 0
     began = time.monotonic()
     try:
-        cluster = localcluster.LocalCluster.start(bin_dir)
+        cluster = localcluster.LocalCluster.start(bin_dir, real_node=real_node)
     except localcluster.ClusterError as error:
         pytest.fail(f"the local cluster did not start: {error}", pytrace=False)
+    node = "with its real node" if real_node else "without a real node (not root)"
     _cluster_report.append(
-        f"local cluster: all nodes Ready {time.monotonic() - began:.1f}s after start ({cluster.workdir})"
+        f"local cluster {node}: all nodes Ready {time.monotonic() - began:.1f}s after start ({cluster.workdir})"
     )
     try:
-        kube = Kube.connect(cluster.kubeconfig, kubectl=bin_dir / "kubectl")
-        yield kube
-        kube.api_client.close()
+        yield cluster
     finally:
         cluster.stop()
 

@@ -77,7 +77,7 @@ def loop_kube(request: pytest.FixtureRequest, cluster_bin_dir: Path) -> Iterator
     if not os.environ.get(EXTERNAL_KUBECONFIG_ENV):
         yield request.getfixturevalue("kube")
         return
-    cluster = localcluster.LocalCluster.start(cluster_bin_dir)
+    cluster = localcluster.LocalCluster.start(cluster_bin_dir, real_node=False)
     try:
         kube = Kube.connect(cluster.kubeconfig, kubectl=cluster_bin_dir / "kubectl")
         yield kube

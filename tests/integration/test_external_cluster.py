@@ -25,7 +25,7 @@ NESTED_TEST = "tests/integration/test_cluster.py::test_pod_requesting_eight_gpus
 
 
 def test_session_on_a_cluster_without_kwok_simulates_gpu_nodes_and_removes_them(cluster_bin_dir: Path):
-    cluster = LocalCluster.start(cluster_bin_dir, kwok=False)
+    cluster = LocalCluster.start(cluster_bin_dir, kwok=False, real_node=False)
     kube = Kube.connect(cluster.kubeconfig)
     try:
         nested = subprocess.run(

@@ -56,8 +56,9 @@ CHILD_KINDS = ("ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Service", 
 
 @pytest.fixture(scope="module")
 def cluster(cluster_bin_dir: Path) -> Iterator[LocalCluster]:
-    """The binaries come from the `cluster_bin_dir` fixture: missing ones fail the run in CI."""
-    started = LocalCluster.start(cluster_bin_dir, nodes=NODES)
+    """The binaries come from the `cluster_bin_dir` fixture: missing ones fail the run in CI. No real
+    node: these faults concern the operator and the control plane, on simulated nodes."""
+    started = LocalCluster.start(cluster_bin_dir, nodes=NODES, real_node=False)
     yield started
     started.stop()
 

@@ -327,7 +327,7 @@ def plain_kube(cluster_bin_dir) -> Iterator[Kube]:
     from tests.support import localcluster
 
     began = time.monotonic()
-    cluster = localcluster.LocalCluster.start(cluster_bin_dir, gang_scheduling=False)
+    cluster = localcluster.LocalCluster.start(cluster_bin_dir, gang_scheduling=False, real_node=False)
     print(f"cluster without the PodGroup API ready in {time.monotonic() - began:.1f}s")
     try:
         plain = Kube.connect(cluster.kubeconfig, kubectl=cluster_bin_dir / "kubectl")

@@ -1,2 +1,2 @@
-"""Test support: the local cluster (localcluster, pki, stages), its simulation contract (sim), the
-``kube`` fixture's clients (kube) and polling (poll)."""
+"""Test support: the local cluster (localcluster, realnode, oci_archive, pki, stages, errors), its
+simulation contract (sim), the ``kube`` fixture's clients (kube) and polling (poll)."""

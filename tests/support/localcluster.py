@@ -1,17 +1,20 @@
-"""A real Kubernetes control plane on loopback with kwok-simulated GPU nodes.
+"""A real Kubernetes control plane on this machine with kwok-simulated GPU nodes and a real node.
 
 etcd, kube-apiserver, kube-controller-manager and kube-scheduler are the real programs (built by
-hack/tools.sh); kwok plays the kubelets: it keeps the fake nodes Ready and walks pods through the
-lifecycle described in :mod:`tests.support.sim`. Everything lives in one temporary directory (certs,
-kubeconfigs, etcd data, logs) that :meth:`LocalCluster.stop` removes after ending the processes it
-started, by process group, and only those.
+hack/tools.sh); kwok plays the GPU nodes' kubelets: it keeps the fake nodes Ready and walks pods
+through the lifecycle described in :mod:`tests.support.sim`. The real node (:mod:`tests.support.realnode`,
+root only) runs pods for real. Everything lives in one temporary directory (certs, kubeconfigs, etcd
+data, the node's containerd and kubelet, logs) that :meth:`LocalCluster.stop` removes after ending
+the processes it started, by process group, and only those, and removing what the real node left.
+Without a real node the API server listens on loopback; with one, on the node's link to the host.
 
 :class:`SimulatedNodes` is the kwok half on its own, for a cluster started elsewhere (a kind cluster
 given to the tests by ``SOUNDMIND_TEST_KUBECONFIG``): a local kwok process with the same Stages and
 nodes, stopped with the nodes it created deleted. Both start kwok and create the nodes with
 :meth:`_Components._start_kwok_and_nodes`.
 
-Command line (used by hack/cluster.sh): ``python -m tests.support.localcluster up|down|status``.
+Command line (used by hack/cluster.sh): ``python -m tests.support.localcluster up|down|status``, and
+``load-images <archive>...`` for the real node.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import argparse
 import base64
 import ctypes
 import functools
+import ipaddress
 import json
 import os
 import shutil
@@ -32,15 +36,17 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import yaml
 
-from tests.support import sim
-from tests.support.pki import FRONT_PROXY_CLIENT_NAME, CertPair, ClusterPKI, create_pki
+from tests.support import realnode, sim
+from tests.support.errors import ClusterError
+from tests.support.pki import FRONT_PROXY_CLIENT_NAME, CertPair, ClusterPKI, NodePKI, create_node_pki, create_pki
+from tests.support.realnode import RealNode
 from tests.support.stages import stages_yaml
 
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
@@ -64,10 +70,6 @@ GANG_SCHEDULING_RUNTIME_CONFIG = "scheduling.k8s.io/v1beta1=true"
 HPA_SYNC_PERIOD_SECONDS = 2
 
 
-class ClusterError(RuntimeError):
-    """The cluster could not be started or is not healthy; the message says which component and why."""
-
-
 def default_cache_dir() -> Path:
     """Where hack/tools.sh and hack/cluster.sh keep their files (same rule as hack/venv.sh)."""
     if os.environ.get("SOUNDMIND_CACHE"):
@@ -84,15 +86,23 @@ def missing_binaries(bin_dir: Path, names: tuple[str, ...] = BINARIES) -> list[s
     return [name for name in names if not os.access(bin_dir / name, os.X_OK)]
 
 
-def _free_port() -> int:
+def _free_port(address: str = _LOOPBACK) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((_LOOPBACK, 0))
+        s.bind((address, 0))
         return s.getsockname()[1]
 
 
-# How the components' logs start an error line: cobra, klog (error, fatal), Go panics, JSON (etcd, kwok).
+# How the components' logs start an error line: cobra, klog (error, fatal), Go panics; and how they
+# mark one: JSON (etcd, kwok), logrus text (containerd).
 _ERROR_STARTS = ("Error:", "E1", "E0", "F1", "F0", "panic:")
-_ERROR_JSON = ('"level":"error"', '"level":"ERROR"', '"level":"fatal"', '"level":"panic"')
+_ERROR_MARKS = (
+    '"level":"error"',
+    '"level":"ERROR"',
+    '"level":"fatal"',
+    '"level":"panic"',
+    "level=error",
+    "level=fatal",
+)
 
 
 def _log_excerpt(path: Path, lines: int = 25) -> str:
@@ -101,7 +111,7 @@ def _log_excerpt(path: Path, lines: int = 25) -> str:
         text = path.read_text(errors="replace").splitlines()
     except OSError:
         return "(no log)"
-    errors = [line for line in text[:-lines] if line.startswith(_ERROR_STARTS) or any(m in line for m in _ERROR_JSON)]
+    errors = [line for line in text[:-lines] if line.startswith(_ERROR_STARTS) or any(m in line for m in _ERROR_MARKS)]
     excerpt = errors[:10] + (["..."] if errors else []) + text[-lines:]
     return "\n".join(line[:400] for line in excerpt)
 
@@ -117,6 +127,14 @@ def _pid_alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
     except (OSError, IndexError):
         return True
+
+
+def _process_start(pid: int) -> str | None:
+    """When ``pid`` started (clock ticks after boot): tells the process from a later one given its pid."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
 
 
 def _pid_started_in(pid: int, workdir: Path) -> bool:
@@ -180,6 +198,9 @@ class _Components:
     def _state(self) -> dict:
         return {
             "workdir": str(self.workdir),
+            # While the process that started them lives, a cluster with no component yet (being
+            # started) is not a dead one.
+            "owner": {"pid": os.getpid(), "start": _process_start(os.getpid())},
             "components": [{"name": c.name, "pid": c.pid, "log": str(c.log)} for c in self.components],
         }
 
@@ -198,9 +219,9 @@ class _Components:
         config = self.workdir / "kwok.yaml"
         config.write_text(stages_yaml())
         self._spawn(
-            bin_dir,
             "kwok",
             [
+                str(bin_dir / "kwok"),
                 f"--kubeconfig={kubeconfig}",
                 f"--config={config}",
                 "--manage-all-nodes=false",
@@ -230,12 +251,13 @@ class _Components:
         return _api_get(self._request, path, raw)
 
     # -- processes -------------------------------------------------------------------------------
-    def _spawn(self, bin_dir: Path, name: str, args: list[str]) -> None:
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        """Start ``argv`` as the component ``name``, its output in logs/<name>.log."""
         log_path = self.workdir / "logs" / f"{name}.log"
         log_path.parent.mkdir(exist_ok=True)
         with open(log_path, "ab") as log_file:
             process = subprocess.Popen(
-                [str(bin_dir / name), *args],
+                argv,
                 cwd=self.workdir,
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
@@ -300,6 +322,20 @@ def _node_ready(node: dict) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _recorded_real_node(workdir: Path, state: dict) -> RealNode | None:
+    """The real node a cluster's state file records (its network slot), if any."""
+    recorded = state.get("real_node")
+    return RealNode(workdir, realnode.NodeNetwork(int(recorded["slot"]))) if recorded else None
+
+
 class LocalCluster(_Components):
     """A running local control plane. Create with :meth:`start` (or :meth:`from_state` for one
     started by another process); end with :meth:`stop`."""
@@ -311,12 +347,14 @@ class LocalCluster(_Components):
         components: list[Component],
         detach: bool = False,
         gang_scheduling: bool = True,
+        real_node: RealNode | None = None,
     ):
         super().__init__(workdir, components, detach)
         self.server = server
         self.gang_scheduling = gang_scheduling
+        self.real_node = real_node  # None: kwok's simulated nodes only
 
-    # -- paths --------------------------------------------------------------------------------
+    # -- paths and addresses ------------------------------------------------------------------
     @property
     def kubeconfig(self) -> Path:
         """Admin kubeconfig (client certificate in group system:masters), self-contained."""
@@ -325,6 +363,23 @@ class LocalCluster(_Components):
     @property
     def pki_dir(self) -> Path:
         return self.workdir / "pki"
+
+    @property
+    def address(self) -> str:
+        """Where the API server listens and what it advertises: on the real node's link to the host,
+        which pods reach (the `kubernetes` Service's endpoint); loopback without a real node."""
+        return self.real_node.network.host_ip if self.real_node else _LOOPBACK
+
+    @property
+    def service_cidr(self) -> str:
+        """ClusterIPs: a range of the real node's own (the host routes it to that node), or the
+        default range, never routed, without one."""
+        return self.real_node.network.service_cidr if self.real_node else SERVICE_CLUSTER_IP_RANGE
+
+    @property
+    def kubernetes_service_ip(self) -> str:
+        """The `kubernetes` Service's ClusterIP: the API server gives it its range's first address."""
+        return str(ipaddress.IPv4Network(self.service_cidr)[1])
 
     # -- lifecycle ----------------------------------------------------------------------------
     @classmethod
@@ -336,6 +391,7 @@ class LocalCluster(_Components):
         node_shape: sim.NodeShape = sim.DEFAULT_NODE_SHAPE,
         kwok: bool = True,
         gang_scheduling: bool = True,
+        real_node: bool = True,
         timeout: float = 120.0,
         detach: bool = False,
         log: Callable[[str], None] = lambda message: None,
@@ -343,7 +399,9 @@ class LocalCluster(_Components):
         """Start every component, create ``nodes`` simulated nodes, and return once all are Ready.
         Without ``kwok``: the control plane alone, no kwok and no nodes (what a kind cluster looks
         like to :class:`SimulatedNodes`). Without ``gang_scheduling``: no Workload/PodGroup API and
-        no GangScheduling plugin, as on most clusters today.
+        no GangScheduling plugin, as on most clusters today. With ``real_node`` (needs root): also a
+        node that runs pods for real, with kube-proxy (:mod:`tests.support.realnode`), Ready, with
+        the pause and busybox images imported; :meth:`import_images` adds more.
 
         Unless ``detach``, the components die with this process even when it is killed before it can
         call :meth:`stop`. On any failure the components started so far are stopped and
@@ -352,14 +410,21 @@ class LocalCluster(_Components):
         missing = missing_binaries(bin_dir)
         if missing:
             raise ClusterError(f"missing binaries in {bin_dir}: {', '.join(missing)} (build them: hack/tools.sh)")
+        if real_node and (lacking := realnode.missing_prerequisites(bin_dir)):
+            raise ClusterError(
+                f"the real node needs {'; '.join(lacking)}. Or start the cluster without it: "
+                "LocalCluster.start(real_node=False), `localcluster up --no-real-node`, SOUNDMIND_REAL_NODE=false"
+            )
         began = time.monotonic()
         deadline = began + timeout
         _remove_dead_cluster_dirs()
         workdir = Path(tempfile.mkdtemp(prefix=_DIR_PREFIX))
-        apiserver_port = _free_port()
-        server = f"https://{_LOOPBACK}:{apiserver_port}"
-        cluster = cls(workdir, server, [], detach=detach, gang_scheduling=gang_scheduling)
+        cluster = cls(workdir, "", [], detach=detach, gang_scheduling=gang_scheduling)
         try:
+            if real_node:
+                cluster.real_node = RealNode.create(workdir, cluster._record)
+            apiserver_port = _free_port(cluster.address)
+            cluster.server = f"https://{cluster.address}:{apiserver_port}"
             cluster._launch(bin_dir, apiserver_port, deadline, log)
             if kwok:
                 kubeconfig = cluster.workdir / "kwok.kubeconfig"
@@ -369,50 +434,121 @@ class LocalCluster(_Components):
                 lambda: cluster._get("/api/v1/namespaces/default/serviceaccounts/default") is not None,
                 deadline,
             )
-        except BaseException:
-            cluster.stop(keep_files=True)  # the logs are what the error message points at
+            if cluster.real_node:
+                cluster._wait_for_real_node(deadline)
+        except BaseException as error:
+            try:
+                cluster.stop(keep_files=True)  # the logs are what the error message points at
+            except ClusterError as teardown:
+                error.add_note(str(teardown))
             raise
         simulated = f"{nodes} simulated node(s)" if kwok else "no kwok"
         gang = "gang scheduling (PodGroup API)" if gang_scheduling else "no gang scheduling"
-        log(f"cluster ready in {time.monotonic() - began:.1f}s: {simulated}, {gang}, {cluster.server}")
+        real = f"real node {realnode.NODE_NAME}" if cluster.real_node else "no real node"
+        log(f"cluster ready in {time.monotonic() - began:.1f}s: {simulated}, {real}, {gang}, {cluster.server}")
         return cluster
+
+    def _record(self, node: RealNode) -> None:
+        self.real_node = node
+        self.save_state(self.workdir / _DIR_STATE)
 
     def _launch(self, bin_dir: Path, apiserver_port: int, deadline: float, log: Callable[[str], None]) -> None:
         pki = create_pki(
             self.pki_dir,
             (
-                _LOOPBACK,
+                *dict.fromkeys((self.address, _LOOPBACK)),
                 "localhost",
                 "kubernetes",
                 "kubernetes.default",
                 "kubernetes.default.svc",
                 "kubernetes.default.svc.cluster.local",
-                "10.96.0.1",
+                self.kubernetes_service_ip,
             ),
         )
-        for name, user in (
+        users = [
             ("admin", pki.admin),
             ("controller-manager", pki.controller_manager),
             ("scheduler", pki.scheduler),
             ("kwok", pki.kwok),
-        ):
+        ]
+        node_pki = None
+        if self.real_node:
+            node_pki = create_node_pki(pki.ca, self.pki_dir, realnode.NODE_NAME, self.real_node.network.node_ip)
+            users += [("kubelet", node_pki.kubelet), ("kube-proxy", node_pki.kube_proxy)]
+            # containerd first: it needs nothing of the control plane, and is up by the time its
+            # images are imported.
+            self._spawn("containerd", self.real_node.containerd_argv())
+        for name, user in users:
             path = self.workdir / f"{name}.kubeconfig"
             path.write_text(yaml.safe_dump(_kubeconfig(self.server, pki.ca, user, name)))
             path.chmod(0o600)
 
         etcd_port, etcd_peer_port = _free_port(), _free_port()
-        self._spawn(bin_dir, "etcd", self._etcd_args(etcd_port, etcd_peer_port))
+        self._spawn("etcd", [str(bin_dir / "etcd"), *self._etcd_args(etcd_port, etcd_peer_port)])
         self._wait("etcd", lambda: self._etcd_healthy(etcd_port), deadline)
         log("etcd is up")
-        self._spawn(bin_dir, "kube-apiserver", self._apiserver_args(pki, apiserver_port, etcd_port))
+        self._spawn(
+            "kube-apiserver",
+            [str(bin_dir / "kube-apiserver"), *self._apiserver_args(pki, node_pki, apiserver_port, etcd_port)],
+        )
         self._wait("kube-apiserver /readyz", lambda: self._get("/readyz", raw=True) == b"ok", deadline)
         log("kube-apiserver is ready")
-        self._spawn(bin_dir, "kube-controller-manager", self._controller_manager_args(pki))
-        self._spawn(bin_dir, "kube-scheduler", self._scheduler_args())
+        self._spawn(
+            "kube-controller-manager", [str(bin_dir / "kube-controller-manager"), *self._controller_manager_args(pki)]
+        )
+        self._spawn("kube-scheduler", [str(bin_dir / "kube-scheduler"), *self._scheduler_args()])
+        if self.real_node:
+            self._launch_real_node(bin_dir, pki.ca.cert, node_pki, deadline)
+
+    def _launch_real_node(self, bin_dir: Path, ca: Path, node_pki: NodePKI, deadline: float) -> None:
+        """With containerd started: import the node's own images, then start the kubelet and kube-proxy."""
+        node = self.real_node
+        self._wait("containerd's socket", node.containerd_socket.exists, deadline)
+        self.import_images(node.write_images(bin_dir))
+        node.prepare_cgroups()
+        self._spawn("kubelet", node.kubelet_argv(bin_dir / "kubelet", ca, node_pki))
+        self._spawn("kube-proxy", node.kube_proxy_argv(bin_dir / "kube-proxy"))
+
+    def _wait_for_real_node(self, deadline: float) -> None:
+        self._wait(
+            f"the real node {realnode.NODE_NAME} Ready",
+            lambda: _node_ready(self._get(f"/api/v1/nodes/{realnode.NODE_NAME}") or {}),
+            deadline,
+        )
+        # Its /healthz answers 200 once the Services are programmed, and the host reaches the node.
+        self._wait("kube-proxy /healthz", lambda: _http_ok(self.real_node.healthz_url), deadline)
+
+    def import_images(self, archives: Iterable[Path]) -> None:
+        """Import image archives (``docker save`` or OCI image layout tars) into the real node's
+        containerd, where its pods find them by their tags (``imagePullPolicy: Never`` or
+        ``IfNotPresent``; a tag without a registry is Docker Hub's, as the kubelet also reads it)."""
+        if self.real_node is None:
+            raise ClusterError(f"the cluster in {self.workdir} has no real node to import images into")
+        log = self.workdir / "logs" / "containerd.log"
+        for archive in archives:
+            if not Path(archive).is_file():
+                raise ClusterError(f"no image archive at {archive}")
+            try:
+                result = subprocess.run(
+                    self.real_node.import_argv(Path(archive).resolve()), capture_output=True, text=True, timeout=600
+                )
+            except subprocess.TimeoutExpired as error:
+                raise ClusterError(f"containerd: importing {archive} took over {error.timeout:g}s") from error
+            if result.returncode != 0:
+                raise ClusterError(
+                    f"containerd: importing {archive} failed: {result.stderr.strip()[:1000]}; last lines of {log}:\n"
+                    + _log_excerpt(log)
+                )
 
     def stop(self, keep_files: bool = False) -> None:
-        """End our components (only those), then remove the cluster directory unless ``keep_files``."""
+        """End our components (only those), remove what the real node left on the machine, then
+        remove the cluster directory unless ``keep_files``. Raises :class:`ClusterError` naming what
+        of the real node could not be removed (the directory then stays, for the next start to
+        retry)."""
         self._stop_components()
+        problems = self.real_node.tear_down() if self.real_node else []
+        if problems:
+            raise ClusterError(f"the real node left, in {self.workdir}: " + "; ".join(problems))
         if not keep_files:
             self._remove_files()
 
@@ -434,7 +570,7 @@ class LocalCluster(_Components):
             old.process.wait(timeout=10)
         self.components.remove(old)
         time.sleep(down_seconds)
-        self._spawn(Path(program).parent, "kube-apiserver", args)
+        self._spawn("kube-apiserver", [program, *args])
         self._wait(
             "kube-apiserver /readyz after a restart",
             lambda: self._get("/readyz", raw=True) == b"ok",
@@ -452,7 +588,10 @@ class LocalCluster(_Components):
 
     # -- state file (hack/cluster.sh keeps one cluster across shells) ---------------------------
     def _state(self) -> dict:
-        return {"server": self.server, "kubeconfig": str(self.kubeconfig), **super()._state()}
+        state = {"server": self.server, "kubeconfig": str(self.kubeconfig), **super()._state()}
+        if self.real_node:
+            state["real_node"] = {"slot": self.real_node.network.slot}
+        return state
 
     @classmethod
     def from_state(cls, path: Path) -> LocalCluster | None:
@@ -461,7 +600,8 @@ class LocalCluster(_Components):
         except (OSError, ValueError):
             return None
         components = [Component(c["name"], int(c["pid"]), Path(c["log"])) for c in state["components"]]
-        return cls(Path(state["workdir"]), state["server"], components)
+        workdir = Path(state["workdir"])
+        return cls(workdir, state["server"], components, real_node=_recorded_real_node(workdir, state))
 
     # -- components ---------------------------------------------------------------------------
     def _etcd_args(self, port: int, peer_port: int) -> list[str]:
@@ -478,10 +618,10 @@ class LocalCluster(_Components):
             "--log-level=warn",
         ]
 
-    def _apiserver_args(self, pki: ClusterPKI, port: int, etcd_port: int) -> list[str]:
+    def _apiserver_args(self, pki: ClusterPKI, node_pki: NodePKI | None, port: int, etcd_port: int) -> list[str]:
         return [
-            f"--advertise-address={_LOOPBACK}",  # there may be no default route to pick one from
-            f"--bind-address={_LOOPBACK}",
+            f"--advertise-address={self.address}",  # there may be no default route to pick one from
+            f"--bind-address={self.address}",
             f"--secure-port={port}",
             f"--cert-dir={self.workdir / 'apiserver'}",
             f"--etcd-servers=http://{_LOOPBACK}:{etcd_port}",
@@ -492,10 +632,9 @@ class LocalCluster(_Components):
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki.service_account_pub}",
             f"--service-account-signing-key-file={pki.service_account_key}",
-            f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+            f"--service-cluster-ip-range={self.service_cidr}",
             "--allow-privileged=true",
-            # Endpoints may not hold a loopback address, so the `kubernetes` Service stays without them.
-            "--endpoint-reconciler-type=none",
+            *self._kubelet_client_args(pki, node_pki),
             # Aggregation layer: lets an aggregated API (metrics adapters) be registered later.
             f"--requestheader-client-ca-file={pki.front_proxy_ca.cert}",
             f"--requestheader-allowed-names={FRONT_PROXY_CLIENT_NAME}",
@@ -513,6 +652,19 @@ class LocalCluster(_Components):
             *self._gang_args(runtime_config=True),
         ]
 
+    def _kubelet_client_args(self, pki: ClusterPKI, node_pki: NodePKI | None) -> list[str]:
+        if node_pki is None:
+            # Endpoints may not hold a loopback address, so the `kubernetes` Service stays without them.
+            return ["--endpoint-reconciler-type=none"]
+        return [
+            # For logs, exec and port-forward: the kubelet's serving certificate is the cluster CA's,
+            # and its node's InternalIP the address to reach it at (its Hostname resolves nowhere).
+            f"--kubelet-certificate-authority={pki.ca.cert}",
+            f"--kubelet-client-certificate={node_pki.apiserver_kubelet_client.cert}",
+            f"--kubelet-client-key={node_pki.apiserver_kubelet_client.key}",
+            "--kubelet-preferred-address-types=InternalIP",
+        ]
+
     def _controller_manager_args(self, pki: ClusterPKI) -> list[str]:
         return [
             *self._component_args("controller-manager"),
@@ -523,7 +675,7 @@ class LocalCluster(_Components):
             f"--cluster-signing-cert-file={pki.ca.cert}",
             f"--cluster-signing-key-file={pki.ca.key}",
             "--cluster-name=soundmind-local",
-            f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+            f"--service-cluster-ip-range={self.service_cidr}",
             *self._gang_args(),
             f"--horizontal-pod-autoscaler-sync-period={HPA_SYNC_PERIOD_SECONDS}s",
         ]
@@ -692,16 +844,24 @@ def _die_with_parent() -> None:
 
 def _remove_dead_cluster_dirs() -> None:
     """Remove the directories of clusters (and of SimulatedNodes' kwoks) whose processes are all gone
-    (failed starts, killed owners)."""
+    (failed starts, killed owners), with what their real node left on the machine (processes,
+    cgroups, mounts, network); a directory whose real node cannot be cleaned up stays, for a later
+    try (by root)."""
     for prefix in (_DIR_PREFIX, _KWOK_DIR_PREFIX):
         for path in Path(tempfile.gettempdir()).glob(f"{prefix}*/{_DIR_STATE}"):
             try:
                 state = json.loads(path.read_text())
                 workdir = Path(state["workdir"])
                 components = [Component(c["name"], int(c["pid"]), Path(c["log"])) for c in state["components"]]
+                owner = state.get("owner") or {}
+                node = _recorded_real_node(workdir, state)
             except (OSError, ValueError, KeyError, TypeError):
                 continue
-            if not any(not c.exited() and _pid_started_in(c.pid, workdir) for c in components):
+            if owner.get("pid") and _process_start(int(owner["pid"])) == owner.get("start"):
+                continue  # still being started (or stopped) by a live process
+            if any(not c.exited() and _pid_started_in(c.pid, workdir) for c in components):
+                continue
+            if node is None or not node.tear_down():
                 shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -719,7 +879,10 @@ def _stderr(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.support.localcluster", description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("command", choices=["up", "down", "status", "load-images"])
+    parser.add_argument(
+        "archives", nargs="*", type=Path, help="load-images: image archives (docker save, OCI layout) for the real node"
+    )
     parser.add_argument("--state", type=Path, default=default_cache_dir() / "cluster" / "state.json")
     parser.add_argument("--bin-dir", type=Path, default=default_bin_dir())
     parser.add_argument("--nodes", type=int, default=sim.DEFAULT_NODE_COUNT)
@@ -730,7 +893,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="without the Workload/PodGroup API and the GangScheduling plugin (GenericWorkload off)",
     )
+    parser.add_argument(
+        "--no-real-node", action="store_true", help="kwok's simulated nodes only: no kubelet, so no root needed"
+    )
     args = parser.parse_args(argv)
+    if bool(args.archives) != (args.command == "load-images"):
+        parser.error("image archives go with load-images, and load-images needs at least one")
 
     existing = LocalCluster.from_state(args.state)
     if args.command == "status":
@@ -739,20 +907,36 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         _stderr("no local cluster is running")
         return 1
-    if args.command == "down":
+    if args.command == "load-images":
+        if not (existing and existing.healthy()):
+            _stderr("no local cluster is running: start one first (hack/cluster.sh up)")
+            return 1
+        try:
+            existing.import_images(args.archives)
+        except ClusterError as error:
+            _stderr(f"error: {error}")
+            return 1
+        _stderr(f"imported {len(args.archives)} image archive(s) into the real node {realnode.NODE_NAME}")
+        return 0
+    try:
+        if args.command == "down":
+            if existing:
+                existing.stop()
+                _stderr(f"stopped the local cluster ({existing.workdir})")
+            args.state.unlink(missing_ok=True)
+            return 0
+        if existing and existing.healthy():
+            real = f"real node {realnode.NODE_NAME}" if existing.real_node else "no real node"
+            _stderr(f"reusing the running local cluster at {existing.server} ({real})")
+            print(existing.kubeconfig)
+            return 0
         if existing:
+            _stderr("the recorded local cluster is gone or unhealthy; cleaning it up and starting a new one")
             existing.stop()
-            _stderr(f"stopped the local cluster ({existing.workdir})")
-        args.state.unlink(missing_ok=True)
-        return 0
-    if existing and existing.healthy():
-        _stderr(f"reusing the running local cluster at {existing.server}")
-        print(existing.kubeconfig)
-        return 0
-    if existing:
-        _stderr("the recorded local cluster is gone or unhealthy; cleaning it up and starting a new one")
-        existing.stop()
-        args.state.unlink(missing_ok=True)
+            args.state.unlink(missing_ok=True)
+    except ClusterError as error:
+        _stderr(f"error: {error}")
+        return 1
     shape = sim.NodeShape(gpus=args.gpus_per_node)
     try:
         cluster = LocalCluster.start(
@@ -761,6 +945,7 @@ def main(argv: list[str] | None = None) -> int:
             node_shape=shape,
             kwok=not args.no_kwok,
             gang_scheduling=not args.no_gang_scheduling,
+            real_node=not args.no_real_node,
             detach=True,
             log=_stderr,
         )

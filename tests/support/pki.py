@@ -149,6 +149,37 @@ def issue_leaf(ca: CertPair, directory: Path, name: str, common_name: str, serve
     return _Authority.load(ca).issue(name, common_name, server_names=server_names, directory=directory)
 
 
+@dataclass(frozen=True)
+class NodePKI:
+    """What a real node and the API server need to trust each other, all signed by the cluster CA."""
+
+    kubelet: CertPair  # client: the Node authorizer knows it as system:node:<name>
+    kubelet_serving: CertPair  # its port 10250, for the node's IP and name
+    kube_proxy: CertPair  # client: RBAC binds system:kube-proxy to system:node-proxier
+    apiserver_kubelet_client: CertPair  # the API server's client certificate towards kubelets
+
+
+def create_node_pki(ca: CertPair, directory: Path, node_name: str, node_ip: str) -> NodePKI:
+    authority = _Authority.load(ca)
+    return NodePKI(
+        kubelet=authority.issue(
+            "kubelet", f"system:node:{node_name}", organizations=("system:nodes",), directory=directory
+        ),
+        kubelet_serving=authority.issue(
+            "kubelet-serving", node_name, server_names=(node_ip, node_name), client=False, directory=directory
+        ),
+        kube_proxy=authority.issue("kube-proxy", "system:kube-proxy", directory=directory),
+        # system:masters: the kubelet authorizes the API server's log, exec and port-forward calls
+        # through a SubjectAccessReview, which this group always passes.
+        apiserver_kubelet_client=authority.issue(
+            "apiserver-kubelet-client",
+            "kube-apiserver-kubelet-client",
+            organizations=("system:masters",),
+            directory=directory,
+        ),
+    )
+
+
 def create_pki(directory: Path, server_names: tuple[str, ...]) -> ClusterPKI:
     """Everything the control plane needs, written as PEM files into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)

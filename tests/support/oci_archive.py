@@ -1,0 +1,155 @@
+"""Container images written without a container engine: one layer of files from this machine, as a
+tar that both ``ctr images import`` and ``docker load`` accept.
+
+The real node has no registry to pull from, so its images arrive as archives: the pause image
+(the kubernetes module's ``build/pause/linux/pause.c``, compiled by hack/tools.sh) and a busybox
+image (Debian's ``busybox-static``) for tests that need a shell, a web server and a TCP client in a
+pod. The archive is an OCI image layout (``oci-layout``, ``index.json``, ``blobs/sha256/...``) with
+Docker's ``manifest.json`` beside it, as ``docker save`` writes since Docker 25.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import platform
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+# Go's names for this machine's architecture (the image config's `architecture`): containerd
+# unpacks only images whose platform matches its own.
+_GO_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "ppc64le": "ppc64le", "s390x": "s390x"}
+
+
+@dataclass(frozen=True)
+class LayerFile:
+    """An entry of the layer at ``path`` (relative, e.g. ``bin/busybox``): the bytes of ``source``, a
+    symbolic link to ``link``, or, with neither, a directory."""
+
+    path: str
+    source: Path | None = None
+    link: str | None = None
+    mode: int = 0o755
+
+
+def normalized_reference(name: str) -> str:
+    """The full reference the CRI looks an image up by: ``busybox:dev`` is
+    ``docker.io/library/busybox:dev``, as Docker's reference grammar normalizes it (a first
+    component with a dot or a port, or ``localhost``, is a registry)."""
+    first, _, rest = name.partition("/")
+    if not (rest and ("." in first or ":" in first or first == "localhost")):
+        name = f"docker.io/{name if rest else 'library/' + name}"
+    return name if ":" in name.rsplit("/", 1)[1] else f"{name}:latest"
+
+
+def go_architecture(machine: str | None = None) -> str:
+    machine = machine or platform.machine()
+    try:
+        return _GO_ARCH[machine]
+    except KeyError:
+        raise ValueError(f"no Go architecture name known for machine {machine!r}") from None
+
+
+def _layer(files: list[LayerFile]) -> bytes:
+    """An uncompressed, reproducible layer tar (fixed times and owners), parent directories first."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        given = {f.path for f in files if f.source is None and f.link is None}
+        parents = {str(parent) for f in files for parent in Path(f.path).parents} - {"."} - given
+        for directory in sorted(parents, key=lambda d: (d.count("/"), d)):
+            info = tarfile.TarInfo(directory)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        for file in sorted(files, key=lambda f: (f.path.count("/"), f.path)):
+            info = tarfile.TarInfo(file.path)
+            info.mode = file.mode
+            if file.source is None and file.link is None:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+                continue
+            if file.link is not None:
+                info.type, info.linkname = tarfile.SYMTYPE, file.link
+                tar.addfile(info)
+                continue
+            data = file.source.read_bytes()
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def image_archive(
+    name: str, files: list[LayerFile], entrypoint: list[str], *, env: tuple[str, ...] = (), machine: str | None = None
+) -> bytes:
+    """The archive of a one-layer image called ``name`` (``repository:tag``) that runs
+    ``entrypoint``."""
+    blobs: dict[str, bytes] = {}
+
+    def blob(media_type: str, data: bytes) -> dict:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        blobs[digest] = data
+        return {"mediaType": media_type, "digest": digest, "size": len(data)}
+
+    layer = blob(OCI_LAYER, _layer(files))
+    config = {
+        "architecture": go_architecture(machine),
+        "os": "linux",
+        "config": {"Entrypoint": entrypoint, "Env": list(env)},
+        "rootfs": {"type": "layers", "diff_ids": [layer["digest"]]},  # uncompressed: the same digest
+    }
+    config_descriptor = blob(OCI_CONFIG, json.dumps(config, sort_keys=True).encode())
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": config_descriptor,
+        "layers": [layer],
+    }
+    manifest_descriptor = blob(OCI_MANIFEST, json.dumps(manifest, sort_keys=True).encode())
+    reference = normalized_reference(name)
+    index = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {
+                **manifest_descriptor,
+                # containerd names the imported image after the first; OCI tools after the second.
+                "annotations": {
+                    "io.containerd.image.name": reference,
+                    "org.opencontainers.image.ref.name": reference.rsplit(":", 1)[1],
+                },
+            }
+        ],
+    }
+    docker_manifest = [
+        {
+            "Config": f"blobs/sha256/{config_descriptor['digest'].split(':')[1]}",
+            "RepoTags": [name],
+            "Layers": [f"blobs/sha256/{layer['digest'].split(':')[1]}"],
+        }
+    ]
+    members = {
+        "oci-layout": json.dumps({"imageLayoutVersion": "1.0.0"}).encode(),
+        "index.json": json.dumps(index, sort_keys=True).encode(),
+        "manifest.json": json.dumps(docker_manifest).encode(),
+        **{f"blobs/sha256/{digest.split(':')[1]}": data for digest, data in blobs.items()},
+    }
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for directory in ("blobs", "blobs/sha256"):
+            info = tarfile.TarInfo(directory)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        for member, data in members.items():
+            info = tarfile.TarInfo(member)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def write_image_archive(path: Path, name: str, files: list[LayerFile], entrypoint: list[str], **kwargs) -> Path:
+    path.write_bytes(image_archive(name, files, entrypoint, **kwargs))
+    return path
