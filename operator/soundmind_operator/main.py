@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import functools
 import logging
+import os
 import socket
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -238,6 +239,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def peer_identity() -> str:
+    """This process's name among peers: the host (the pod's name in a cluster) and the pid. kopf's
+    own default asks the password database for the user, and a container running as a numeric UID
+    that the image does not list (the chart's 65532, or whatever UID OpenShift assigns) has none:
+    kopf's start-up then dies with KeyError before the liveness endpoint answers."""
+    return f"{socket.gethostname()}/{os.getpid()}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     kopf.configure(debug=args.verbose, log_prefix=True)  # messages about an object name it: [ns/name]
@@ -252,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         standalone=args.peering is None,
         peering_name=args.peering,
         priority=args.priority,
+        identity=peer_identity(),
         liveness_endpoint=f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None,
         # Made once per process: a start-up retried by kopf must not register the metrics twice.
         memo=kopf.Memo(options=options, metrics=metrics.OperatorMetrics()),

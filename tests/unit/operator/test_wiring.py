@@ -177,3 +177,15 @@ def test_example_serving_renders_a_command_vllm_accepts():
     (manifest,) = yaml.safe_load_all((ROOT / "examples" / "serving.yaml").read_text())
     spec = ServingSpec.model_validate(manifest["spec"])
     assert checked_arguments(spec, spec.model)[0] == "Qwen/Qwen2.5-Omni-7B"
+
+
+def test_peer_identity_needs_no_password_database_entry(monkeypatch):
+    """The image runs as a numeric UID it does not list; kopf's default identity would die on it."""
+    import pwd
+
+    def unknown(uid):
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    monkeypatch.setattr(pwd, "getpwuid", unknown)
+    monkeypatch.setattr(main.socket, "gethostname", lambda: "soundmind-operator-7d9f-abcde")
+    assert main.peer_identity() == f"soundmind-operator-7d9f-abcde/{main.os.getpid()}"
