@@ -13,6 +13,7 @@ import json
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -175,6 +176,13 @@ def test_bad_specs_are_rejected_at_admission_naming_the_field(kube: Kube, namesp
 def test_one_node_training_runs_reports_progress_and_succeeds(
     kube: Kube, ns: str, operator: op.OperatorProcess, tmp_path: Path
 ):
+    one_node_training_lifecycle(kube, ns, tmp_path, operator.metrics)
+
+
+def one_node_training_lifecycle(kube: Kube, ns: str, tmp_path: Path, operator_metrics: Callable[[], str]) -> None:
+    """Create, Running, Stalled, progress from the trainer's own ServiceAccount, Succeeded, with an
+    event for each transition and the operator's metrics (``operator_metrics``: its /metrics text).
+    Also run by tests/integration/test_in_cluster.py with the operator as a pod from its image."""
     # Whole-second timestamps and a loaded machine eat ~2 s of the window in which progress reads
     # as fresh; 6 s leaves room to see Stalled clear before it could fire again.
     create_training(kube, ns, "alr", stallTimeoutSeconds=6)
@@ -228,7 +236,7 @@ def test_one_node_training_runs_reports_progress_and_succeeds(
         what="an event for every transition",
     )
 
-    exported = operator.metrics()
+    exported = operator_metrics()
     for name in (metrics.RECONCILE_TOTAL, metrics.RECONCILE_DURATION, metrics.TRAINING_GPU_SECONDS, metrics.TRAININGS):
         assert name in exported
     assert f'{metrics.TRAININGS}{{phase="Succeeded"}}' in exported
