@@ -39,7 +39,13 @@ from soundmind.cli import main as soundmind
 from soundmind.train import contract
 from soundmind_operator.serving import names as serving_names
 from tests.conftest import EXTERNAL_KUBECONFIG_ENV
-from tests.integration.test_training_operator import jobs, one_node_training_lifecycle, phase_is, wait_training
+from tests.integration.test_training_operator import (
+    failed_with,
+    jobs,
+    one_node_training_lifecycle,
+    phase_is,
+    wait_training,
+)
 from tests.support import operator as op
 from tests.support import realnode, resources, sim
 from tests.support.autoscaling import prepared_requests
@@ -176,6 +182,17 @@ def test_the_operator_pod_reconciles_a_training_through_its_lifecycle(
     assert again.status.container_statuses[0].ready
     log = operator_log(kube, pod.metadata.name)
     assert "Forbidden" not in log and "Traceback" not in log, log[-3000:]
+
+
+def test_the_operator_pod_checks_verl_overrides_against_the_schema_in_its_image(
+    kube: Kube, node: str, in_cluster_operator, volumes: str
+):
+    """verl is in the image without its dependency tree; the pod composes overrides offline."""
+    spec = {"image": SIMULATED_TRAINER, "extraArgs": ["trainer.val_before_train=False", "trainer.totl_epochs=3"]}
+    create(kube, TRAINING, volumes, "typo", spec)
+    failed = wait_training(kube, volumes, "typo", failed_with("ConfigError"), "ConfigError", timeout=60)
+    assert "extraArgs[1]" in resources.condition(failed, "Failed")["message"]
+    assert not jobs(kube, volumes, "typo")
 
 
 def test_deleting_the_operator_pod_mid_burst_loses_and_duplicates_nothing(
