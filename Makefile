@@ -9,12 +9,14 @@ SHELL := bash
 # targets that run beside others depend on `venv` first, which builds it in a recipe of its own.
 PY = $(eval PY := $(shell hack/venv.sh)/bin/python)$(PY)
 
-# make test, demo and test-kind prepare what they need side by side: apt first (the Go builds need its
-# gcc, the images its debootstrap and dockerd), then the Go builds, the Python environment and the
-# images at once, each as soon as what it needs is there (images and lint run the environment's
-# Python). A cold run spends most of its time compiling; the downloads and image builds overlap it.
-# Each step's output is printed whole when it ends; a failed one stops the run once the steps already
-# under way have ended.
+# make test, integration and demo (and hack/test-kind.sh) prepare what they need side by side, in a
+# sub-make of setup-<target>: apt first (the Go builds need its gcc, the images its debootstrap and
+# dockerd), then the Go builds, the Python environment and the images at once, each as soon as what
+# it needs is there (images and lint run the environment's Python). A cold run spends most of its
+# time compiling; the downloads and image builds overlap it. Each step's output is printed whole when
+# it ends; a failed one stops the run once the steps already under way have ended. setup-<target> is
+# a prerequisite, not a first recipe line, because make expands all of a recipe's lines before it
+# runs the first: $(PY) further down would build the environment before anything else started.
 PARALLEL := --no-print-directory --jobs --output-sync=target
 
 .PHONY: help demo test test-kind unit integration lint deps venv tools images images-all cluster-up cluster-down bench
