@@ -1,48 +1,76 @@
 # SoundMind on Kubernetes. `make demo` and `make test` install everything they need on first use
-# (Python environment, Debian packages, Go-built cluster binaries), cached outside the repository.
+# (Python environment, Debian packages, Go-built cluster binaries, images), cached outside the repository.
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 
-# Evaluated once, on first use, so targets that need no Python never build the environment.
+# Evaluated once, on first use, so targets that need no Python never build the environment. A recipe
+# that builds it this way holds up every other job of a parallel make (make waits for $(shell)), so
+# targets that run beside others depend on `venv` first, which builds it in a recipe of its own.
 PY = $(eval PY := $(shell hack/venv.sh)/bin/python)$(PY)
 
-.PHONY: help demo test unit integration lint deps tools images images-all cluster-up cluster-down bench
+# make test, integration and demo (and hack/test-kind.sh) prepare what they need side by side, in a
+# sub-make of setup-<target>: apt first (the Go builds need its gcc, the images its debootstrap and
+# dockerd), then the Go builds, the Python environment and the images at once, each as soon as what
+# it needs is there (images and lint run the environment's Python). A cold run spends most of its
+# time compiling; the downloads and image builds overlap it. Each step's output is printed whole when
+# it ends; a failed one stops the run once the steps already under way have ended. setup-<target> is
+# a prerequisite, not a first recipe line, because make expands all of a recipe's lines before it
+# runs the first: $(PY) further down would build the environment before anything else started.
+PARALLEL := --no-print-directory --jobs --output-sync=target
+
+.PHONY: help demo test test-kind unit integration lint deps venv tools images images-all cluster-up cluster-down bench
+.PHONY: setup-test setup-demo setup-integration
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
 
-deps: ## Debian packages the tests and demo use (espeak-ng, sox, prometheus, the real node's containerd...)
+deps: ## Debian packages the tests and demo use (espeak-ng, sox, prometheus, the real node's containerd, debootstrap...)
 	@hack/apt.sh
+
+venv: ## the cached Python environment (hack/venv.sh)
+	@hack/venv.sh >/dev/null
 
 tools: deps ## build the cluster binaries from the Go module proxy (cached; pause needs gcc)
 	@hack/tools.sh >/dev/null
 
-demo: deps tools ## the main job on the embedded local cluster
+demo: setup-demo ## the main job on the embedded local cluster
 	@hack/demo.sh "$(PY)"
+
+setup-demo:
+	@$(MAKE) $(PARALLEL) tools venv
 
 unit: deps ## unit tests (no cluster)
 	$(PY) -m pytest tests/unit
 
-integration: deps tools ## integration tests against the local control plane (or SOUNDMIND_TEST_KUBECONFIG)
+integration: setup-integration ## integration tests against the local control plane (or SOUNDMIND_TEST_KUBECONFIG)
 	$(PY) -m pytest tests/integration
 
-test: deps tools lint ## lint, then all tests: unit and integration
+setup-integration:
+	@$(MAKE) $(PARALLEL) tools images
+
+test: setup-test ## lint, then all tests: unit and integration
 	$(PY) -m pytest tests
+
+setup-test:
+	@$(MAKE) $(PARALLEL) tools images lint
+
+test-kind: ## the integration tests on a kind cluster (needs Docker; KEEP_CLUSTER=1 keeps the cluster)
+	@hack/test-kind.sh
 
 bench: tools ## the operator against the API server's floor (BENCH_ARGS=...), then the reward; figures in benchmarks/README.md
 	$(PY) benchmarks/operator_bench.py $(BENCH_ARGS)
 	$(PY) benchmarks/reward_bench.py
 
-lint: ## ruff, hadolint
+lint: venv ## ruff, hadolint
 	$(PY) -m ruff check soundmind operator tests hack benchmarks
 	$(PY) -m ruff format --check soundmind operator tests hack benchmarks
 	$(dir $(PY))hadolint images/*/Dockerfile
 
-images: ## the operator and vLLM stand-in images, built offline (root: debootstrap, dockerd); prints their tarballs
+images: deps venv ## the operator and vLLM stand-in images, built offline (root: debootstrap, dockerd); prints their tarballs
 	@$(PY) -m hack.images operator standin
 
-images-all: ## the trainer and server images too (CUDA wheels: several GB)
+images-all: deps venv ## the trainer and server images too (CUDA wheels: several GB)
 	@$(PY) -m hack.images operator standin trainer server
 
 cluster-up: tools ## start (or reuse) the local cluster; last two lines are exports for eval

@@ -57,6 +57,27 @@ go_install() { # <ldflags> <package@version>
   rm -rf "$gobin"
 }
 
+# KEDA's operator and metrics adapter (the autoscaling test runs them as local processes), at the
+# version whose CRDs the tests install (hack/third-party-crds.txt: one pin for both). Its go.mod has
+# replace lines, which only apply when building inside the module, so it builds from its directory.
+read -r _ keda_module keda_version _ < <(grep '^keda[[:space:]]' "$root/hack/third-party-crds.txt")
+keda_prefetch="" # pid of the download below, until its build has waited for it
+if [ ! -x "$bin/keda-operator-$keda_version" ] || [ ! -x "$bin/keda-adapter-$keda_version" ]; then
+  # Outside any module (in /); on failure -json puts the reason in the JSON on stdout.
+  if ! json=$(cd / && GOFLAGS=-mod=mod go mod download -json "$keda_module@$keda_version"); then
+    echo "tools.sh: go mod download $keda_module@$keda_version failed: $json" >&2
+    exit 1
+  fi
+  keda_dir=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p' <<<"$json")
+  # Its dependencies are 1.7 GB of modules (half a minute on a fast link, more on a slow one):
+  # fetched now, while the Kubernetes servers keep the CPUs busy, rather than after them. The go
+  # command locks its module cache, so this and the builds below share it safely.
+  keda_log=$(mktemp)
+  (cd "$keda_dir" && exec go mod download) >"$keda_log" 2>&1 9>&- & # 9: the lock stays ours alone
+  keda_prefetch=$!
+  trap 'kill "$keda_prefetch" 2>/dev/null || true; rm -f "$keda_log"' EXIT # on failure, not left running
+fi
+
 k8s=$(module_version k8s k8s.io/kubernetes) # e.g. v1.37.2
 k8s_minor=$(cut -d. -f2 <<<"$k8s")
 version_pkg=k8s.io/component-base/version
@@ -93,14 +114,13 @@ for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
 done
 build helm "$HELM_VERSION" go_install "$helm_ldflags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 
-# KEDA's operator and metrics adapter (the autoscaling test runs them as local processes), at the
-# version whose CRDs the tests install (hack/third-party-crds.txt: one pin for both). Its go.mod has
-# replace lines, which only apply when building inside the module, so build from its directory.
-read -r _ keda_module keda_version _ < <(grep '^keda[[:space:]]' "$root/hack/third-party-crds.txt")
 keda_build() { # <cmd dir>
-  local dir
-  dir=$(cd / && GOFLAGS=-mod=mod go mod download -json "$keda_module@$keda_version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-  (cd "$dir" && go build -trimpath -ldflags "-s -w -X $keda_module/version.Version=$keda_version" -o "$out.tmp" "./$1")
+  if [ -n "$keda_prefetch" ]; then
+    # Its failure is only a lost head start: the build fetches what is missing and reports its own errors.
+    wait "$keda_prefetch" || echo "tools.sh: fetching KEDA's modules ahead failed: $(tail -3 "$keda_log")" >&2
+    keda_prefetch=""
+  fi
+  (cd "$keda_dir" && go build -trimpath -ldflags "-s -w -X $keda_module/version.Version=$keda_version" -o "$out.tmp" "./$1")
 }
 build keda-operator "$keda_version" keda_build cmd/operator
 build keda-adapter "$keda_version" keda_build cmd/adapter

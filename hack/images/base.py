@@ -10,6 +10,10 @@ engine that lacks the tag (a fresh data root) gets it imported again from the ta
 Nothing of this machine goes into the image but the mirror addresses (without any user:password part):
 debootstrap's copies of its resolv.conf and hostname are removed, and no CA bundle is copied;
 Debian's own ``ca-certificates`` package is there only when a Dockerfile asks for it.
+
+Where a registry is at hand (a kind cluster's machine, CI), ``SOUNDMIND_IMAGE_BASE`` names an image to
+build on instead (:class:`GivenBase`, e.g. the Dockerfiles' default ``python:3.11-slim-bookworm``):
+no debootstrap, no root, and the engine pulls it.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ IMAGE_CONFIG = (
 )
 APT_SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
 MIRROR_ENV = "SOUNDMIND_DEBIAN_MIRROR"
+GIVEN_BASE_ENV = "SOUNDMIND_IMAGE_BASE"
 
 
 class BaseError(RuntimeError):
@@ -158,8 +163,26 @@ class Base:
         return cache / "base" / f"{self.tag.replace(':', '-')}-{self.key}.tar"
 
 
-def base_for(debian_packages: tuple[str, ...]) -> Base:
-    """The base an image needs: Python and ``debian_packages``, from this machine's mirrors."""
+@dataclass(frozen=True)
+class GivenBase:
+    """The image ``SOUNDMIND_IMAGE_BASE`` names, built on as it is: the engine pulls it when it lacks it.
+    The builds have no network, so it must already hold the Debian packages a Dockerfile's
+    ``ARG DEBIAN_PACKAGES`` names (python:3.11-slim-bookworm has the operator's and the stand-in's: none)."""
+
+    tag: str
+
+    @property
+    def key(self) -> str:
+        # All that is known of it without an engine: a moving tag is not followed; name a digest to pin it.
+        return self.tag
+
+
+def base_for(debian_packages: tuple[str, ...]) -> Base | GivenBase:
+    """The base an image needs: the one ``SOUNDMIND_IMAGE_BASE`` names, or else Python and
+    ``debian_packages`` debootstrapped from this machine's mirrors."""
+    given = os.environ.get(GIVEN_BASE_ENV)
+    if given:
+        return GivenBase(given)
     mirrors = choose_mirrors(host_sources(), os.environ.get(MIRROR_ENV))
     return Base(tuple(sorted({*PYTHON_PACKAGES, *debian_packages})), mirrors)
 

@@ -4,7 +4,8 @@
 Per image:
 
 1. the base, ``soundmind-base:bookworm`` (plus the Debian packages the Dockerfile's
-   ``ARG DEBIAN_PACKAGES`` names), made by debootstrap (:mod:`hack.images.base`);
+   ``ARG DEBIAN_PACKAGES`` names), made by debootstrap (:mod:`hack.images.base`), or the image
+   ``SOUNDMIND_IMAGE_BASE`` names;
 2. the wheels of its lock (and its ``--no-deps`` extras), fetched by this machine's pip into the
    shared pool and linked into ``.build/wheels/<image>/``, and the ``soundmind`` wheel in
    ``.build/project/`` (:mod:`hack.images.wheels`);
@@ -80,7 +81,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SOUNDMIND_CACHE") or xdg / "soundmind") / "images"
 
 
-def inputs_hash(image: Image, base: bases.Base, wheel_files: list[Path], project: str) -> str:
+def inputs_hash(image: Image, base: bases.Base | bases.GivenBase, wheel_files: list[Path], project: str) -> str:
     """What decides the image: its folder, its wheels, the project's sources, the base, this tool."""
     digest = hashlib.sha256()
     tool = sorted(Path(__file__).parent.glob("*.py"))
@@ -128,13 +129,15 @@ def build(names: list[str], dry_run: bool = False) -> list[Path]:
 def _build_locked(cache: Path, images: list[Image], dry_run: bool) -> list[Path]:
     pool = wheels.Pool(cache / "wheels")
     project = wheels.project_hash()
-    stale: list[tuple[Image, bases.Base, list[Path], str]] = []
+    stale: list[tuple[Image, bases.Base | bases.GivenBase, list[Path], str]] = []
     for image in images:
         base = bases.base_for(image.debian_packages())
         wheel_files = pool.ensure(image.pins(), dry_run=dry_run)
         inputs = inputs_hash(image, base, wheel_files, project)
         if dry_run:
-            if not base.tarball(cache).exists():
+            if isinstance(base, bases.GivenBase):
+                _note(f"would build on {base.tag} ({bases.GIVEN_BASE_ENV}), pulled by the engine if it lacks it")
+            elif not base.tarball(cache).exists():
                 _note(f"would debootstrap {base.tag} ({' '.join(base.packages)}) from {base.mirrors.main}")
             _note(f"would run: docker {' '.join(build_command(image, base.tag, inputs))}")
             _note(f"would run: docker save --output={image.tarball(cache)} {image.tag}")
@@ -148,15 +151,17 @@ def _build_locked(cache: Path, images: list[Image], dry_run: bool) -> list[Path]
     return [image.tarball(cache) for image in images]
 
 
-def _rebuild(cache: Path, stale: list[tuple[Image, bases.Base, list[Path], str]]) -> None:
-    for _, base, _, _ in stale:
+def _rebuild(cache: Path, stale: list[tuple[Image, bases.Base | bases.GivenBase, list[Path], str]]) -> None:
+    debootstrapped = {base for _, base, _, _ in stale if isinstance(base, bases.Base)}
+    for base in debootstrapped:
         bases.ensure_rootfs(base, cache)  # before the engine starts: debootstrap takes minutes
     if any(image.project for image, *_ in stale):
         wheels.build_project_wheel(CONTEXT / "project")
     with Engine(cache / "docker") as docker:
         for image, base, wheel_files, inputs in stale:
             wheels.place(wheel_files, CONTEXT / "wheels" / image.name)
-            bases.ensure_imported(docker, base, cache)
+            if base in debootstrapped:  # else a given base, which the build's FROM pulls
+                bases.ensure_imported(docker, base, cache)
             if docker.image_label(image.tag, INPUTS_LABEL) != inputs:
                 started = time.monotonic()
                 docker(*build_command(image, base.tag, inputs))
@@ -167,6 +172,9 @@ def _rebuild(cache: Path, stale: list[tuple[Image, bases.Base, list[Path], str]]
             docker("save", f"--output={partial}", image.tag)
             partial.replace(tarball)
             _sidecar(tarball).write_text(inputs + "\n")
-        docker("image", "prune", "--force")  # the images these builds replaced
-        # BuildKit's layer cache makes a source change rebuild in seconds; a week unused, it goes.
-        docker("builder", "prune", "--force", f"--filter=until={BUILD_CACHE_HOURS}h")
+        # The images and bases these builds replaced, by their labels: the engine may be the user's own.
+        for label in (INPUTS_LABEL, bases.KEY_LABEL):
+            docker("image", "prune", "--force", f"--filter=label={label}")
+        if docker.private:  # a user's engine keeps the build cache they manage
+            # BuildKit's layer cache makes a source change rebuild in seconds; a week unused, it goes.
+            docker("builder", "prune", "--force", f"--filter=until={BUILD_CACHE_HOURS}h")

@@ -12,6 +12,7 @@ credentials, credential helpers): ``DOCKER_CONFIG`` points into the cache.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
 import shutil
 import signal
@@ -43,9 +44,10 @@ def _find(program: str, candidates: tuple[str, ...] = ()) -> str:
 
 
 class Docker:
-    """The docker client bound to one engine."""
+    """The docker client bound to one engine; ``private`` when that is a dockerd started here."""
 
-    def __init__(self, host: str, config_dir: Path):
+    def __init__(self, host: str, config_dir: Path, private: bool = False):
+        self.private = private
         self.client = _find("docker", CLIENT_CANDIDATES)
         config_dir.mkdir(parents=True, exist_ok=True)
         self.env = {**os.environ, "DOCKER_HOST": host, "DOCKER_CONFIG": str(config_dir), "DOCKER_BUILDKIT": "1"}
@@ -93,9 +95,13 @@ class Dockerd:
         self.socket = home / "docker.sock"
         self.log = home / "dockerd.log"
         self.process: subprocess.Popen | None = None
-        self.docker = Docker(f"unix://{self.socket}", home / "client")
+        self.docker = Docker(f"unix://{self.socket}", home / "client", private=True)
 
     def argv(self) -> list[str]:
+        # Where a system containerd runs (Docker CE's containerd.io), dockerd uses it rather than
+        # starting its own: namespaces of this engine's own keep its containers apart from the system
+        # engine's (a kind node, say: namespace "moby") and from another private engine's.
+        namespace = "soundmind-" + hashlib.sha256(str(self.home).encode()).hexdigest()[:8]
         return [
             _find("dockerd"),
             f"--data-root={self.home / 'data'}",
@@ -106,6 +112,8 @@ class Dockerd:
             "--bridge=none",
             "--iptables=false",
             "--ip-masq=false",
+            f"--containerd-namespace={namespace}",
+            f"--containerd-plugins-namespace={namespace}-plugins",
         ]
 
     def start(self) -> Docker:

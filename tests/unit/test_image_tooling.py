@@ -80,6 +80,15 @@ def test_the_base_is_keyed_by_what_decides_it_and_tagged_by_its_packages():
     assert python_only.tarball(Path("/c")) == Path(f"/c/base/soundmind-base-bookworm-{python_only.key}.tar")
 
 
+def test_a_base_named_by_the_environment_is_built_on_as_it_is(monkeypatch):
+    monkeypatch.setenv(base.GIVEN_BASE_ENV, "python:3.11-slim-bookworm")
+    given = base.base_for(("ffmpeg",))
+    assert given == base.GivenBase("python:3.11-slim-bookworm")  # no debootstrap, no mirrors read
+    image, wheel_files = build.IMAGES["operator"], [Path("/pool/pyyaml-6.0.4-py3-none-any.whl")]
+    pinned = base.GivenBase("python:3.11-slim-bookworm@sha256:" + "0" * 64)
+    assert build.inputs_hash(image, given, wheel_files, "s") != build.inputs_hash(image, pinned, wheel_files, "s")
+
+
 @pytest.mark.parametrize(
     ("wheel", "fits"),
     [
