@@ -52,14 +52,22 @@ class Invalid(Exception):
     the same manifest, built from the same spec, is refused again."""
 
 
+# The Priority admission plugin refuses a child whose priorityClassName names no PriorityClass with
+# 403, not 422 (a training's PodGroup, from spec.resources.priorityClassName: a typo, mostly). It
+# is refused again on every pass, as an invalid child is; other 403s (RBAC, quota) are not the spec's.
+_NO_PRIORITY_CLASS = "no PriorityClass with name"
+
+
 def _refused(error: ApiException, kind: str, name: str) -> Exception:
-    """`Invalid` for a 422 (the API server's message), else the error itself."""
-    if error.status != 422:
+    """`Invalid` for a 422 or a missing PriorityClass (the API server's message), else the error itself."""
+    if error.status not in (403, 422):
         return error
     try:
         message = json.loads(error.body or "{}").get("message") or ""
     except ValueError:
         message = ""
+    if error.status == 403 and _NO_PRIORITY_CLASS not in message:
+        return error
     return Invalid(message or f"{kind} {name} is invalid (HTTP 422)")
 
 
