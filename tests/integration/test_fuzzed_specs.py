@@ -46,6 +46,9 @@ MAX_NAME = {TRAINING.kind: 54, SERVING.kind: 52}
 BATCH = 12  # objects per hypothesis example, created together
 QUIET_SECONDS = 5.0
 RESYNC_SECONDS = 1.0  # the test operator's (tests.support.operator)
+# How long the watches may take to deliver a change to the operator on a loaded machine: passes
+# are counted only from this long after the last change, or a late event counts as a hot loop.
+WATCH_LAG_SECONDS = 3.0
 # How long a batch may take to come to rest (its Deployments' pods created and scheduled: a fuzzed
 # minReplicas of hundreds takes the controller-manager, at its 20 requests/s, most of a minute).
 STILL_TIMEOUT = 120.0
@@ -150,17 +153,20 @@ def passes_while_still(
     kube: Kube, ns: str, operator: op.OperatorProcess, kind: str, names: list[str]
 ) -> tuple[float, float]:
     """The operator's passes over `kind`, and the seconds they were counted over, in a window of
-    QUIET_SECONDS (and the snapshots around it, slow on a loaded machine) in which none of `names`
-    and none of their children changed. A window in which something changed (pods still being
-    created, a status still settling) proves nothing, and the next one is tried: a fixed wait is
-    too short on a loaded machine, and the passes that real changes cause are work, not a hot loop.
-    AssertionError naming what kept changing when no window is still within STILL_TIMEOUT."""
+    QUIET_SECONDS that starts WATCH_LAG_SECONDS after a snapshot of `names` and their children, and
+    ends before a second, equal one: nothing changed for the whole window, nor just before it. A
+    window in which something changed (pods still being created, a status still settling) proves
+    nothing, and the next one is tried: a fixed wait is too short on a loaded machine, and the
+    passes that real changes cause are work, not a hot loop. AssertionError naming what kept
+    changing when no window is still within STILL_TIMEOUT."""
     deadline = time.monotonic() + STILL_TIMEOUT
     while True:
-        began, before, seen = time.monotonic(), passes(operator, kind), snapshot(kube, ns, kind, names)
+        seen = snapshot(kube, ns, kind, names)
+        time.sleep(WATCH_LAG_SECONDS)
+        began, before = time.monotonic(), passes(operator, kind)
         time.sleep(QUIET_SECONDS)
-        now = snapshot(kube, ns, kind, names)
         made, elapsed = passes(operator, kind) - before, time.monotonic() - began
+        now = snapshot(kube, ns, kind, names)
         if now == seen:
             return made, elapsed
         if time.monotonic() > deadline:
