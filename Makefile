@@ -30,9 +30,10 @@ integration: deps tools ## integration tests against the local control plane (or
 test: deps tools lint ## lint, then all tests: unit and integration
 	$(PY) -m pytest tests
 
-bench: tools ## the operator against the API server's floor (BENCH_ARGS=...), then the reward; figures in benchmarks/README.md
+bench: deps tools ## the operator against the API server's floor (BENCH_ARGS=...), the reward, data preparation; figures in benchmarks/README.md
 	$(PY) benchmarks/operator_bench.py $(BENCH_ARGS)
 	$(PY) benchmarks/reward_bench.py
+	$(PY) benchmarks/data_bench.py
 
 lint: ## ruff
 	$(PY) -m ruff check soundmind operator tests hack benchmarks
