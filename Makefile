@@ -58,9 +58,10 @@ setup-test:
 test-kind: ## the integration tests on a kind cluster (needs Docker; KEEP_CLUSTER=1 keeps the cluster)
 	@hack/test-kind.sh
 
-bench: tools ## the operator against the API server's floor (BENCH_ARGS=...), then the reward; figures in benchmarks/README.md
+bench: deps tools ## the operator against the API server's floor (BENCH_ARGS=...), the reward, data preparation; figures in benchmarks/README.md
 	$(PY) benchmarks/operator_bench.py $(BENCH_ARGS)
 	$(PY) benchmarks/reward_bench.py
+	$(PY) benchmarks/data_bench.py
 
 lint: venv ## ruff, hadolint
 	$(PY) -m ruff check soundmind operator tests hack benchmarks

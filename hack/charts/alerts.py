@@ -148,7 +148,10 @@ SERVING_ALERTS = (
     ),
     Alert(
         "SoundMindServingAtMaxReplicas",
-        f"{op.SERVING_REPLICAS_DESIRED} >= {op.SERVING_REPLICAS_MAX} and {op.SERVING_REPLICAS_MAX} > 0",
+        # Only a serving that can scale (min < max): with autoscaling off, or min == max, desired is
+        # always its maximum and there is no autoscaler to run out of room.
+        f"{op.SERVING_REPLICAS_DESIRED} >= {op.SERVING_REPLICAS_MAX}"
+        f" and {op.SERVING_REPLICAS_MAX} > {op.SERVING_REPLICAS_MIN}",
         "30m",
         "info",
         "A serving has run at its most replicas for long",

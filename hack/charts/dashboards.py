@@ -286,6 +286,7 @@ def serving() -> db.Dashboard:
                 "short",
                 query(f"{op.SERVING_REPLICAS_DESIRED}{{{SERVING}}}", "desired {{namespace}}/{{serving}}"),
                 query(f"{op.SERVING_REPLICAS_READY}{{{SERVING}}}", "ready {{namespace}}/{{serving}}"),
+                query(f"{op.SERVING_REPLICAS_MIN}{{{SERVING}}}", "min {{namespace}}/{{serving}}"),
                 query(f"{op.SERVING_REPLICAS_MAX}{{{SERVING}}}", "max {{namespace}}/{{serving}}"),
             )
         )

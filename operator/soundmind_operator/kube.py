@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -51,15 +52,42 @@ class Invalid(Exception):
     the same manifest, built from the same spec, is refused again."""
 
 
+# The Priority admission plugin refuses a child whose priorityClassName names no PriorityClass with
+# 403, not 422 (a training's PodGroup, from spec.resources.priorityClassName: a typo, mostly). It
+# is refused again on every pass, as an invalid child is; other 403s (RBAC, quota) are not the spec's.
+_NO_PRIORITY_CLASS = "no PriorityClass with name"
+
+
 def _refused(error: ApiException, kind: str, name: str) -> Exception:
-    """`Invalid` for a 422 (the API server's message), else the error itself."""
-    if error.status != 422:
+    """`Invalid` for a 422 or a missing PriorityClass (the API server's message), else the error itself."""
+    if error.status not in (403, 422):
         return error
     try:
         message = json.loads(error.body or "{}").get("message") or ""
     except ValueError:
         message = ""
+    if error.status == 403 and _NO_PRIORITY_CLASS not in message:
+        return error
     return Invalid(message or f"{kind} {name} is invalid (HTTP 422)")
+
+
+# json.dumps writes a character outside Unicode's Basic Multilingual Plane (an emoji, say) as a
+# UTF-16 surrogate pair (\ud83d\ude00): valid JSON, but the API server reads a server-side apply
+# body as YAML, whose decoder refuses such an escape (HTTP 400 "invalid Unicode character escape
+# code"), and a serving with one anywhere in its spec failed every pass. Those characters are
+# printable in YAML: they go raw (UTF-8) instead. A pair is an escape only when the backslash
+# before its "u" is not itself escaped (an even run of backslashes before it, or none).
+_SURROGATE_PAIR = re.compile(r"(?<!\\)((?:\\\\)*)\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})")
+
+
+def _joined_pair(match: re.Match[str]) -> str:
+    high, low = int(match[2], 16) - 0xD800, int(match[3], 16) - 0xDC00
+    return match[1] + chr(0x10000 + (high << 10) + low)
+
+
+def apply_body(manifest: Manifest) -> bytes:
+    """`manifest` as a server-side apply body: JSON (YAML's subset) that YAML decoders accept."""
+    return _SURROGATE_PAIR.sub(_joined_pair, json.dumps(manifest)).encode()
 
 
 def api_client(connections: int = 32) -> client.ApiClient:
@@ -128,7 +156,7 @@ class Kube:
             return self.request(
                 "PATCH",
                 path,
-                {**manifest, "metadata": {**meta, "namespace": namespace}},
+                apply_body({**manifest, "metadata": {**meta, "namespace": namespace}}),
                 content_type="application/apply-patch+yaml",
                 query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
             )

@@ -44,6 +44,11 @@ class Wakeups:
     events: dict[Key, asyncio.Event] = field(default_factory=dict)
     # The resourceVersion each loop's own last status write produced: its watch event is no news.
     own_writes: dict[Key, str] = field(default_factory=dict)
+    # What set each loop's event since its pass began: the object's resourceVersion, or None for a
+    # child. The watch often delivers a pass's own status write before the pass has returned to
+    # the loop (the API server answers the write and sends the event at once), too early to be
+    # recognised as its own; `own_write` then takes that wake back.
+    woken_by: dict[Key, set[str | None]] = field(default_factory=dict)
 
     def subscribe(self, kind: str, namespace: str, name: str) -> asyncio.Event:
         return self.events.setdefault((kind, namespace, name), asyncio.Event())
@@ -51,6 +56,7 @@ class Wakeups:
     def forget(self, kind: str, namespace: str, name: str) -> None:
         self.events.pop((kind, namespace, name), None)
         self.own_writes.pop((kind, namespace, name), None)
+        self.woken_by.pop((kind, namespace, name), None)
 
     def wake(self, kind: str, namespace: str | None, name: str | None, resource_version: str | None = None) -> None:
         """Wake the loop of (kind, namespace, name), unless `resource_version` is its own last write."""
@@ -60,7 +66,22 @@ class Wakeups:
             return
         event = self.events.get(key)
         if event is not None:
+            self.woken_by.setdefault(key, set()).add(resource_version)
             event.set()
+
+    def pass_begins(self, key: Key) -> None:
+        """Changes from now on wake the next pass."""
+        self.events[key].clear()
+        self.woken_by.pop(key, None)
+
+    def own_write(self, key: Key, resource_version: str) -> None:
+        """A pass wrote `resource_version`: its watch event is no news, even if it came already."""
+        self.own_writes[key] = resource_version
+        reasons = self.woken_by.get(key)
+        if reasons is not None:
+            reasons.discard(resource_version)
+            if not reasons:
+                self.events[key].clear()
 
 
 @dataclass
@@ -116,13 +137,14 @@ async def run(
     """The object's loop, until kopf stops it (deletion, operator exit, peering pause). `body` is
     kopf's live view of the object, kept current by the watch: a pass reads it, not the API."""
     kind = reconciler.kind
+    key = (kind, namespace, name)
     wake = ctx.wakeups.subscribe(kind, namespace, name)
     failures = 0
     superseded: str | None = None  # the version our last status write replaced
     try:
         await _adopted(body, ctx.finalizer, ctx.diffbase_annotation)
         while not stopped:
-            wake.clear()  # changes from now on wake the next pass
+            ctx.wakeups.pass_begins(key)
             delay: float | None = ctx.resync_seconds
             began = time.monotonic()
             try:
@@ -142,7 +164,7 @@ async def run(
                 if outcome.body is None:
                     return
                 if outcome.written_version:
-                    ctx.wakeups.own_writes[(kind, namespace, name)] = outcome.written_version
+                    ctx.wakeups.own_write(key, outcome.written_version)
                     superseded = snapshot["metadata"]["resourceVersion"]
                 for event in outcome.events:
                     kopf.event(outcome.body, type=event.type, reason=event.reason, message=event.message)

@@ -34,6 +34,7 @@ TRAINING_PENDING_DURATION = "soundmind_training_pending_duration_seconds"
 SERVINGS = "soundmind_servings"
 SERVING_REPLICAS_DESIRED = "soundmind_serving_replicas_desired"
 SERVING_REPLICAS_READY = "soundmind_serving_replicas_ready"
+SERVING_REPLICAS_MIN = "soundmind_serving_replicas_min"
 SERVING_REPLICAS_MAX = "soundmind_serving_replicas_max"
 
 # Results of one reconcile pass.
@@ -81,7 +82,15 @@ class OperatorMetrics:
         self.replicas_ready = Gauge(
             SERVING_REPLICAS_READY, "Ready replicas of a serving's Deployment.", _SERVING, registry=registry
         )
-        # Beside desired, it says when the autoscaler has run out of room (an alert's condition).
+        # Beside desired, these say when the autoscaler has run out of room (an alert's condition),
+        # and whether there is an autoscaler with room at all: min == max when autoscaling is off
+        # or fixed, so an at-max alert stays silent for a serving that never scales.
+        self.replicas_min = Gauge(
+            SERVING_REPLICAS_MIN,
+            "Fewest replicas a serving may run: autoscaling.minReplicas, or spec.replicas with autoscaling off.",
+            _SERVING,
+            registry=registry,
+        )
         self.replicas_max = Gauge(
             SERVING_REPLICAS_MAX,
             "Most replicas a serving may run: autoscaling.maxReplicas, or spec.replicas with autoscaling off.",
@@ -129,17 +138,18 @@ class OperatorMetrics:
         self.trainings.drop(key)
 
     def observe_serving(
-        self, namespace: str, serving: str, *, phase: str | None, desired: int, ready: int, most: int
+        self, namespace: str, serving: str, *, phase: str | None, desired: int, ready: int, least: int, most: int
     ) -> None:
         key = (namespace, serving)
         self.replicas_desired.labels(*key).set(desired)
+        self.replicas_min.labels(*key).set(least)
         self.replicas_max.labels(*key).set(most)
         self.replicas_ready.labels(*key).set(ready)
         self.servings.set(key, phase)
 
     def forget_serving(self, namespace: str, serving: str) -> None:
         key = (namespace, serving)
-        _remove(key, self.replicas_desired, self.replicas_ready, self.replicas_max)
+        _remove(key, self.replicas_desired, self.replicas_ready, self.replicas_min, self.replicas_max)
         self.servings.drop(key)
 
 

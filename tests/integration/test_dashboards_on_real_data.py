@@ -69,6 +69,7 @@ MUST_BE_SILENT = {
     "SoundMindOperatorDown": "the operator is scraped and up",
     "SoundMindTrainingFailed": "the retry runs; nothing failed for good",
     "SoundMindServingNoReadyReplicas": "both replicas are Ready",
+    "SoundMindServingAtMaxReplicas": "autoscaling is off: 2 fixed replicas, no autoscaler out of room",
     "SoundMindOperatorReconcileErrors": "no reconcile pass raised",
 }
 

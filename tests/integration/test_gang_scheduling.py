@@ -10,7 +10,6 @@ test_training_operator.py's queue test checks `status.gang == "Kueue"` and that 
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
@@ -28,13 +27,12 @@ from soundmind_operator.training import names
 from tests.conftest import fresh_namespace
 from tests.support import operator as op
 from tests.support import resources, sim
-from tests.support.kube import Kube
+from tests.support.kube import POD_GROUPS, Kube, serves_pod_groups
 from tests.support.poll import wait_for
 
 pytestmark = pytest.mark.integration
 
 IMAGE = "registry.invalid/soundmind/trainer:sim"
-POD_GROUPS = "/apis/scheduling.k8s.io/v1beta1"
 ROUNDS = 20
 BIG = {"resources": {"nodes": 3}, "algorithm": {"trainBatchSize": 24}}  # 3 × 8 GPUs; 2 nodes have 16
 PAIR = {"resources": {"nodes": 2}}
@@ -87,11 +85,6 @@ def end_group(kube: Kube, ns: str, training: str) -> None:
 def events_of(kube: Kube, ns: str, name: str) -> list:
     selector = f"involvedObject.kind={TRAINING.kind},involvedObject.name={name}"
     return kube.core_v1.list_namespaced_event(ns, field_selector=selector).items
-
-
-def serves_pod_groups(kube: Kube) -> bool:
-    status, body = kube.request("GET", POD_GROUPS)
-    return status == 200 and b'"podgroups"' in body
 
 
 @dataclass
@@ -200,15 +193,6 @@ def wait_gone(kube: Kube, ns: str, *trainings: str) -> None:
 
 
 # -- level 1: Kubernetes' gang scheduling ------------------------------------------------------
-
-
-@pytest.fixture
-def gang_cluster(kube: Kube) -> None:
-    if not serves_pod_groups(kube):
-        why = "this cluster does not serve scheduling.k8s.io/v1beta1 PodGroups (GenericWorkload is off)"
-        if os.environ.get("CI", "").lower() in ("true", "1"):
-            pytest.fail(why, pytrace=False)  # in CI a missing prerequisite fails the run
-        pytest.skip(why)
 
 
 def test_level1_a_group_that_does_not_fit_never_holds_a_gpu(

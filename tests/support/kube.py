@@ -76,6 +76,15 @@ class Kube:
         return result
 
 
+POD_GROUPS = "/apis/scheduling.k8s.io/v1beta1"
+
+
+def serves_pod_groups(kube: Kube) -> bool:
+    """Whether the cluster serves Kubernetes' gang scheduling PodGroups (GenericWorkload is on)."""
+    status, body = kube.request("GET", POD_GROUPS)
+    return status == 200 and b'"podgroups"' in body
+
+
 def exists(read) -> bool:
     """Whether ``read()`` finds its object (a 404 means no; other API errors propagate)."""
     try:

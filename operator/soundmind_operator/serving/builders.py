@@ -57,6 +57,10 @@ def autoscaler_kind(spec: ServingSpec, platform: Platform) -> str:
     return KEDA if platform.keda else HPA
 
 
+def min_replicas(spec: ServingSpec) -> int:
+    return spec.autoscaling.min_replicas if spec.autoscaling.enabled else spec.replicas
+
+
 def max_replicas(spec: ServingSpec) -> int:
     return spec.autoscaling.max_replicas if spec.autoscaling.enabled else spec.replicas
 

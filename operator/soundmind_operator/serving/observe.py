@@ -194,7 +194,7 @@ def _replicas(obs: Observation, status: StatusBuilder) -> None:
 def desired_replicas(obs: Observation) -> int:
     if obs.deployment is not None and "replicas" in (obs.deployment.get("spec") or {}):
         return obs.deployment["spec"]["replicas"]
-    return obs.spec.replicas if not obs.spec.autoscaling.enabled else obs.spec.autoscaling.min_replicas
+    return builders.min_replicas(obs.spec)
 
 
 def _rollout(obs: Observation, status: StatusBuilder, *, set_phase: bool = True) -> None:

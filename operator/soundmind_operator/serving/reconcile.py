@@ -58,6 +58,7 @@ class Pass:
     phase: str | None
     desired: int
     ready: int
+    least: int
     most: int
 
 
@@ -121,6 +122,7 @@ class ServingReconciler:
                 result.get("phase"),
                 observe.desired_replicas(obs),
                 result.get("readyReplicas") or 0,
+                builders.min_replicas(spec),
                 builders.max_replicas(spec),
             ),
         )
@@ -150,7 +152,13 @@ class ServingReconciler:
         done: Pass | None = outcome.detail
         if done is not None:
             self.metrics.observe_serving(
-                namespace, name, phase=done.phase, desired=done.desired, ready=done.ready, most=done.most
+                namespace,
+                name,
+                phase=done.phase,
+                desired=done.desired,
+                ready=done.ready,
+                least=done.least,
+                most=done.most,
             )
 
     def forget(self, namespace: str, name: str) -> None:

@@ -29,6 +29,12 @@ def _require_espeak() -> None:
 
 
 @pytest.fixture(scope="session")
+def espeak() -> None:
+    """espeak-ng is installed (a missing one fails in CI, skips elsewhere)."""
+    _require_espeak()
+
+
+@pytest.fixture(scope="session")
 def alr_dev_dir() -> Path:
     """The directory holding the shared `dev.jsonl` (published layout, text only)."""
     dev_rows()  # fails in CI, skips elsewhere, when the file is missing
