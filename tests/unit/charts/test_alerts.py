@@ -21,11 +21,10 @@ def promtool() -> str:
     found = shutil.which("promtool")
     if found:
         return found
+    why = "promtool is missing: hack/apt.sh installs Debian's prometheus"
     if os.environ.get("CI", "").lower() in ("true", "1"):
-        pytest.fail("promtool is missing: hack/apt.sh installs Debian's prometheus")
-    pytest.skip(
-        "promtool is missing: hack/apt.sh installs Debian's prometheus"
-    )  # outside CI only: in CI the line above fails
+        pytest.fail(why)
+    pytest.skip(why)  # outside CI only: in CI the line above fails
 
 
 def rules() -> dict[str, dict]:
