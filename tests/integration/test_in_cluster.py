@@ -25,6 +25,7 @@ import copy
 import json
 import os
 import re
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -288,6 +289,8 @@ def local_volume(kube: Kube, node: str, namespace: str, claim: str) -> Iterator[
         yield
     finally:
         kube.core_v1.delete_persistent_volume(volume)
+        if not os.environ.get(EXTERNAL_KUBECONFIG_ENV):  # the real node's files are this machine's
+            shutil.rmtree(path)
 
 
 def trainer_shaped_pod(template: dict, node: str, probe_config_map: str) -> dict:
