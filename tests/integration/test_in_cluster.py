@@ -35,7 +35,7 @@ import pytest
 from hack.images.build import IMAGES, build
 from soundmind.api.base import GROUP, VERSION
 from soundmind.api.serving import SERVING
-from soundmind.api.training import TRAINING
+from soundmind.api.training import TRAINING, TrainingSpec
 from soundmind.cli import main as soundmind
 from soundmind.train import contract
 from soundmind_operator.serving import names as serving_names
@@ -250,41 +250,9 @@ def local_volume(kube: Kube, node: str, namespace: str, claim: str) -> Iterator[
         timeout=60,
         what=f"the kubelet creating {path} on {node}",
     )
-    kube.core_v1.create_persistent_volume(
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": volume, "labels": {"soundmind.ai/test-namespace": namespace}},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "local": {"path": path},
-                "nodeAffinity": {
-                    "required": {
-                        "nodeSelectorTerms": [
-                            {"matchExpressions": [{"key": HOSTNAME_LABEL, "operator": "In", "values": [node]}]}
-                        ]
-                    }
-                },
-                "claimRef": {"namespace": namespace, "name": claim},
-                "persistentVolumeReclaimPolicy": "Retain",
-            },
-        }
-    )
-    kube.core_v1.create_namespaced_persistent_volume_claim(
-        namespace,
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": claim},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "resources": {"requests": {"storage": "1Gi"}},
-                "volumeName": volume,
-                "storageClassName": "",
-            },
-        },
-    )
+    on_node = {"matchExpressions": [{"key": HOSTNAME_LABEL, "operator": "In", "values": [node]}]}
+    source = {"local": {"path": path}, "nodeAffinity": {"required": {"nodeSelectorTerms": [on_node]}}}
+    op.bind_claim(kube, namespace, claim, source, "ReadWriteOnce", "1Gi", reclaim="Retain")
     try:
         yield
     finally:
@@ -354,6 +322,8 @@ def test_a_trainer_shaped_pod_reports_progress_with_its_own_mounted_token(
 
         assert found["uid"] == contract.TRAINER_UID and found["log_owner"] == contract.TRAINER_UID
         assert found["training"] == "probe" and found["attempt"] == 1
+        # the spec came from the mounted ConfigMap the operator wrote
+        assert found["modality"] == TrainingSpec.model_validate({"image": SIMULATED_TRAINER}).dataset.modality
         assert found["log"].startswith(f"{contract.CHECKPOINTS_MOUNT}/")
         assert found["shm_is_tmpfs"] and found["patched"]
         assert found["other_training"] == 403  # its Role names its own training only

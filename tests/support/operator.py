@@ -98,34 +98,8 @@ def create_volumes(kube: Kube, namespace: str, claims: tuple[str, ...] = DEFAULT
     volumes are named after the namespace; `delete_volumes` removes them (they are not namespaced)."""
     for claim in claims:
         volume = f"{namespace}-{claim}"
-        kube.core_v1.create_persistent_volume(
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolume",
-                "metadata": {"name": volume, "labels": {"soundmind.ai/test-namespace": namespace}},
-                "spec": {
-                    "capacity": {"storage": "1Ti"},
-                    "accessModes": ["ReadWriteMany"],
-                    "hostPath": {"path": f"/tmp/{volume}"},  # never mounted: kwok runs no containers
-                    "claimRef": {"namespace": namespace, "name": claim},
-                    "persistentVolumeReclaimPolicy": "Delete",
-                },
-            }
-        )
-        kube.core_v1.create_namespaced_persistent_volume_claim(
-            namespace,
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolumeClaim",
-                "metadata": {"name": claim},
-                "spec": {
-                    "accessModes": ["ReadWriteMany"],
-                    "resources": {"requests": {"storage": "1Ti"}},
-                    "volumeName": volume,
-                    "storageClassName": "",
-                },
-            },
-        )
+        # never mounted: kwok runs no containers
+        bind_claim(kube, namespace, claim, {"hostPath": {"path": f"/tmp/{volume}"}}, "ReadWriteMany", "1Ti")
 
     def bound() -> bool:
         claims_now = kube.core_v1.list_namespaced_persistent_volume_claim(namespace).items
@@ -152,6 +126,44 @@ def with_volumes(kube: Kube, namespace: str) -> Iterator[str]:
         what=f"Jobs and Deployments of {namespace} garbage-collected",
     )
     delete_volumes(kube, namespace)
+
+
+def bind_claim(
+    kube: Kube, namespace: str, claim: str, source: dict, access_mode: str, size: str, reclaim: str = "Delete"
+) -> str:
+    """Claim ``claim`` in ``namespace`` pre-bound to a PersistentVolume ``<namespace>-<claim>`` of
+    ``source`` (its volume-source fields, e.g. ``{"hostPath": ...}`` or ``{"local": ..., "nodeAffinity":
+    ...}``); returns the volume's name."""
+    volume = f"{namespace}-{claim}"
+    kube.core_v1.create_persistent_volume(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": volume, "labels": {"soundmind.ai/test-namespace": namespace}},
+            "spec": {
+                "capacity": {"storage": size},
+                "accessModes": [access_mode],
+                **source,
+                "claimRef": {"namespace": namespace, "name": claim},
+                "persistentVolumeReclaimPolicy": reclaim,
+            },
+        }
+    )
+    kube.core_v1.create_namespaced_persistent_volume_claim(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": claim},
+            "spec": {
+                "accessModes": [access_mode],
+                "resources": {"requests": {"storage": size}},
+                "volumeName": volume,
+                "storageClassName": "",
+            },
+        },
+    )
+    return volume
 
 
 def delete_volumes(kube: Kube, namespace: str) -> None:
