@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import EXTERNAL_KUBECONFIG_ENV
 from tests.support import sim
 from tests.support.kube import Kube
 from tests.support.localcluster import LocalCluster
 
-EXTERNAL_KUBECONFIG_ENV = "SOUNDMIND_TEST_KUBECONFIG"
 ROOT = Path(__file__).resolve().parents[2]
 
 # It starts a control plane of its own, whichever cluster the session itself runs against.
