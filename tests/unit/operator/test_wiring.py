@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import kopf
+import kubernetes
 import pytest
 import yaml
 from kopf._cogs.structs.references import Resource
@@ -47,7 +48,6 @@ def test_startup_settings(monkeypatch):
     asyncio.run(main.configure(settings=settings, memo=memo, logger=logging.getLogger("test")))
     assert settings.watching.server_timeout == 300 and settings.watching.client_timeout > 300
     assert settings.persistence.finalizer == "soundmind.ai/finalizer"
-    assert settings.persistence.progress_storage.prefix == GROUP
     assert settings.posting.enabled and settings.posting.reporting_component == "soundmind-operator"
     assert settings.scanning.disabled, "the RBAC grants no CRD or namespace watching"
     assert memo.loop.resync_seconds == 3
@@ -79,6 +79,46 @@ def test_every_handler_runs_on_the_event_loop():
     assert len(handlers) > 2 * len(WATCHED)
     sync = [h.id for h in handlers if not inspect.iscoroutinefunction(h.fn)]
     assert not sync, f"handlers kopf would run in threads: {sync}"
+
+
+def test_kopf_writes_nothing_but_its_finalizer_onto_our_objects():
+    """A resource-changing handler (on.create/update/delete) makes kopf write its last-handled
+    configuration onto every new object: a second PATCH, a watch event, and a first pass lost to
+    the 409. Deletion is seen by the on.event handlers instead."""
+    ours = [h.id for h in kopf.get_default_registry()._changing.get_all_handlers()]
+    assert not ours, f"resource-changing handlers: {ours}"
+
+
+def test_kopfs_api_session_has_a_bounded_connection_pool(tmp_path, monkeypatch):
+    SERVER = "https://127.0.0.1:6443"
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": SERVER, "insecure-skip-tls-verify": True}}],
+                "users": [{"name": "u", "user": {"token": "t0ken"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    # The client reads $KUBECONFIG once, at import.
+    monkeypatch.setattr(kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    memo = kopf.Memo(options=main.Options(kopf_connections=5))
+
+    async def login() -> tuple[kopf.AiohttpSession, int]:
+        info = await main.login(logger=logging.getLogger("test"), settings=kopf.OperatorSettings(), memo=memo)
+        limit = info.aiohttp_session.connector.limit
+        await info.aiohttp_session.close()
+        return info, limit
+
+    info, limit = asyncio.run(login())
+    assert info.server == SERVER
+    assert info.aiohttp_session.headers["Authorization"] == "Bearer t0ken"
+    assert limit == main.WATCH_STREAMS + 5 > len(WATCHED)
 
 
 def test_a_wake_up_from_a_worker_thread_is_refused():
@@ -128,6 +168,21 @@ def test_metrics_are_exported_under_the_names_of_the_metrics_module():
     exported.forget_training("ns", "alr")
     text = generate_latest(registry).decode()
     assert 'training="alr"' not in text and 'soundmind_trainings{phase="Running"} 0.0' in text
+
+
+def test_trainings_by_phase_follow_each_training_to_its_last_phase():
+    registry = CollectorRegistry()
+    exported = metrics.OperatorMetrics(registry)
+
+    def by_phase() -> dict[str, float]:
+        return {p: registry.get_sample_value(metrics.TRAININGS, {"phase": p}) for p in ("Pending", "Running")}
+
+    for name, phase in (("a", "Pending"), ("b", "Pending"), ("a", "Running"), ("a", "Running"), ("b", None)):
+        exported.observe_training("ns", name, phase=phase, requested=1, running=0, gpu_seconds=0.0)
+    assert by_phase() == {"Pending": 1, "Running": 1}
+    exported.forget_training("ns", "b")
+    exported.forget_training("ns", "b")  # twice: the second finds nothing
+    assert by_phase() == {"Pending": 0, "Running": 1}
 
 
 def _rules(path: Path) -> list[dict]:
