@@ -5,33 +5,43 @@ import time
 
 from soundmind_operator import loop
 
-FINALIZER, DIFFBASE = "soundmind.ai/finalizer", "soundmind.ai/last-handled-configuration"
+FINALIZER = "soundmind.ai/finalizer"
 
 
-def test_the_first_pass_waits_for_kopfs_finalizer_and_last_handled_configuration():
+def test_the_first_pass_waits_for_kopfs_finalizer():
     body = {"metadata": {"resourceVersion": "1"}}
 
     async def kopf_writes() -> None:
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.2)
         body["metadata"] = {"resourceVersion": "2", "finalizers": [FINALIZER]}
-        await asyncio.sleep(0.1)
-        body["metadata"] = {"resourceVersion": "3", "finalizers": [FINALIZER], "annotations": {DIFFBASE: "{}"}}
 
     async def scenario() -> float:
         began = time.monotonic()
-        await asyncio.gather(loop._adopted(body, FINALIZER, DIFFBASE), kopf_writes())
+        await asyncio.gather(loop._adopted(body, FINALIZER), kopf_writes())
         return time.monotonic() - began
 
     assert 0.2 <= asyncio.run(scenario()) < 1
 
 
 def test_an_object_kopf_handled_before_waits_for_nothing_and_none_waits_for_ever():
-    handled = {"metadata": {"finalizers": [FINALIZER], "annotations": {DIFFBASE: "{}"}}}
+    handled = {"metadata": {"finalizers": [FINALIZER]}}
     began = time.monotonic()
-    asyncio.run(loop._adopted(handled, FINALIZER, DIFFBASE))
-    asyncio.run(loop._adopted({"metadata": {"deletionTimestamp": "now"}}, FINALIZER, DIFFBASE))
-    asyncio.run(loop._adopted({"metadata": {}}, None, None))
+    asyncio.run(loop._adopted(handled, FINALIZER))
+    asyncio.run(loop._adopted({"metadata": {"deletionTimestamp": "now"}}, FINALIZER))
+    asyncio.run(loop._adopted({"metadata": {}}, None))
     assert time.monotonic() - began < 0.1
     began = time.monotonic()
-    asyncio.run(loop._adopted({"metadata": {}}, FINALIZER, DIFFBASE))
+    asyncio.run(loop._adopted({"metadata": {}}, FINALIZER))
     assert loop.KOPF_ADOPTION_SECONDS <= time.monotonic() - began < loop.KOPF_ADOPTION_SECONDS + 1
+
+
+def test_a_pass_decides_on_its_own_copy_of_the_live_view_without_managed_fields():
+    live = {
+        "kind": "SoundMindTraining",
+        "metadata": {"name": "alr", "resourceVersion": "7", "managedFields": [{"manager": "kopf"}]},
+        "status": {"conditions": [{"type": "Running", "status": "True"}]},
+    }
+    copied = asyncio.run(loop._current(live, superseded=None, fetch=lambda: None))
+    assert copied == {**live, "metadata": {"name": "alr", "resourceVersion": "7"}}
+    copied["status"]["conditions"][0]["status"] = "False"
+    assert live["status"]["conditions"][0]["status"] == "True" and "managedFields" in live["metadata"]
