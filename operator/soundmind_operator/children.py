@@ -5,6 +5,10 @@ keep (kind, name) → hash of every child in kopf indices, so a pass knows witho
 desired children are missing (deleted by someone) or stale (the spec or the operator's builders
 changed), and applies only those. Applying is server-side apply, so a stale read costs at most one
 redundant, harmless apply.
+
+The stamped desired children are a pure function of what they are built from, so each kind keeps
+them in a `functools.lru_cache` keyed by those inputs: a resync pass over an unchanged object
+builds and hashes nothing (building a training's rendered config was a third of an idle pass).
 """
 
 from __future__ import annotations
@@ -35,12 +39,15 @@ def applied_hash(body: Mapping[str, Any]) -> str:
     return ((body.get("metadata") or {}).get("annotations") or {}).get(HASH_ANNOTATION, "")
 
 
+def stamp_all(manifests: Iterable[Manifest]) -> tuple[Manifest, ...]:
+    return tuple(stamped(manifest) for manifest in manifests)
+
+
 def out_of_date(desired: Iterable[Manifest], observed: Mapping[ChildKey, str]) -> list[Manifest]:
-    """The stamped desired children that are missing or differ from what was last applied."""
-    stale = []
-    for manifest in desired:
-        child = stamped(manifest)
-        key = (child["kind"], child["metadata"]["name"])
-        if observed.get(key) != applied_hash(child):
-            stale.append(child)
-    return stale
+    """Copies (the caller's to adopt and apply) of the stamped `desired` children that are missing
+    or differ from what was last applied."""
+    return [
+        copy.deepcopy(child)
+        for child in desired
+        if observed.get((child["kind"], child["metadata"]["name"])) != applied_hash(child)
+    ]

@@ -9,7 +9,6 @@ autoscaler once autoscaling is off) are deleted.
 
 from __future__ import annotations
 
-import functools
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ from soundmind.serve.render import checked_arguments
 from soundmind.train.errors import ConfigError
 from soundmind_operator import children, invalid, metrics
 from soundmind_operator.cache import Owned
+from soundmind_operator.cached import cached
 from soundmind_operator.kube import Invalid, Kube, Manifest
 from soundmind_operator.loop import Outcome
 from soundmind_operator.serving import builders, names, observe
@@ -44,13 +44,22 @@ API_VERSIONS = {
 PENDING_MODEL = "/models/pending"
 
 
-@functools.lru_cache(maxsize=1024)
+@cached(maxsize=1024)
 def _config_error(spec_json: str, model: str) -> str | None:
     try:
         checked_arguments(ServingSpec.model_validate_json(spec_json), model)
     except ConfigError as error:
         return str(error)
     return None
+
+
+@cached(maxsize=4096)
+def _desired_children(
+    serving: str, namespace: str, spec_json: str, model: builders.ModelSource, platform: builders.Platform
+) -> tuple[Manifest, ...]:
+    """The stamped children (see `children`): pure in these inputs."""
+    spec = ServingSpec.model_validate_json(spec_json)
+    return children.stamp_all(builders.build_children(serving, namespace, spec, model, platform))
 
 
 @dataclass
@@ -86,6 +95,7 @@ class ServingReconciler:
         owned = cache.owned
         deployments = owned.of("Deployment")
         hpa_name = f"keda-hpa-{names.autoscaler(name)}" if self.platform.keda else names.autoscaler(name)
+        spec_json = spec.model_dump_json()
         model_hint = spec.model or (cache.training.model_path if cache.training else None) or PENDING_MODEL
         obs = observe.Observation(
             name=name,
@@ -96,7 +106,7 @@ class ServingReconciler:
             now=datetime.now(UTC),
             platform=self.platform,
             training=cache.training if spec.from_training else None,
-            config_error=_config_error(spec.model_dump_json(), model_hint),
+            config_error=_config_error(spec_json, model_hint),
             deployment=next((d for d in deployments if d["metadata"]["name"] == names.deployment(name)), None),
             pods=owned.of("Pod"),
             hpa=next((h for h in owned.of("HorizontalPodAutoscaler") if h["metadata"]["name"] == hpa_name), None),
@@ -104,7 +114,7 @@ class ServingReconciler:
         decision = observe.decide(obs)
         if decision.model is not None:
             try:
-                self._apply(body, spec, decision.model, owned, logger)
+                self._apply(body, spec_json, decision.model, owned, logger)
             except Invalid as refused:
                 return invalid.refused_child(kube, SERVING, body, refused, observe.CONFIG_ERROR)
         patch = decision.status_patch(status)
@@ -127,9 +137,9 @@ class ServingReconciler:
             ),
         )
 
-    def _apply(self, body: Manifest, spec: ServingSpec, model: builders.ModelSource, owned: Owned, logger) -> None:
+    def _apply(self, body: Manifest, spec_json: str, model: builders.ModelSource, owned: Owned, logger) -> None:
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-        desired = builders.build_children(name, namespace, spec, model, self.platform)
+        desired = _desired_children(name, namespace, spec_json, model, self.platform)
         applied = owned.applied()
         stale = children.out_of_date(desired, applied)
         kopf.adopt(stale, owner=body)

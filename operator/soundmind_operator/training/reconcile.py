@@ -10,7 +10,6 @@ same GPU-seconds or retry the same attempt twice.
 
 from __future__ import annotations
 
-import functools
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ from soundmind.train.errors import ConfigError
 from soundmind.train.render import validate_overrides
 from soundmind_operator import children, invalid, metrics
 from soundmind_operator.cache import Owned
+from soundmind_operator.cached import cached
 from soundmind_operator.kube import Invalid, Kube, Manifest
 from soundmind_operator.loop import Outcome
 from soundmind_operator.training import builders, names, observe
@@ -42,7 +42,7 @@ class Pass:
     pending_seconds: float | None = None
 
 
-@functools.lru_cache(maxsize=1024)
+@cached(maxsize=1024)
 def _config_error(spec_json: str) -> str | None:
     """The verl command the pods would run, checked against verl's schema (cached per spec: the
     check composes the whole config, tens of milliseconds; a burst of like trainings pays once)."""
@@ -51,6 +51,18 @@ def _config_error(spec_json: str) -> str | None:
     except ConfigError as error:
         return str(error)
     return None
+
+
+def warm_up() -> None:
+    """Check a default spec once, at start-up: the first check also loads verl's config schema and
+    Hydra's override parser, which would otherwise hold the GIL in a burst's first passes."""
+    _config_error(TrainingSpec.model_validate({"image": "warm-up"}).model_dump_json())
+
+
+@cached(maxsize=4096)
+def _desired_children(training: str, spec_json: str) -> tuple[Manifest, ...]:
+    """Everything but the Job, stamped (see `children`): pure in the name and the spec."""
+    return children.stamp_all(builders.build_children(training, TrainingSpec.model_validate_json(spec_json)))
 
 
 @dataclass
@@ -71,6 +83,7 @@ class TrainingReconciler:
         if status.get("phase") in observe.TERMINAL_PHASES:  # nothing changes a finished training
             return Outcome(body=body, settled=True, detail=Pass(spec, status))
 
+        spec_json = spec.model_dump_json()
         attempt = status.get("attempt") or 1
         job_name = names.job(name, attempt)
         jobs = list(cache.of("Job"))
@@ -95,12 +108,12 @@ class TrainingReconciler:
                 workload=workload,
                 pod_group_api=self.pod_group_api,
                 pod_groups=list(cache.of("PodGroup")),
-                config_error=None if job else _config_error(spec.model_dump_json()),
+                config_error=None if job else _config_error(spec_json),
             )
         )
         try:
             if decision.status.get("phase") not in observe.TERMINAL_PHASES:
-                self._apply_children(body, spec, cache, logger)
+                self._apply_children(body, spec_json, cache, logger)
             for action in decision.actions:
                 self._act(body, spec, action, logger)
         except Invalid as refused:
@@ -119,10 +132,10 @@ class TrainingReconciler:
             detail=Pass(spec, decision.status, decision.retried, decision.pending_seconds),
         )
 
-    def _apply_children(self, body: Manifest, spec: TrainingSpec, cache: Owned, logger) -> None:
+    def _apply_children(self, body: Manifest, spec_json: str, cache: Owned, logger) -> None:
         """Everything but the Job, (re-)applied when missing or out of date."""
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-        stale = children.out_of_date(builders.build_children(name, spec), cache.applied())
+        stale = children.out_of_date(_desired_children(name, spec_json), cache.applied())
         kopf.adopt(stale, owner=body)
         for child in stale:
             self.kube.apply(namespace, child)
