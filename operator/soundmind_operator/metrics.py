@@ -162,29 +162,28 @@ def _remove(key: tuple[str, str], *series) -> None:
 
 
 class _PhaseCount:
-    """A gauge of objects by phase, every phase present (0 when none), from each object's last phase."""
+    """A gauge of objects by phase, every phase present (0 when none), from each object's last phase.
+    Kept by moving one object between two counts: a pass costs the same with 1,000 objects as with 1."""
 
     def __init__(self, gauge: Gauge, phases: tuple[str, ...]):
         self.gauge = gauge
         self.phases = phases
         self._of: dict[tuple[str, str], str] = {}
-        self._publish()
+        for phase in phases:
+            gauge.labels(phase).set(0)
 
     def set(self, key: tuple[str, str], phase: str | None) -> None:
-        if phase:  # a pass that decided no phase yet keeps the last one
+        if phase and self._of.get(key) != phase:  # a pass that decided no phase yet keeps the last one
+            self._move(self._of.get(key), phase)
             self._of[key] = phase
-            self._publish()
 
     def drop(self, key: tuple[str, str]) -> None:
-        self._of.pop(key, None)
-        self._publish()
+        self._move(self._of.pop(key, None), None)
 
-    def _publish(self) -> None:
-        counts: dict[str, int] = {}
-        for phase in self._of.values():
-            counts[phase] = counts.get(phase, 0) + 1
-        for phase in self.phases:
-            self.gauge.labels(phase).set(counts.get(phase, 0))
+    def _move(self, old: str | None, new: str | None) -> None:
+        for phase, step in ((old, -1), (new, 1)):
+            if phase in self.phases:
+                self.gauge.labels(phase).inc(step)
 
 
 def serve(port: int, address: str = "0.0.0.0") -> None:
