@@ -2,10 +2,11 @@
 
 Each object gets a kopf daemon that runs its kind's blocking reconcile pass in a worker thread (the
 synchronous Kubernetes client; the event loop never blocks), then sleeps until something changes
-(the object, or a child the watches deliver) or the resync interval passes (timeouts and
-accounting are about time, not events). A settled object (a finished training) has nothing that
-time alone changes: its loop makes no API calls until an event wakes it. One loop per object
-means one writer per object.
+(the object, or a child the watches deliver) or time alone may change the decision: every resync
+while it changes continuously (a running training's GPU-seconds), when its next timeout or retry
+falls due, and otherwise only once in `QUIET_RESYNCS` resyncs, as a safety net. A settled object
+(a finished training) sleeps until an event wakes it. One loop per object means one writer per
+object.
 
 Everything that touches the loop's state (the wake-up events, the kopf indices read into a pass's
 cache, kopf's event posting) runs on the event loop's thread; only the pass itself runs elsewhere.
@@ -91,7 +92,11 @@ class Outcome:
     body: Manifest | None  # None: the object is being deleted; the loop ends
     events: list[Event] = field(default_factory=list)
     written_version: str | None = None  # the resourceVersion the pass's status write produced
-    settled: bool = False  # nothing changes with time alone: sleep until woken
+    settled: bool = False  # finished: nothing but a change wakes it
+    # When time alone may change the decision: `periodic`, every resync (GPU-seconds accrue); else
+    # in `recheck_after` seconds (a timeout falls due), or never (None: only a change does).
+    periodic: bool = False
+    recheck_after: float | None = None
     detail: Any = None  # the kind's own record of the pass (for its metrics)
 
 
@@ -168,13 +173,32 @@ async def run(
                 for event in outcome.events:
                     kopf.event(outcome.body, type=event.type, reason=event.reason, message=event.message)
                 reconciler.record(namespace, name, outcome)
-                if outcome.settled:
-                    delay = None
+                delay = _next_pass(ctx.resync_seconds, outcome)
             ctx.metrics.reconcile_total.labels(kind, result).inc()
             ctx.metrics.reconcile_duration.labels(kind, result).observe(time.monotonic() - began)
             await _sleep(wake, stopped, delay)
     finally:
         ctx.wakeups.forget(kind, namespace, name)
+
+
+# An object that time alone does not change is still passed over once in this many resyncs (5
+# minutes at the default 15 s): a safety net for a change a watch lost, not a schedule.
+QUIET_RESYNCS = 20
+# A timeout falls due this long after its moment: the API's timestamps have whole seconds, and the
+# decisions compare strictly ("waited longer than").
+DUE_MARGIN_SECONDS = 1.0
+
+
+def _next_pass(resync_seconds: float, outcome: Outcome) -> float | None:
+    """Seconds until the object's next pass if nothing changes (None: only a change)."""
+    if outcome.settled:
+        return None
+    quiet = resync_seconds * QUIET_RESYNCS
+    if outcome.periodic:
+        quiet = resync_seconds
+    if outcome.recheck_after is not None:
+        return min(quiet, max(0.0, outcome.recheck_after) + DUE_MARGIN_SECONDS)
+    return quiet
 
 
 # How long a pass waits for the watch to deliver the loop's own last write before reading the API.

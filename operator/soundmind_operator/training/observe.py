@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from soundmind.api.training import TrainingSpec
@@ -124,6 +124,14 @@ class Decision:
     actions: list[Action] = field(default_factory=list)
     pending_seconds: float | None = None  # how long the attempt waited for its pods, when it just started running
     retried: bool = False
+    # When time alone may change the decision. `periodic`: it changes continuously (GPU-seconds
+    # accrue while pods hold GPUs; a queued Job's Kueue Workload is read, not watched). `due`: the
+    # earliest moment a timeout or a retry falls due. Neither: only a change changes it.
+    periodic: bool = False
+    due: datetime | None = None
+
+    def due_at(self, moment: datetime) -> None:
+        self.due = moment if self.due is None else min(self.due, moment)
 
     def status_patch(self, current: Obj) -> Obj:
         """Only the operator's fields that differ from `current` (empty: nothing to write)."""
@@ -181,6 +189,7 @@ def decide(obs: Observation) -> Decision:
         _observe_job(obs, status, decision, attempt, job)
 
     _account_gpu_seconds(obs, status)
+    decision.periodic = bool(obs.spec.queue_name) or any(_holds_gpus(p) for p in obs.pods)
     decision.status = status.result()
     decision.events = decision.events + status.events  # a retry is announced before its new attempt
     return decision
@@ -293,6 +302,8 @@ def _observe_job(obs: Observation, status: StatusBuilder, decision: Decision, at
     _set_gang(obs, status, level, attempt)
     retry_at = parse_time(status.fields.get("gangRetryAt"))
     held_back = level == GANG_OPERATOR and retry_at is not None and obs.now < retry_at
+    if held_back:
+        decision.due_at(retry_at)
     patch = _job_spec_drift(obs.spec, job, held_back)
     if patch:
         decision.actions.append(PatchJob(job_name, patch))
@@ -359,6 +370,8 @@ def _released(obs: Observation, status: StatusBuilder, decision: Decision, job: 
     waited = (obs.now - (parse_time(job["metadata"].get("creationTimestamp")) or obs.now)).total_seconds()
     timeout = obs.spec.pending_timeout_seconds
     said = (status.condition(SCHEDULABLE) or {}).get("message") or "partly placed"
+    if timeout:
+        decision.due_at(obs.now + timedelta(seconds=timeout - waited))
     if timeout and waited > timeout:
         decision.actions.append(DeleteJob(job["metadata"]["name"]))
         _fail(
@@ -408,6 +421,7 @@ def _partial_hold(obs: Observation, status: StatusBuilder, decision: Decision, j
     )
     held = (obs.now - since).total_seconds()
     if held < timeout:
+        decision.due_at(since + timedelta(seconds=timeout))
         return False
     unschedulable = [p for p in live if (condition(p, "PodScheduled") or {}).get("reason") == "Unschedulable"]
     releases = int(status.fields.get("gangReleases") or 0) + 1
@@ -458,6 +472,8 @@ def _observe_pods(obs: Observation, status: StatusBuilder, decision: Decision, j
             since = min(since, parse_time(job["metadata"].get("creationTimestamp")) or since)
         waited = (obs.now - since).total_seconds()
         timeout = obs.spec.pending_timeout_seconds
+        if timeout:
+            decision.due_at(since + timedelta(seconds=timeout))
         if timeout and waited > timeout:
             message = f"pods unschedulable for {waited:.0f}s (pendingTimeoutSeconds={timeout}): {scheduler_says}"
             decision.actions.append(DeleteJob(job["metadata"]["name"]))
@@ -597,7 +613,7 @@ def _fail(status: StatusBuilder, reason: str, message: str) -> None:
 
 def _pod_gpu_interval(pod: Obj, now: datetime) -> tuple[datetime, datetime] | None:
     """When the pod held its GPUs: from the kubelet starting it (image pulls included; the GPUs
-    are allocated by then) to its trainer's end, or now while it lives."""
+    are allocated by then) to its trainer's end, or `now` while it lives."""
     pod_status = pod.get("status") or {}
     start = parse_time(pod_status.get("startTime"))
     if start is None:
@@ -609,6 +625,13 @@ def _pod_gpu_interval(pod: Obj, now: datetime) -> tuple[datetime, datetime] | No
     if end is None and pod_status.get("phase") in ("Succeeded", "Failed"):
         end = parse_time((condition(pod, "Ready") or {}).get("lastTransitionTime")) or start
     return start, end or now
+
+
+def _holds_gpus(pod: Obj) -> bool:
+    """Whether the pod holds its GPUs now: its interval is still open."""
+    far = datetime.max.replace(tzinfo=UTC)
+    interval = _pod_gpu_interval(pod, far)
+    return interval is not None and interval[1] == far
 
 
 def _whole_group_seconds(obs: Observation, since: datetime | None, until: datetime) -> float:

@@ -95,6 +95,7 @@ class TrainingReconciler:
         job = next((j for j in jobs if j["metadata"]["name"] == job_name), None)
         workload = self._kueue_workload(namespace, job) if spec.queue_name and job is not None else None
 
+        now = datetime.now(UTC)
         decision = observe.decide(
             observe.Observation(
                 name=name,
@@ -102,7 +103,7 @@ class TrainingReconciler:
                 generation=body["metadata"].get("generation", 1),
                 spec=spec,
                 status=status,
-                now=datetime.now(UTC),
+                now=now,
                 jobs=jobs,
                 pods=pods,
                 workload=workload,
@@ -129,6 +130,8 @@ class TrainingReconciler:
             events=decision.events,
             written_version=written,
             settled=decision.status.get("phase") in observe.TERMINAL_PHASES,
+            periodic=decision.periodic,
+            recheck_after=(decision.due - now).total_seconds() if decision.due else None,
             detail=Pass(spec, decision.status, decision.retried, decision.pending_seconds),
         )
 

@@ -45,3 +45,14 @@ def test_a_pass_decides_on_its_own_copy_of_the_live_view_without_managed_fields(
     assert copied == {**live, "metadata": {"name": "alr", "resourceVersion": "7"}}
     copied["status"]["conditions"][0]["status"] = "False"
     assert live["status"]["conditions"][0]["status"] == "True" and "managedFields" in live["metadata"]
+
+
+def test_time_alone_brings_the_next_pass_only_when_the_decision_may_change_with_it():
+    resync = 15.0
+    assert loop._next_pass(resync, loop.Outcome(body={}, settled=True)) is None
+    assert loop._next_pass(resync, loop.Outcome(body={}, periodic=True)) == resync
+    assert loop._next_pass(resync, loop.Outcome(body={})) == resync * loop.QUIET_RESYNCS
+    # A timeout due in 40 s: a pass just after it, not 20 resyncs later; one already due: at once.
+    assert loop._next_pass(resync, loop.Outcome(body={}, recheck_after=40.0)) == 40.0 + loop.DUE_MARGIN_SECONDS
+    assert loop._next_pass(resync, loop.Outcome(body={}, recheck_after=-3.0)) == loop.DUE_MARGIN_SECONDS
+    assert loop._next_pass(resync, loop.Outcome(body={}, periodic=True, recheck_after=4.0)) == 5.0

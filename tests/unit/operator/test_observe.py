@@ -493,3 +493,33 @@ def test_a_lost_pod_with_no_retry_left_fails_and_frees_the_rest_of_the_group():
 def test_a_pod_disrupted_before_the_group_ran_is_left_to_the_job():
     d = decide(observe_(spec={"resources": {"nodes": 2}}, jobs=[job()], pods=[pod(0), lost()]))
     assert d.status["attempt"] == 1 and d.actions == [] and "Retried" not in conditions(d)
+
+
+# -- when time alone changes the decision (the loop's next pass without a change) ----------------
+
+
+def test_a_running_group_accrues_gpu_seconds_so_time_alone_changes_it():
+    d = decide(observe_(status=running_status(), jobs=[job()], pods=[pod()]))
+    assert d.periodic and d.due is None
+
+
+def test_unschedulable_pods_fall_due_at_the_pending_timeout_and_not_before():
+    pods = [pod(0, phase="Pending", scheduled=False, message=SCHEDULER)]  # unschedulable since 30 s ago
+    d = decide(observe_(spec={"pendingTimeoutSeconds": 100}, jobs=[job()], pods=pods))
+    assert not d.periodic and d.due == NOW + timedelta(seconds=70)
+    waiting = decide(observe_(spec={"pendingTimeoutSeconds": 0}, jobs=[job()], pods=pods))
+    assert not waiting.periodic and waiting.due is None, "waiting indefinitely: nothing falls due"
+
+
+def test_a_queued_training_reads_kueues_workload_every_resync():
+    d = decide(observe_(spec={"queueName": "gpus"}, jobs=[job(suspend=True)]))
+    assert d.periodic
+
+
+def test_the_guard_falls_due_when_gang_timeout_seconds_pass_and_at_the_retry():
+    partial = guarded([bound(0, "sim-gpu-0", 20), unplaced(1), unplaced(2)])  # placed 20 s ago, timeout 60
+    assert partial.due == NOW + timedelta(seconds=40)
+    released = guarded([bound(0, "sim-gpu-0", 61), unplaced(1), unplaced(2)]).status
+    retry_at = observe.parse_time(released["gangRetryAt"])
+    waiting = guarded([], status=released, suspend=True, spec={"pendingTimeoutSeconds": 0})
+    assert waiting.due == retry_at and not waiting.periodic
