@@ -3,8 +3,9 @@
 On a fresh local control plane (kwok GPU nodes, the operator running as its ServiceAccount with its
 production resync of 15 s), in one run:
 
-1. Floor: a plain client creates what the operator makes for a one-node training (ConfigMap,
-   ServiceAccount, Role, RoleBinding, Service, Job) for N names, with the same concurrency.
+1. Floor: a plain client creates what the operator makes for a one-node training on this cluster
+   (ConfigMap, ServiceAccount, Role, RoleBinding, the attempt's PodGroup where the cluster serves
+   PodGroups, as the local cluster does, and the Job) for N names, with the same concurrency.
 2. Burst: N `SoundMindTraining` objects created at once; per object, the time from its creation
    until its Job exists and `status.phase` is set (both seen through watches). Then the same for M
    `SoundMindServing` objects (Deployment, Service, PDB and HPA; floor: those four).
@@ -15,8 +16,10 @@ production resync of 15 s), in one run:
    `apiserver_request_total` GET+LIST (everyone's), the operator's CPU, RSS and peak RSS. With
    `--growth-seconds`, RSS is sampled again after that much more steady state (the issue asks for
    10 minutes: `--growth-seconds 600`).
-4. Reaction: with every object still present, the running trainings' drivers exit; the time until
-   each training says Succeeded.
+4. Reaction: with every object still present, the running trainings' drivers exit, and their GPUs
+   go to trainings that were Pending. Through watches: a pod's phase turning Running -> its
+   training Running (the operator's reaction), and a driver's turning Succeeded -> the training
+   Succeeded, next to -> its Job's verdict (the Job controller decides success: that floor).
 
     $(hack/venv.sh)/bin/python benchmarks/operator_bench.py [--trainings 200] [--servings 100] \
         [--finished 700] [--idle-seconds 60] [--growth-seconds 0]
@@ -29,8 +32,8 @@ Figures are ratios measured in the same run: the machine is shared and noisy.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
-import statistics
 import sys
 import tempfile
 import threading
@@ -51,7 +54,7 @@ from soundmind_operator.serving import builders as serving_builders  # noqa: E40
 from soundmind_operator.training import builders as training_builders  # noqa: E402
 from tests.support import operator as op  # noqa: E402
 from tests.support import sim  # noqa: E402
-from tests.support.kube import Kube  # noqa: E402
+from tests.support.kube import Kube, serves_pod_groups  # noqa: E402
 from tests.support.localcluster import LocalCluster, default_bin_dir  # noqa: E402
 
 IMAGE = "registry.invalid/soundmind:bench"
@@ -110,6 +113,10 @@ def floor(kube: Kube, namespace: str, count: int, children: Callable[[str], list
 
 def create_object(kube: Kube, namespace: str, manifest: dict) -> None:
     kind = manifest["kind"]
+    if kind == "PodGroup":
+        group, version = manifest["apiVersion"].split("/")
+        kube.custom_objects.create_namespaced_custom_object(group, version, namespace, "podgroups", manifest)
+        return
     api = {
         "ConfigMap": kube.core_v1.create_namespaced_config_map,
         "ServiceAccount": kube.core_v1.create_namespaced_service_account,
@@ -124,9 +131,13 @@ def create_object(kube: Kube, namespace: str, manifest: dict) -> None:
     api(namespace, manifest)
 
 
-def training_children(name: str) -> list[dict]:
+def training_children(name: str, pod_group: bool) -> list[dict]:
+    """What the operator's first pass creates for a one-node training (`pod_group`: the cluster
+    serves PodGroups, so each attempt has one)."""
     spec = TrainingSpec.model_validate(TRAINING_SPEC)
-    return [*training_builders.build_children(name, spec), training_builders.build_job(name, "floor", spec, 1)]
+    group = [training_builders.build_pod_group(name, spec, 1)] if pod_group else []
+    job = training_builders.build_job(name, "floor", spec, 1, pod_group=pod_group)
+    return [*training_builders.build_children(name, spec), *group, job]
 
 
 def serving_children(name: str) -> list[dict]:
@@ -150,21 +161,25 @@ class Seen:
             self.times.setdefault(name, time.monotonic())
 
 
-def watch_in_background(list_call: Callable, seen: Seen, key: Callable[[dict], str | None], stop: threading.Event):
-    """Events of `list_call` (a lambda: the watch yields plain dicts) marked in `seen` by `key`."""
+def watch_in_background(list_call: Callable, on_object: Callable[[dict], None], stop: threading.Event):
+    """Every object the watch of `list_call` (a lambda: the watch yields plain dicts) delivers, to
+    `on_object`, until `stop`."""
 
     def run() -> None:
+        resource_version = None  # a restarted watch resumes: a fresh one would list every object again
         while not stop.is_set():
             stream = watch.Watch()
             try:
-                for event in stream.stream(list_call, timeout_seconds=5, _request_timeout=10):
-                    name = key(event["object"])
-                    if name:
-                        seen.mark(name)
+                for event in stream.stream(
+                    list_call, timeout_seconds=5, _request_timeout=10, resource_version=resource_version
+                ):
+                    resource_version = stream.resource_version
+                    on_object(event["object"])
                     if stop.is_set():
                         break
-            except Exception as error:  # noqa: BLE001 - a broken watch restarts
+            except Exception as error:  # noqa: BLE001 - a broken watch restarts (from scratch if expired)
                 print(f"  (watch restarted: {type(error).__name__}: {error})", file=sys.stderr)
+                resource_version = None
                 time.sleep(0.1)
 
     thread = threading.Thread(target=run, daemon=True)
@@ -178,19 +193,23 @@ def burst(kube: Kube, namespace: str, kind, count: int, spec: dict, child_list: 
     phased, child_seen = Seen(), Seen()
     stop = threading.Event()
 
-    def phase_key(obj: dict) -> str | None:
-        return obj["metadata"]["name"] if (obj.get("status") or {}).get("phase") else None
+    def on_object(obj: dict) -> None:
+        if (obj.get("status") or {}).get("phase"):
+            phased.mark(obj["metadata"]["name"])
+
+    def on_child(child: dict) -> None:
+        if name := child_key(child):
+            child_seen.mark(name)
 
     watchers = [
         watch_in_background(
             lambda **kw: kube.custom_objects.list_namespaced_custom_object(
                 GROUP, VERSION, namespace, kind.plural, **kw
             ),
-            phased,
-            phase_key,
+            on_object,
             stop,
         ),
-        watch_in_background(lambda **kw: child_list(namespace, **kw), child_seen, child_key, stop),
+        watch_in_background(lambda **kw: child_list(namespace, **kw), on_child, stop),
     ]
     time.sleep(1)  # the watches are open
 
@@ -334,45 +353,90 @@ def rss_growth(operator: op.OperatorProcess, seconds: float) -> None:
 # -- reaction --------------------------------------------------------------------------------
 
 
-def reaction(kube: Kube, namespace: str) -> list[float]:
-    """End every running training driver; the time until each training shows Succeeded."""
-    pods = [
-        p
-        for p in kube.core_v1.list_namespaced_pod(namespace, label_selector="app.kubernetes.io/component=trainer").items
-        if p.status.phase == "Running"
+class Firsts:
+    """When each training first showed something, seen through a watch (this process's clock)."""
+
+    def __init__(self) -> None:
+        self.times: dict[tuple[str, str], float] = {}  # (what, training) -> monotonic seconds
+        self.lock = threading.Lock()
+
+    def mark(self, what: str, training: str | None) -> None:
+        if training:
+            with self.lock:
+                self.times.setdefault((what, training), time.monotonic())
+
+    def of(self, what: str) -> dict[str, float]:
+        with self.lock:
+            return {t: at for (w, t), at in self.times.items() if w == what}
+
+
+def _instance(obj: dict) -> str | None:
+    return (obj["metadata"].get("labels") or {}).get("app.kubernetes.io/instance")
+
+
+def _true(obj: dict, *types: str) -> bool:
+    return any(c["type"] in types and c["status"] == "True" for c in (obj.get("status") or {}).get("conditions") or [])
+
+
+def reaction(kube: Kube, namespace: str) -> dict[str, list[float]]:
+    """The running trainings' drivers exit; their GPUs go to trainings that were Pending. Through
+    watches, per training: the driver pod's phase turning Succeeded -> the Job's verdict (the Job
+    controller decides success; the floor) and -> the training Succeeded; a new pod's phase turning
+    Running -> the training Running (the operator's own reaction to a pod's phase change)."""
+    firsts, stop = Firsts(), threading.Event()
+    selector = "app.kubernetes.io/component=trainer"
+
+    def on_pod(pod: dict) -> None:
+        phase = (pod.get("status") or {}).get("phase")
+        firsts.mark(f"pod {phase}", _instance(pod))
+
+    def on_job(job: dict) -> None:
+        if _true(job, "SuccessCriteriaMet", "Complete"):
+            firsts.mark("job done", _instance(job))
+
+    def on_training(training: dict) -> None:
+        firsts.mark(f"training {(training.get('status') or {}).get('phase')}", training["metadata"]["name"])
+
+    pods_ = functools.partial(kube.core_v1.list_namespaced_pod, namespace, label_selector=selector)
+    jobs = functools.partial(kube.batch_v1.list_namespaced_job, namespace, label_selector=selector)
+    trainings = functools.partial(
+        kube.custom_objects.list_namespaced_custom_object, GROUP, VERSION, namespace, TRAINING.plural
+    )
+    watchers = [
+        watch_in_background(lambda **kw: pods_(**kw), on_pod, stop),
+        watch_in_background(lambda **kw: jobs(**kw), on_job, stop),
+        watch_in_background(lambda **kw: trainings(**kw), on_training, stop),
     ]
-    ended: dict[str, float] = {}
-    for pod in pods:
-        training = pod.metadata.labels["app.kubernetes.io/instance"]
-        ended[training] = time.monotonic()
+    time.sleep(3)  # the watches have listed what exists: a later "first" is a change
+    with firsts.lock:
+        firsts.times.clear()
+    pods = kube.core_v1.list_namespaced_pod(namespace, label_selector=selector).items
+    ended = [p for p in pods if p.status.phase == "Running"]
+    for pod in ended:
         kube.core_v1.patch_namespaced_pod(
             pod.metadata.name, namespace, {"metadata": {"annotations": {sim.EXIT_CODE: "0"}}}
         )
-    done: dict[str, float] = {}
-    job_done: dict[str, float] = {}  # the floor: the Job controller's verdict (it batches pod updates for 1 s)
-    deadline = time.monotonic() + 60
-    while len(done) < len(ended) and time.monotonic() < deadline:
-        for job in kube.batch_v1.list_namespaced_job(
-            namespace, label_selector="app.kubernetes.io/component=trainer"
-        ).items:
-            training = (job.metadata.labels or {}).get("app.kubernetes.io/instance")
-            verdicts = [c for c in job.status.conditions or [] if c.type in ("SuccessCriteriaMet", "Complete")]
-            if training in ended and training not in job_done and any(c.status == "True" for c in verdicts):
-                job_done[training] = time.monotonic()
-        for training in kube.custom_objects.list_namespaced_custom_object(GROUP, VERSION, namespace, TRAINING.plural)[
-            "items"
-        ]:
-            name = training["metadata"]["name"]
-            if name in ended and name not in done and (training.get("status") or {}).get("phase") == "Succeeded":
-                done[name] = time.monotonic()
-        time.sleep(0.05)
-    floor_ = [job_done[n] - ended[n] for n in job_done]
-    if floor_:
-        print(
-            f"  pod ended -> Job's verdict (floor): n={len(floor_)} p50 {percentile(floor_, 0.5):.2f}s "
-            f"p99 {percentile(floor_, 0.99):.2f}s"
-        )
-    return [done[n] - ended[n] for n in done]
+    exited = {p.metadata.labels["app.kubernetes.io/instance"] for p in ended}
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        started = set(firsts.of("pod Running"))
+        if exited <= set(firsts.of("training Succeeded")) and started <= set(firsts.of("training Running")):
+            if len(started) >= len(exited):
+                break
+        time.sleep(0.2)
+    stop.set()
+    for watcher in watchers:
+        watcher.join(timeout=15)
+
+    def gaps(since: str, until: str, among: set[str] | None = None) -> list[float]:
+        a, b = firsts.of(since), firsts.of(until)
+        return [b[t] - a[t] for t in a if t in b and (among is None or t in among)]
+
+    return {
+        "pod Succeeded -> Job's verdict (floor)": gaps("pod Succeeded", "job done", exited),
+        "pod Succeeded -> training Succeeded": gaps("pod Succeeded", "training Succeeded", exited),
+        "pod Running -> training Running": gaps("pod Running", "training Running"),
+    }
 
 
 # -- main ------------------------------------------------------------------------------------
@@ -410,8 +474,10 @@ def main(argv: list[str] | None = None) -> int:
         # exempts an admin (system:masters) from the limits the operator's requests queue behind.
         as_operator = Kube.connect(kubeconfig)
         print(f"\n{args.trainings} SoundMindTrainings, {THREADS} client threads (log: {operator.log_path})")
+        children = functools.partial(training_children, pod_group=serves_pod_groups(kube))
         floor_row = summary(
-            "floor (6 children, plain client)", **_args(floor(as_operator, "floor", args.trainings, training_children))
+            f"floor ({len(children('x'))} children, plain client)",
+            **_args(floor(as_operator, "floor", args.trainings, children)),
         )
         # The floor's Jobs would hold every GPU: the bench's pods could never run (reaction, below).
         kube.batch_v1.delete_collection_namespaced_job("floor", propagation_policy="Background")
@@ -454,11 +520,10 @@ def main(argv: list[str] | None = None) -> int:
             rss_growth(operator, args.growth_seconds)
 
         print(f"\nreaction: running drivers exit, {total} objects present")
-        latencies = reaction(kube, "bench")
-        if latencies:
+        for label, latencies in reaction(kube, "bench").items():
             print(
-                f"  pod ended -> training Succeeded: n={len(latencies)} p50 {percentile(latencies, 0.5):.2f}s "
-                f"p99 {percentile(latencies, 0.99):.2f}s (mean {statistics.mean(latencies):.2f}s)"
+                f"  {label:<40} n={len(latencies):<3} p50 {percentile(latencies, 0.5):5.2f}s "
+                f"p99 {percentile(latencies, 0.99):5.2f}s"
             )
         return 0
     finally:
