@@ -7,7 +7,7 @@ changed), and applies only those. Applying is server-side apply, so a stale read
 redundant, harmless apply.
 
 The stamped desired children are a pure function of what they are built from, so each kind keeps
-them in a `functools.lru_cache` keyed by those inputs: a resync pass over an unchanged object
+them in a memo keyed by those inputs (`cached`): a resync pass over an unchanged object
 builds and hashes nothing (building a training's rendered config was a third of an idle pass).
 """
 

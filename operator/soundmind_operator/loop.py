@@ -193,12 +193,10 @@ def _next_pass(resync_seconds: float, outcome: Outcome) -> float | None:
     """Seconds until the object's next pass if nothing changes (None: only a change)."""
     if outcome.settled:
         return None
-    quiet = resync_seconds * QUIET_RESYNCS
-    if outcome.periodic:
-        quiet = resync_seconds
+    every = resync_seconds if outcome.periodic else resync_seconds * QUIET_RESYNCS
     if outcome.recheck_after is not None:
-        return min(quiet, max(0.0, outcome.recheck_after) + DUE_MARGIN_SECONDS)
-    return quiet
+        return min(every, max(0.0, outcome.recheck_after) + DUE_MARGIN_SECONDS)
+    return every
 
 
 # How long a pass waits for the watch to deliver the loop's own last write before reading the API.

@@ -240,24 +240,15 @@ FUZZ = settings(
 )
 
 
+@pytest.mark.parametrize("kind", [TRAINING.kind, SERVING.kind])
 @FUZZ
 @given(data=st.data())
-def test_fuzzed_trainings_are_refused_naming_a_field_or_reconciled(
-    kube: Kube, ns: str, operator: op.OperatorProcess, data
+def test_fuzzed_specs_are_refused_naming_a_field_or_reconciled(
+    kube: Kube, ns: str, operator: op.OperatorProcess, kind: str, data
 ):
     example = next(_examples)
-    batch = [(data.draw(names_for(TRAINING.kind, example, i)), data.draw(specs(TRAINING.kind))) for i in range(BATCH)]
-    check_batch(kube, ns, operator, TRAINING.kind, batch)
-
-
-@FUZZ
-@given(data=st.data())
-def test_fuzzed_servings_are_refused_naming_a_field_or_reconciled(
-    kube: Kube, ns: str, operator: op.OperatorProcess, data
-):
-    example = next(_examples)
-    batch = [(data.draw(names_for(SERVING.kind, example, i)), data.draw(specs(SERVING.kind))) for i in range(BATCH)]
-    check_batch(kube, ns, operator, SERVING.kind, batch)
+    batch = [(data.draw(names_for(kind, example, i)), data.draw(specs(kind))) for i in range(BATCH)]
+    check_batch(kube, ns, operator, kind, batch)
 
 
 # -- admitted by the CRD, refused by the API server in a child (free-form fields) --------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from soundmind.api.training import TrainingSpec
@@ -611,9 +611,9 @@ def _fail(status: StatusBuilder, reason: str, message: str) -> None:
     status.set_phase(FAILED, f"{reason}: {message}")
 
 
-def _pod_gpu_interval(pod: Obj, now: datetime) -> tuple[datetime, datetime] | None:
+def _pod_gpu_interval(pod: Obj) -> tuple[datetime, datetime | None] | None:
     """When the pod held its GPUs: from the kubelet starting it (image pulls included; the GPUs
-    are allocated by then) to its trainer's end, or `now` while it lives."""
+    are allocated by then) to its trainer's end, None while it still holds them."""
     pod_status = pod.get("status") or {}
     start = parse_time(pod_status.get("startTime"))
     if start is None:
@@ -624,14 +624,12 @@ def _pod_gpu_interval(pod: Obj, now: datetime) -> tuple[datetime, datetime] | No
             end = parse_time(((container.get("state") or {}).get("terminated") or {}).get("finishedAt"))
     if end is None and pod_status.get("phase") in ("Succeeded", "Failed"):
         end = parse_time((condition(pod, "Ready") or {}).get("lastTransitionTime")) or start
-    return start, end or now
+    return start, end
 
 
 def _holds_gpus(pod: Obj) -> bool:
-    """Whether the pod holds its GPUs now: its interval is still open."""
-    far = datetime.max.replace(tzinfo=UTC)
-    interval = _pod_gpu_interval(pod, far)
-    return interval is not None and interval[1] == far
+    interval = _pod_gpu_interval(pod)
+    return interval is not None and interval[1] is None
 
 
 def _whole_group_seconds(obs: Observation, since: datetime | None, until: datetime) -> float:
@@ -640,9 +638,9 @@ def _whole_group_seconds(obs: Observation, since: datetime | None, until: dateti
     rest, at the guard's level) is not work, and is not counted."""
     steps = []
     for pod in obs.pods:
-        interval = _pod_gpu_interval(pod, obs.now)
+        interval = _pod_gpu_interval(pod)
         if interval is not None:
-            start, end = max(interval[0], since) if since else interval[0], min(interval[1], until)
+            start, end = max(interval[0], since) if since else interval[0], min(interval[1] or obs.now, until)
             if end > start:
                 steps += [(start, 1), (end, -1)]
     together, running, began = 0.0, 0, None
