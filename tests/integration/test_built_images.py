@@ -39,9 +39,7 @@ def docker() -> Iterator[Docker]:
     missing = _missing()
     if missing:
         why = f"building and running images needs {', '.join(missing)} (apt-get install docker.io debootstrap)"
-        if os.environ.get("CI", "").lower() in ("true", "1"):
-            pytest.fail(why, pytrace=False)  # in CI a missing prerequisite fails the run
-        pytest.skip(why)  # outside CI only: under CI=true the line above fails instead
+        missing(why)
     tarballs = build(["operator", "standin"])
     # Short: dockerd's sockets live under it, and a unix socket path has at most 107 bytes.
     home = Path(tempfile.mkdtemp(prefix="smd-docker-", dir="/tmp"))

@@ -40,18 +40,19 @@ from soundmind.cli import main as soundmind
 from soundmind.train import contract
 from soundmind_operator.serving import names as serving_names
 from tests.conftest import EXTERNAL_KUBECONFIG_ENV
-from tests.integration.test_training_operator import (
+from tests.support import operator as op
+from tests.support import realnode, resources, sim
+from tests.support.autoscaling import prepared_requests
+from tests.support.kube import Kube, read_or_none
+from tests.support.poll import wait_for
+from tests.support.prerequisite import missing
+from tests.support.trainings import (
     failed_with,
     jobs,
     one_node_training_lifecycle,
     phase_is,
     wait_training,
 )
-from tests.support import operator as op
-from tests.support import realnode, resources, sim
-from tests.support.autoscaling import prepared_requests
-from tests.support.kube import Kube, read_or_none
-from tests.support.poll import wait_for
 from tests.unit.charts.helm import OPERATOR_CHART, helm
 
 pytestmark = pytest.mark.integration
@@ -72,12 +73,6 @@ SMALL = {"gpusPerNode": 1, "cpu": "4", "memory": "16Gi"}
 def create(kube: Kube, kind, namespace: str, name: str, spec: dict) -> dict:
     body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind.kind, "metadata": {"name": name}, "spec": spec}
     return kube.custom_objects.create_namespaced_custom_object(GROUP, VERSION, namespace, kind.plural, body)
-
-
-def _fail_or_skip(why: str) -> None:
-    if os.environ.get("CI", "").lower() in ("true", "1"):
-        pytest.fail(why, pytrace=False)  # in CI a missing prerequisite fails the run
-    pytest.skip(why)  # outside CI only: under CI=true the line above fails instead
 
 
 def _image_names(node) -> set[str]:
@@ -101,7 +96,7 @@ def node(kube: Kube, request: pytest.FixtureRequest) -> str:
         )
     cluster = request.getfixturevalue("local_cluster")
     if cluster.real_node is None:
-        _fail_or_skip("this session's local cluster has no real node (it needs root)")
+        missing("this session's local cluster has no real node (it needs root)")
     cluster.import_images(build(["operator", "standin"]))
     return realnode.NODE_NAME
 
