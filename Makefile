@@ -59,9 +59,11 @@ test-kind: ## the integration tests on a kind cluster (needs Docker; KEEP_CLUSTE
 	@hack/test-kind.sh
 
 bench: deps tools ## the operator against the API server's floor (BENCH_ARGS=...), the reward, data preparation; figures in benchmarks/README.md
-	$(PY) benchmarks/operator_bench.py $(BENCH_ARGS)
-	$(PY) benchmarks/reward_bench.py
-	$(PY) benchmarks/data_bench.py
+	@failed=""; \
+	$(PY) benchmarks/operator_bench.py $(BENCH_ARGS) || failed="$$failed operator_bench"; \
+	$(PY) benchmarks/reward_bench.py || failed="$$failed reward_bench"; \
+	$(PY) benchmarks/data_bench.py || failed="$$failed data_bench"; \
+	if [ -n "$$failed" ]; then echo "bench: missed a target or failed:$$failed" >&2; exit 1; fi
 
 lint: venv ## ruff, hadolint
 	$(PY) -m ruff check soundmind operator tests hack benchmarks

@@ -26,7 +26,8 @@ production resync of 15 s), in one run:
 
 `make bench` runs it with its defaults, then the reward benchmark.
 
-Figures are ratios measured in the same run: the machine is shared and noisy.
+Figures are ratios measured in the same run: the machine is shared and noisy. At the end, PASS or
+FAIL for each of the issue's targets; the exit status is 1 if any failed.
 """
 
 from __future__ import annotations
@@ -59,6 +60,14 @@ from tests.support.localcluster import LocalCluster, default_bin_dir  # noqa: E4
 
 IMAGE = "registry.invalid/soundmind:bench"
 THREADS = 16
+# The issue's targets (2 cores); `Targets` prints PASS or FAIL for each, and the exit status is 1 if
+# any failed.
+BURST_P99_SECONDS = 5.0
+IDLE_CPU_PERCENT = 2.0
+PEAK_RSS_MB = 250
+RSS_GROWTH_PERCENT = 5.0
+REACTION_P99_SECONDS = 1.0
+RUNNING_REACTION = "pod Running -> training Running"
 # One GPU each, so 16 of them run on the two simulated 8-GPU nodes and the rest stay Pending.
 TRAINING_SPEC = {"image": IMAGE, "resources": {"gpusPerNode": 1, "cpu": "1", "memory": "1Gi"}}
 SERVING_SPEC = {
@@ -67,6 +76,23 @@ SERVING_SPEC = {
     "resources": {"cpu": "1", "memory": "1Gi"},
     "autoscaling": {"minReplicas": 1, "maxReplicas": 2},
 }
+
+
+class Targets:
+    """The issue's targets, each checked as its figure is measured; `report` prints them all."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, bool]] = []
+
+    def check(self, target: str, figure: str, met: bool) -> None:
+        self.rows.append((target, figure, met))
+
+    def report(self) -> int:
+        """PASS or FAIL per target; 1 if any failed."""
+        print("\ntargets")
+        for target, figure, met in self.rows:
+            print(f"  {'PASS' if met else 'FAIL'}  {target:<46} {figure}")
+        return 0 if all(met for _, _, met in self.rows) else 1
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -109,6 +135,21 @@ def floor(kube: Kube, namespace: str, count: int, children: Callable[[str], list
 
     wall = in_parallel(create, count)
     return {"latencies": latencies, "wall": wall}
+
+
+def delete_jobs(kube: Kube, namespace: str, limit: float = 300) -> float:
+    """Delete the Jobs of `namespace` and wait until they and their pods are gone, so that the
+    garbage collector's work does not load the cluster during what is measured next."""
+    began = time.monotonic()
+    kube.batch_v1.delete_collection_namespaced_job(namespace, propagation_policy="Background")
+    while time.monotonic() - began < limit:
+        if (
+            not kube.batch_v1.list_namespaced_job(namespace).items
+            and not kube.core_v1.list_namespaced_pod(namespace).items
+        ):
+            break
+        time.sleep(1)
+    return time.monotonic() - began
 
 
 def create_object(kube: Kube, namespace: str, manifest: dict) -> None:
@@ -251,14 +292,16 @@ def adopted(kube: Kube, namespace: str, count: int) -> float:
 # -- steady state ----------------------------------------------------------------------------
 
 
-def operator_counters(operator: op.OperatorProcess) -> tuple[float, float]:
-    requests = passes = 0.0
+def operator_counters(operator: op.OperatorProcess) -> tuple[float, float, float]:
+    """The operator's API requests (all, and GETs: a LIST is a GET too) and its reconcile passes."""
+    requests = reads = passes = 0.0
     for line in operator.metrics().splitlines():
         if line.startswith("soundmind_operator_api_requests_total{"):
             requests += float(line.rsplit(" ", 1)[1])
+            reads += float(line.rsplit(" ", 1)[1]) if 'verb="GET"' in line else 0.0
         elif line.startswith("soundmind_operator_reconcile_total{"):
             passes += float(line.rsplit(" ", 1)[1])
-    return requests, passes
+    return requests, reads, passes
 
 
 def apiserver_reads(kube: Kube) -> float:
@@ -318,14 +361,15 @@ def quiet(operator: op.OperatorProcess, seconds: float = 10, limit: float = 60) 
 def steady_state(kube: Kube, operator: op.OperatorProcess, seconds: float) -> dict:
     print(f"  (quiet after {quiet(operator):.0f}s: no operator request for 10 s)")
     pid = operator.process.pid
-    requests0, passes0 = operator_counters(operator)
+    requests0, own_reads0, passes0 = operator_counters(operator)
     reads0, cpu0 = apiserver_reads(kube), process_cpu_seconds(pid)
     time.sleep(seconds)
-    requests1, passes1 = operator_counters(operator)
+    requests1, own_reads1, passes1 = operator_counters(operator)
     reads1, cpu1 = apiserver_reads(kube), process_cpu_seconds(pid)
     minutes = seconds / 60
     row = {
         "operator_requests_per_min": (requests1 - requests0) / minutes,
+        "operator_reads_per_min": (own_reads1 - own_reads0) / minutes,
         "operator_passes_per_min": (passes1 - passes0) / minutes,
         "apiserver_reads_per_min": (reads1 - reads0) / minutes,
         "cpu_percent": 100 * (cpu1 - cpu0) / seconds,
@@ -333,21 +377,22 @@ def steady_state(kube: Kube, operator: op.OperatorProcess, seconds: float) -> di
         "peak_rss_mb": rss_mb(pid, "VmHWM"),
     }
     print(
-        f"  operator: {row['operator_requests_per_min']:.0f} API requests/min, {row['operator_passes_per_min']:.0f} "
+        f"  operator: {row['operator_requests_per_min']:.0f} API requests/min ({row['operator_reads_per_min']:.0f} "
+        f"GET+LIST), {row['operator_passes_per_min']:.0f} "
         f"passes/min, {row['cpu_percent']:.1f}% of a core, RSS {row['rss_mb']:.0f} MB (peak "
         f"{row['peak_rss_mb']:.0f} MB); API server (everyone): {row['apiserver_reads_per_min']:.0f} GET+LIST/min"
     )
     return row
 
 
-def rss_growth(operator: op.OperatorProcess, seconds: float) -> None:
+def rss_growth(operator: op.OperatorProcess, seconds: float) -> float:
     pid = operator.process.pid
     before = rss_mb(pid)
     time.sleep(seconds)
     after = rss_mb(pid)
-    print(
-        f"  RSS {before:.0f} MB -> {after:.0f} MB after {seconds:.0f} s more: {100 * (after - before) / before:+.1f}%"
-    )
+    growth = 100 * (after - before) / before
+    print(f"  RSS {before:.0f} MB -> {after:.0f} MB after {seconds:.0f} s more: {growth:+.1f}%")
+    return growth
 
 
 # -- reaction --------------------------------------------------------------------------------
@@ -435,7 +480,7 @@ def reaction(kube: Kube, namespace: str) -> dict[str, list[float]]:
     return {
         "pod Succeeded -> Job's verdict (floor)": gaps("pod Succeeded", "job done", exited),
         "pod Succeeded -> training Succeeded": gaps("pod Succeeded", "training Succeeded", exited),
-        "pod Running -> training Running": gaps("pod Running", "training Running"),
+        RUNNING_REACTION: gaps("pod Running", "training Running"),
     }
 
 
@@ -452,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resync-seconds", type=float, default=15.0, help="the operator's (production default)")
     args = parser.parse_args(argv)
 
+    targets = Targets()
     cluster = LocalCluster.start(default_bin_dir(), real_node=False)  # the operator's pods are all simulated
     workdir = Path(tempfile.mkdtemp(prefix="operator-bench-"))
     operator = None
@@ -480,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
             **_args(floor(as_operator, "floor", args.trainings, children)),
         )
         # The floor's Jobs would hold every GPU: the bench's pods could never run (reaction, below).
-        kube.batch_v1.delete_collection_namespaced_job("floor", propagation_policy="Background")
+        print(f"  (the floor's Jobs and pods deleted: {delete_jobs(kube, 'floor'):.0f}s)")
         ours = burst(
             kube,
             "bench",
@@ -491,7 +537,14 @@ def main(argv: list[str] | None = None) -> int:
             lambda job: (job["metadata"].get("labels") or {}).get("app.kubernetes.io/instance"),
         )
         burst_row = summary("operator (Job and phase seen)", **_args(ours))
-        print(f"  throughput ratio (operator / floor): {burst_row['per_second'] / floor_row['per_second']:.2f}")
+        ratio = burst_row["per_second"] / floor_row["per_second"]
+        print(f"  throughput ratio (operator / floor): {ratio:.2f}")
+        targets.check("burst, trainings: throughput >= 0.5x the floor", f"{ratio:.2f}x", ratio >= 0.5)
+        targets.check(
+            f"burst, {args.trainings} trainings: p99 < {BURST_P99_SECONDS:.0f} s",
+            f"{burst_row['p99']:.2f} s",
+            burst_row["p99"] < BURST_P99_SECONDS,
+        )
 
         print(f"\n{args.servings} SoundMindServings")
         serving_floor = summary(
@@ -508,24 +561,53 @@ def main(argv: list[str] | None = None) -> int:
             lambda dep: dep["metadata"]["name"],
         )
         serving_row = summary("operator (Deployment and phase seen)", **_args(served))
-        print(f"  throughput ratio (operator / floor): {serving_row['per_second'] / serving_floor['per_second']:.2f}")
+        ratio = serving_row["per_second"] / serving_floor["per_second"]
+        print(f"  throughput ratio (operator / floor): {ratio:.2f}")
+        targets.check("burst, servings: throughput >= 0.5x the floor", f"{ratio:.2f}x", ratio >= 0.5)
 
         total = args.trainings + args.servings + args.finished
         print(
             f"\nsteady state: {total} objects ({args.finished} trainings finished before the operator started), "
             f"nothing changing, {args.idle_seconds:.0f} s"
         )
-        steady_state(kube, operator, args.idle_seconds)
+        steady = steady_state(kube, operator, args.idle_seconds)
+        targets.check(
+            "steady: no GET or LIST by the operator",
+            f"{steady['operator_reads_per_min']:.0f}/min",
+            steady["operator_reads_per_min"] == 0,
+        )
+        targets.check(
+            f"steady: CPU < {IDLE_CPU_PERCENT:.0f}% of a core",
+            f"{steady['cpu_percent']:.1f}%",
+            steady["cpu_percent"] < IDLE_CPU_PERCENT,
+        )
+        targets.check(
+            f"peak RSS < {PEAK_RSS_MB} MB with {total} objects",
+            f"{steady['peak_rss_mb']:.0f} MB",
+            steady["peak_rss_mb"] < PEAK_RSS_MB,
+        )
         if args.growth_seconds:
-            rss_growth(operator, args.growth_seconds)
+            growth = rss_growth(operator, args.growth_seconds)
+            targets.check(
+                f"RSS growth < {RSS_GROWTH_PERCENT:.0f}% over {args.growth_seconds:.0f} s",
+                f"{growth:+.1f}%",
+                growth < RSS_GROWTH_PERCENT,
+            )
 
         print(f"\nreaction: running drivers exit, {total} objects present")
-        for label, latencies in reaction(kube, "bench").items():
+        reactions = reaction(kube, "bench")
+        for label, latencies in reactions.items():
             print(
                 f"  {label:<40} n={len(latencies):<3} p50 {percentile(latencies, 0.5):5.2f}s "
                 f"p99 {percentile(latencies, 0.99):5.2f}s"
             )
-        return 0
+        running = reactions[RUNNING_REACTION]
+        targets.check(
+            f"reaction: {RUNNING_REACTION}, p99 < {REACTION_P99_SECONDS:.0f} s",
+            f"{percentile(running, 0.99):.2f} s (n={len(running)})",
+            bool(running) and percentile(running, 0.99) < REACTION_P99_SECONDS,
+        )
+        return targets.report()
     finally:
         if operator is not None:
             operator.stop()
