@@ -67,8 +67,10 @@ class StatusBuilder:
     def phase(self) -> str | None:
         return self.fields.get("phase")
 
-    def set_phase(self, phase: str, message: str) -> None:
-        if self.phase != phase:
+    def set_phase(self, phase: str, message: str, *, announce: bool = True) -> None:
+        """Set the phase; a new phase is also an event unless `announce` is False (the caller's
+        own event says what happened)."""
+        if self.phase != phase and announce:
             before = self.phase or "New"
             kind = "Warning" if phase in self.shape.warning_phases else "Normal"
             self.events.append(Event(kind, phase, f"{before} → {phase}: {message}"))

@@ -119,8 +119,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **
     # would cost every new object a second PATCH and its watch event.
     settings.persistence.finalizer = FINALIZER
     settings.persistence.diffbase_storage = _NoDiffBase()
+    # Events: what passes decide (a condition's news, a phase, a retry) and warnings logged on an
+    # object, not its INFO log lines ("applied ...", "created Job ..."): they repeated the decisions'
+    # own events, two more writes per new training.
     settings.posting.enabled = True
-    settings.posting.level = logging.INFO
+    settings.posting.level = logging.WARNING
     settings.posting.reporting_component = OPERATOR_NAME
     settings.posting.reporting_instance = socket.gethostname()
     settings.posting.event_name_prefix = f"{OPERATOR_NAME}-"
@@ -179,10 +182,10 @@ async def _index_owned(namespace, labels, body, **_) -> dict:
     return {key: cache.trimmed(body)} if key else {}
 
 
-async def _child_changed(namespace, labels, memo: kopf.Memo, **_) -> None:
+async def _child_changed(namespace, labels, meta, memo: kopf.Memo, **_) -> None:
     key = cache.owner_key(namespace, labels)
     if key is not None and key[1] in KIND_OF_COMPONENT:
-        memo.loop.wakeups.wake(KIND_OF_COMPONENT[key[1]], key[0], key[2])
+        memo.loop.wakeups.wake(KIND_OF_COMPONENT[key[1]], key[0], key[2], meta.get("resourceVersion"))
 
 
 for _watched in cache.WATCHED:

@@ -273,7 +273,8 @@ def _create_attempt(obs: Observation, status: StatusBuilder, decision: Decision,
     elif obs.spec.queue_name:
         _queued(obs, status, None)
     else:
-        status.set_phase(PENDING, f"Job {job_name} created, waiting for its pods")
+        # The Created condition's event says it (and a retry's Retrying event): one event, not two.
+        status.set_phase(PENDING, f"Job {job_name} created, waiting for its pods", announce=False)
         status.set_condition(SCHEDULABLE, "Unknown", "Scheduling", "waiting for the scheduler")
         status.set_condition(RUNNING_CONDITION, "False", "PodsPending", f"0/{obs.spec.resources.nodes} pods running")
     status.set_condition(STALLED, "False", "NotRunning", "not running")
