@@ -9,11 +9,13 @@ its mutable fields are patched. "Not found" on delete is success.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes import client, config
@@ -122,6 +124,18 @@ class Kube:
     api: client.ApiClient
     # Called with the HTTP method of every request (the operator's metrics count them).
     on_request: Callable[[str], None] = _uncounted
+    _journal: threading.local = field(default_factory=threading.local, repr=False)
+
+    @contextlib.contextmanager
+    def journal(self) -> Iterator[set[str]]:
+        """The resourceVersions this thread's writes produce until the block ends (a pass's own
+        writes: their watch events are no news to it)."""
+        written: set[str] = set()
+        self._journal.written = written
+        try:
+            yield written
+        finally:
+            self._journal.written = None
 
     def request(
         self,
@@ -146,7 +160,12 @@ class Kube:
         data = response.read()
         if not 200 <= response.status < 300:
             raise ApiException(http_resp=response)
-        return json.loads(data) if data else {}
+        result = json.loads(data) if data else {}
+        written = getattr(self._journal, "written", None)
+        if method != "GET" and written is not None and isinstance(result, dict):
+            if version := (result.get("metadata") or {}).get("resourceVersion"):
+                written.add(version)
+        return result
 
     def apply(self, namespace: str, manifest: Manifest) -> Manifest:
         """Server-side apply: create, or bring the fields we own back to the manifest."""

@@ -27,7 +27,7 @@ import kopf
 
 from soundmind_operator import metrics
 from soundmind_operator.conditions import Event
-from soundmind_operator.kube import Conflict, Manifest
+from soundmind_operator.kube import Conflict, Kube, Manifest
 
 # After a failed pass: retry soon, then back off (whatever the resync interval: when the API server
 # is away every loop fails at once, and a short resync must not turn that into a storm). A change
@@ -43,12 +43,14 @@ class Wakeups:
     asyncio.Event is not thread-safe: `wake` refuses to run off the event loop's thread."""
 
     events: dict[Key, asyncio.Event] = field(default_factory=dict)
-    # The resourceVersion each loop's own last status write produced: its watch event is no news.
-    own_writes: dict[Key, str] = field(default_factory=dict)
-    # What set each loop's event since its pass began: the object's resourceVersion, or None for a
-    # child. The watch often delivers a pass's own status write before the pass has returned to
-    # the loop (the API server answers the write and sends the event at once), too early to be
-    # recognised as its own; `own_write` then takes that wake back.
+    # The resourceVersions each loop's last pass wrote (its status, the children it applied or
+    # created): their watch events are no news. Without this, every new object's first pass was
+    # followed by a second one for nothing, woken by the children it had just made.
+    own_writes: dict[Key, frozenset[str]] = field(default_factory=dict)
+    # What set each loop's event since its pass began: the resourceVersion of the object or child
+    # the watch delivered (None: unknown). The watch often delivers a pass's own write before the
+    # pass has returned to the loop (the API server answers the write and sends the event at
+    # once), too early to be recognised as its own; `own_write` then takes that wake back.
     woken_by: dict[Key, set[str | None]] = field(default_factory=dict)
 
     def subscribe(self, kind: str, namespace: str, name: str) -> asyncio.Event:
@@ -60,10 +62,11 @@ class Wakeups:
         self.woken_by.pop((kind, namespace, name), None)
 
     def wake(self, kind: str, namespace: str | None, name: str | None, resource_version: str | None = None) -> None:
-        """Wake the loop of (kind, namespace, name), unless `resource_version` is its own last write."""
+        """Wake the loop of (kind, namespace, name), unless `resource_version` (of the object or a
+        child) is one its last pass wrote."""
         asyncio.get_running_loop()  # RuntimeError in a worker thread: wake-up handlers must be async
         key = (kind, namespace or "", name or "")
-        if resource_version is not None and self.own_writes.get(key) == resource_version:
+        if resource_version is not None and resource_version in self.own_writes.get(key, ()):
             return
         event = self.events.get(key)
         if event is not None:
@@ -75,12 +78,13 @@ class Wakeups:
         self.events[key].clear()
         self.woken_by.pop(key, None)
 
-    def own_write(self, key: Key, resource_version: str) -> None:
-        """A pass wrote `resource_version`: its watch event is no news, even if it came already."""
-        self.own_writes[key] = resource_version
+    def own_writes_were(self, key: Key, resource_versions: set[str]) -> None:
+        """A pass wrote `resource_versions`: their watch events are no news, even if they came
+        already."""
+        self.own_writes[key] = frozenset(resource_versions)
         reasons = self.woken_by.get(key)
-        if reasons is not None:
-            reasons.discard(resource_version)
+        if reasons is not None and resource_versions:
+            reasons -= resource_versions
             if not reasons:
                 self.events[key].clear()
 
@@ -102,6 +106,7 @@ class Outcome:
 
 class Reconciler(Protocol):
     kind: str
+    kube: Kube  # its writes, journaled per pass (`Wakeups.own_writes`)
 
     def reconcile(self, body: Manifest, cache: Any, logger: logging.Logger) -> Outcome:
         """One pass (blocking; runs in a worker thread) over `body`, the object as the watch last
@@ -155,7 +160,7 @@ async def run(
                 snapshot = await _current(body, superseded, functools.partial(reconciler.fetch, namespace, name))
                 if snapshot is None:
                     return
-                outcome = await asyncio.to_thread(reconciler.reconcile, snapshot, read_cache(), logger)
+                outcome, written = await asyncio.to_thread(_journaled, reconciler, snapshot, read_cache(), logger)
             except Conflict:
                 result, delay = metrics.RESULT_CONFLICT, 0.05  # re-read and decide again, at once
             except Exception:  # noqa: BLE001 - one bad pass must not end the loop; it is logged and counted
@@ -168,8 +173,9 @@ async def run(
                 if outcome.body is None:
                     return
                 if outcome.written_version:
-                    ctx.wakeups.own_write(key, outcome.written_version)
+                    written.add(outcome.written_version)
                     superseded = snapshot["metadata"]["resourceVersion"]
+                ctx.wakeups.own_writes_were(key, written)
                 for event in outcome.events:
                     kopf.event(outcome.body, type=event.type, reason=event.reason, message=event.message)
                 reconciler.record(namespace, name, outcome)
@@ -179,6 +185,12 @@ async def run(
             await _sleep(wake, stopped, delay)
     finally:
         ctx.wakeups.forget(kind, namespace, name)
+
+
+def _journaled(reconciler: Reconciler, body: Manifest, cache: Any, logger: logging.Logger) -> tuple[Outcome, set[str]]:
+    """The pass (in a worker thread), and the resourceVersions its writes produced."""
+    with reconciler.kube.journal() as written:
+        return reconciler.reconcile(body, cache, logger), written
 
 
 # An object that time alone does not change is still passed over once in this many resyncs (5

@@ -133,9 +133,9 @@ def test_a_wake_up_from_a_worker_thread_is_refused():
         assert event.is_set()
         wakeups.wake("SoundMindServing", "ns", "alr")  # another kind's loop of the same name: not ours
 
-        # The event of the loop's own status write is no news; anyone else's change is.
+        # The event of the loop's own write is no news; anyone else's change is.
         event.clear()
-        wakeups.own_writes[("SoundMindTraining", "ns", "alr")] = "42"
+        wakeups.own_writes[("SoundMindTraining", "ns", "alr")] = frozenset({"42"})
         wakeups.wake("SoundMindTraining", "ns", "alr", resource_version="42")
         assert not event.is_set()
         wakeups.wake("SoundMindTraining", "ns", "alr", resource_version="43")
