@@ -50,7 +50,7 @@ class Wakeups:
     # What set each loop's event since its pass began: the resourceVersion of the object or child
     # the watch delivered (None: unknown). The watch often delivers a pass's own write before the
     # pass has returned to the loop (the API server answers the write and sends the event at
-    # once), too early to be recognised as its own; `own_write` then takes that wake back.
+    # once), too early to be recognised as its own; `own_writes_were` then takes that wake back.
     woken_by: dict[Key, set[str | None]] = field(default_factory=dict)
 
     def subscribe(self, kind: str, namespace: str, name: str) -> asyncio.Event:
@@ -172,10 +172,9 @@ async def run(
                 result, failures = metrics.RESULT_OK, 0
                 if outcome.body is None:
                     return
+                ctx.wakeups.own_writes_were(key, written)  # the status write's version among them
                 if outcome.written_version:
-                    written.add(outcome.written_version)
                     superseded = snapshot["metadata"]["resourceVersion"]
-                ctx.wakeups.own_writes_were(key, written)
                 for event in outcome.events:
                     kopf.event(outcome.body, type=event.type, reason=event.reason, message=event.message)
                 reconciler.record(namespace, name, outcome)
