@@ -49,6 +49,8 @@ def test_startup_settings(monkeypatch):
     assert settings.watching.server_timeout == 300 and settings.watching.client_timeout > 300
     assert settings.persistence.finalizer == "soundmind.ai/finalizer"
     assert settings.posting.enabled and settings.posting.reporting_component == "soundmind-operator"
+    # Events are the decisions' own (kopf.event) and logged warnings; INFO log lines would repeat them.
+    assert settings.posting.level == logging.WARNING
     assert settings.scanning.disabled, "the RBAC grants no CRD or namespace watching"
     assert memo.loop.resync_seconds == 3
     assert memo.training.kueue_version == "v1beta2" and memo.serving.platform.keda
