@@ -9,36 +9,50 @@ from soundmind.prompt import ENTAILED, NOT_ENTAILED
 WELL_FORMED = "<think>x</think>\nAnswer: {}"
 
 
-@pytest.fixture(scope="module")
-def verl_reward():
-    from verl.trainer.ppo import reward
+def test_verl_loads_the_rendered_reward_and_scores_a_rollout_with_the_rendered_weights():
+    """The reward keys of the dry run's command (examples/training.yaml), composed as verl composes
+    them, through verl's own loader (`get_custom_reward_fn`) and the reward manager verl's reward
+    loop builds from the same config (`load_reward_manager`), scoring one rollout as that loop does."""
+    import numpy as np
+    import torch
+    from verl import DataProto
+    from verl.trainer.ppo.reward import get_custom_reward_fn, load_reward_manager
 
-    return reward
+    from soundmind.reward import compute_score
+    from soundmind.train.render import reward_module_path
+    from tests.support import tiny_omni
+    from tests.support.rendered import rendered_config
 
+    config = rendered_config()
+    rendered = config.reward.custom_reward_function
+    assert rendered.path == reward_module_path()  # the installed file, loaded by path as in the pod
+    loaded = get_custom_reward_fn(config)
+    assert loaded.args[0].__code__ is compute_score.__code__  # verl's partial over the rendered function
+    assert loaded.args[1] == {"format_weight": 1.0, "answer_weight": 2.0, "length_weight": 1.0}  # the example's
 
-def test_verl_loads_compute_score_and_passes_reward_kwargs(verl_reward):
-    from omegaconf import OmegaConf
-
-    config = OmegaConf.create(
-        {
-            "reward": {
-                "custom_reward_function": {
-                    "path": "pkg://soundmind.reward",
-                    "name": "compute_score",
-                    "reward_kwargs": {"answer_weight": 3.0, "length_weight": 0.0},
-                }
-            }
-        }
+    tokenizer = tiny_omni.tokenizer()
+    reasoning = "<think>Some runners are not poets, so the claim does not follow.</think>\n"
+    prompt = tokenizer.encode("All poets are runners. Are all runners poets?")
+    response = tokenizer.encode(f"{reasoning}Answer: {NOT_ENTAILED}")
+    padding = [tokenizer.pad_token_id] * 8  # the rollout's response is padded to the response length
+    rollout = DataProto.from_dict(
+        tensors={
+            "prompts": torch.tensor([prompt]),
+            "responses": torch.tensor([response + padding]),
+            "attention_mask": torch.tensor([[1] * (len(prompt) + len(response)) + [0] * len(padding)]),
+        },
+        non_tensors={  # the prepared row's columns (soundmind.data.prepare)
+            "data_source": np.array(["soundmind/alr"], dtype=object),
+            "reward_model": np.array([{"style": "rule", "ground_truth": NOT_ENTAILED}], dtype=object),
+            "extra_info": np.array([{"id": "dev-0", "ref_answer_words": 10}], dtype=object),
+        },
     )
-    score = verl_reward.get_custom_reward_fn(config)
-    # verl's naive reward manager calls it with keywords and adds its own keys to extra_info.
-    result = score(
-        data_source="soundmind/alr",
-        solution_str=WELL_FORMED.format(ENTAILED),
-        ground_truth=ENTAILED,
-        extra_info={"num_turns": None, "rollout_reward_scores": {}},
-    )
-    assert (result["score"], result["answer"], result["length"]) == (4.0, 3.0, 0.0)
+    manager = load_reward_manager(config, tokenizer)
+    assert type(manager).__name__ == "NaiveRewardManager"  # the rendered reward.reward_manager
+    scored = manager.loop.run_until_complete(manager.run_single(rollout))
+    info = scored["reward_extra_info"]
+    assert scored["reward_score"] == info["score"] == 4.0  # format 1 + answer 2 + length 1, the example's weights
+    assert (info["format"], info["answer"], info["length"], info["pred"]) == (1.0, 2.0, 1.0, NOT_ENTAILED)
 
 
 def test_validation_metrics_keep_majority_vote_when_an_answer_is_unreadable():

@@ -102,18 +102,16 @@ def test_reward_is_the_installed_soundmind_function_with_the_spec_weights(prepar
         "answer_weight": 3.0,
         "length_weight": 1.0,
     }
-    # Load it the way verl's load_extern_object does: from the file, under a private module name.
-    module_spec = importlib.util.spec_from_file_location("custom_module_reward", reward.path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    scored = getattr(module, reward.name)(
-        "soundmind/alr",
-        "<think>premises</think>\nAnswer: entailed",
-        "entailed",
+    # verl's own loader on the composed config, as verl's reward loop calls it.
+    from verl.trainer.ppo.reward import get_custom_reward_fn
+
+    scored = get_custom_reward_fn(config)(
+        data_source="soundmind/alr",
+        solution_str="<think>premises</think>\nAnswer: entailed",
+        ground_truth="entailed",
         extra_info={"ref_answer_words": 1},
-        **reward.reward_kwargs,
     )
-    assert scored["acc"] == 1.0
+    assert (scored["acc"], scored["format"], scored["answer"]) == (1.0, 0.5, 3.0)
 
 
 def test_four_nodes(prepared, tmp_path):
