@@ -88,3 +88,43 @@ def packed_micro_batch(rows: list[RolloutRow], position_ids: torch.Tensor | None
         non_tensor_dict={"use_remove_padding": True, "temperature": 1.0},
     )
     return left_right_2_no_padding(batch)
+
+
+# The tiny Omni's logits stay under 0.5, where bf16's steps are 2^-9 (about 0.002): ten steps allow for
+# sums taken in another order by other kernels (on this CPU, packed and padded agree exactly), while
+# packed samples that see each other are off by 0.27 (README, "Packed sequences").
+BF16_TOLERANCE = 0.02
+
+
+def unpacked_logits(module, rows: list[RolloutRow]) -> torch.Tensor:
+    """The reference: the model on the padded batch with its attention mask, computing its own rope
+    positions (what transformers does without verl), at the valid positions only."""
+    from verl.utils.model import extract_multi_modal_inputs
+
+    attention_mask = padded(rows, "attention_mask")
+    logits = module(
+        input_ids=padded(rows, "input_ids"),
+        attention_mask=attention_mask,
+        **extract_multi_modal_inputs([row.multi_modal_inputs for row in rows]),
+        use_cache=False,
+    ).logits
+    return logits[attention_mask.bool()]
+
+
+def packed_logits(engine, module, rows: list[RolloutRow], position_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """The logits of the rows packed into one sequence by the engine's `prepare_model_inputs`."""
+    model_inputs, _ = engine.prepare_model_inputs(packed_micro_batch(rows, position_ids))
+    return module(**model_inputs, use_cache=False).logits[0]
+
+
+def packed_vs_unpacked(engine, sharded, rows: list[RolloutRow], position_ids: torch.Tensor | None = None):
+    """|packed - unpacked| logits per valid token, computed as the run computes them: `sharded` is the
+    module wrapped by the engine (`_build_fsdp_module`: FSDP with verl's mixed precision), under the
+    autocast of the engine's `forward_step` at the dtype the engine resolved from its config."""
+    assert engine._autocast_dtype != torch.float32  # verl skips the autocast at fp32; the run is not fp32
+    with torch.no_grad(), torch.autocast("cpu", dtype=engine._autocast_dtype):
+        packed = packed_logits(engine, sharded, rows, position_ids)
+        reference = unpacked_logits(sharded, rows)
+    assert packed.dtype == reference.dtype == engine._autocast_dtype
+    assert packed.shape == reference.shape and packed.shape[0] == int(padded(rows, "attention_mask").sum())
+    return (packed.float() - reference.float()).abs()

@@ -110,22 +110,75 @@ def test_audio_rows_through_verl_with_an_audio_processor(
         assert waveform.size == round(row["extra_info"]["question_seconds"] * 16_000)
 
 
-def test_the_length_filter_counts_audio_tokens(verl, tokenizer, processor, spoken_dir, tmp_path):
-    """Prompts short in text but long in audio are dropped when the limit is below their audio length."""
+def test_the_prompt_budget_check_holds_the_agent_loops_real_prompts(
+    verl, tokenizer, processor, omni_model_config, spoken_dir, tmp_path
+):
+    """The length check the product runs: `render` refuses a `maxPromptLength` its data cannot fit
+    (`_check_prompt_budget`, before any GPU), since the rendered config turns verl's own length filter
+    off and the agent loop then refuses a longer audio prompt at rollout. Checked on rows prepared from
+    espeak-ng speech, against the prompt verl's agent loop builds for each of them with the Omni
+    processor: the audio tokens the check counts are the processor's, and its figure is a limit that
+    passes exactly and fails one token below."""
+    import asyncio
+    import shutil
+
+    from soundmind.api.training import TrainingSpec
     from soundmind.data.verl_dataset import AudioRLHFDataset
+    from soundmind.train.budget import PromptEstimate
+    from soundmind.train.config import PodIdentity
+    from soundmind.train.dataset import locate, longest_prompt
+    from soundmind.train.errors import ConfigError
+    from soundmind.train.render import render
+    from tests.support.rendered import rendered_config
+    from tests.support.verl_rollout import AgentLoop
 
-    (summary,) = prepare.prepare(spoken_dir, tmp_path / "out", "audio")
-    table = pq.read_table(summary.path)
-    shortest = min(info["question_seconds"] for info in table["extra_info"].to_pylist())
-    limit = int(shortest * tiny_omni.AUDIO_TOKENS_PER_SECOND * 0.9)
-    text_tokens = max(
-        len(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)["input_ids"])
-        for prompt in table["prompt"].to_pylist()
+    rendered = rendered_config()
+    assert rendered.data.filter_overlong_prompts is False  # verl does not drop long rows: the check must
+    assert rendered.actor_rollout_ref.rollout.prompt_length == rendered.data.max_prompt_length
+
+    (summary,) = prepare.prepare(spoken_dir, tmp_path / "prepared", "audio-text")
+    data = summary.path.parent
+    shutil.copy(summary.path, data / "train.parquet")  # the same rows stand in for the training split
+    rows = pq.read_table(summary.path).to_pylist()
+
+    dataset = AudioRLHFDataset(str(summary.path), tokenizer, _config(tmp_path), processor=processor)
+    builder = AgentLoop(omni_model_config, response_length=1).builder
+    real = []
+    for index, row in enumerate(rows):
+        messages = dataset[index]["raw_prompt"]
+        _, _, audios = asyncio.run(dataset.process_multi_modal_info(messages, 14, dataset.config))
+        prompt_ids = builder.build_initial_tokens(messages, audios=audios)  # what the agent loop measures
+        info = row["extra_info"]
+        estimate = PromptEstimate(info["id"], info["question_seconds"], len(row["prompt"][0]["content"]))
+        real.append((estimate, prompt_ids.count(processor.audio_token_id), len(prompt_ids)))
+    for estimate, audio_tokens, _ in real:
+        # The processor's own count for the clip, rounded up once at most (ceil of seconds x 25).
+        assert 0 <= estimate.audio_tokens - audio_tokens <= 1, (estimate, audio_tokens)
+    longest = longest_prompt(summary.path)
+    assert longest == max((estimate for estimate, _, _ in real), key=lambda estimate: estimate.tokens)
+    print(
+        "prompt budget: "
+        + ", ".join(
+            f"{estimate.sample_id}: checked {estimate.tokens} (audio {estimate.audio_tokens}), "
+            f"agent loop {length} (audio {audio_tokens})"
+            for estimate, audio_tokens, length in real
+        )
     )
-    assert text_tokens < limit  # the text alone would pass
 
-    strict = AudioRLHFDataset(str(summary.path), tokenizer, _config(tmp_path, limit), processor=processor)
-    assert len(strict) == 0
+    def render_at(limit: int):
+        spec = TrainingSpec.model_validate(
+            {"dataset": {"path": str(data)}, "algorithm": {"maxPromptLength": limit, "trainBatchSize": len(rows)}}
+        )
+        identity = PodIdentity.from_env({}, default_name="budget")
+        return render(spec, identity, locate(data, "audio-text"), checkpoints_root=str(tmp_path / "checkpoints"))
+
+    assert render_at(longest.tokens).total_steps is not None  # exactly at the limit: accepted
+    with pytest.raises(ConfigError) as refused:
+        render_at(longest.tokens - 1)
+    assert refused.value.field == "algorithm.maxPromptLength"
+    assert f"{longest.tokens - 1} tokens cannot hold the longest prompt" in str(refused.value)
+    assert f"sample {longest.sample_id!r}" in str(refused.value)
+    assert str(refused.value).endswith(f"set at least {longest.tokens}")
 
 
 def test_stock_message_building_accepts_audio_rows(verl, tokenizer, processor, spoken_dir, tmp_path):
@@ -150,18 +203,18 @@ def test_verl_finds_the_dataset_class_by_its_documented_setting(verl):
 
 
 def test_prepared_rows_reach_the_omni_model_through_verl(
-    verl, tokenizer, processor, omni_model_config, omni_engine, spoken_dir, tmp_path
+    verl, tokenizer, processor, omni_model_config, omni_engine, build_sharded_module, spoken_dir, tmp_path
 ):
     """ALR rows as training sees them: verl's dataset and collate, the agent loop's audio extraction
     (through the dataset class, which decodes the WAV bytes) and tokenization, the engine's packing,
-    and the adapted model's forward, which agrees with the unpacked model."""
+    and the adapted model's forward as training runs it (FSDP1, bf16), which agrees with the unpacked
+    model."""
     import asyncio
 
     import torch
-    from verl.utils.model import extract_multi_modal_inputs
 
     from soundmind.data.verl_dataset import AudioRLHFDataset
-    from tests.support.verl_rollout import AgentLoop, packed_micro_batch, padded
+    from tests.support.verl_rollout import BF16_TOLERANCE, AgentLoop, packed_vs_unpacked
 
     (summary,) = prepare.prepare(spoken_dir, tmp_path / "out", "audio-text")
     dataset = AudioRLHFDataset(str(summary.path), tokenizer, _config(tmp_path), processor=processor)
@@ -179,16 +232,6 @@ def test_prepared_rows_reach_the_omni_model_through_verl(
         audio_tokens = row.prompt_ids.count(processor.audio_token_id)
         assert abs(audio_tokens - length * tiny_omni.AUDIO_TOKENS_PER_SECOND) <= 1
 
-    module = omni_engine._build_module().float()
-    with torch.no_grad():
-        model_inputs, _ = omni_engine.prepare_model_inputs(packed_micro_batch(rows))
-        packed = module(**model_inputs, use_cache=False).logits[0]
-        attention_mask = padded(rows, "attention_mask")
-        reference = module(
-            input_ids=padded(rows, "input_ids"),
-            attention_mask=attention_mask,
-            **extract_multi_modal_inputs([row.multi_modal_inputs for row in rows]),
-            use_cache=False,
-        ).logits[attention_mask.bool()]
-    assert packed.shape[0] == int(attention_mask.sum()) and torch.isfinite(packed).all()
-    assert (packed - reference).abs().max() < 1e-4
+    difference = packed_vs_unpacked(omni_engine, build_sharded_module(), rows)
+    assert torch.isfinite(difference).all()
+    assert difference.max() < BF16_TOLERANCE

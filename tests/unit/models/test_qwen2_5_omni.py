@@ -2,7 +2,10 @@
 
 The model config is what verl builds from the rendered command (fixtures in tests/unit/conftest.py).
 The module is loaded by verl's FSDP engine (`_build_module`: verl's auto-class choice,
-`from_pretrained`, its `_verl_strip_modules` and its monkey patches). Rollout rows come from verl's
+`from_pretrained`, its `_verl_strip_modules` and its monkey patches) at the rendered `model_dtype`.
+Packing is proven on the module as training runs it: wrapped by the engine (`_build_fsdp_module`, the
+rendered FSDP1 with its mixed precision) under the autocast of the engine's `forward_step`, so at the
+run's compute dtype (bf16). Rollout rows come from verl's
 agent-loop code (tests/support/verl_rollout.py) and are packed by the engine's `prepare_model_inputs`,
 as in training.
 """
@@ -16,15 +19,37 @@ import pytest
 import torch
 
 from tests.support import tiny_omni
-from tests.support.verl_rollout import AgentLoop, packed_micro_batch, padded
+from tests.support.verl_rollout import (
+    BF16_TOLERANCE,
+    AgentLoop,
+    packed_logits,
+    packed_micro_batch,
+    packed_vs_unpacked,
+    padded,
+)
 
 RESPONSE_LENGTH = 12
 CLIP_SECONDS = (1.0, 2.2, 3.4)  # three prompts whose audio spans differ (25, 55 and 85 tokens)
 
 
 @pytest.fixture(scope="module")
-def module(omni_engine):
-    return omni_engine._build_module().float()
+def module(omni_engine, rendered_actor):
+    from verl.utils.torch_dtypes import PrecisionType
+
+    module = omni_engine._build_module()
+    assert {parameter.dtype for parameter in module.parameters()} == {
+        PrecisionType.to_dtype(rendered_actor.engine.model_dtype)  # fp32 master weights, as the run keeps them
+    }
+    return module
+
+
+@pytest.fixture(scope="module")
+def sharded(omni_engine, rendered_actor, build_sharded_module):
+    """The module as the run's forward computes: FSDP1 with verl's mixed precision at the dtype verl
+    resolves from the rendered config (no `mixed_precision` set: bf16)."""
+    module = build_sharded_module()
+    assert rendered_actor.engine.mixed_precision is None and omni_engine._autocast_dtype == torch.bfloat16
+    return module
 
 
 @pytest.fixture(scope="module")
@@ -36,26 +61,6 @@ def rollouts(omni_model_config):
         messages = [{"role": "user", "content": [{"type": "audio", "audio": clip}, {"type": "text", "text": "Yes?"}]}]
         samples.append((messages, [clip], rng.integers(0, 250, response_tokens).tolist()))
     return AgentLoop(omni_model_config, RESPONSE_LENGTH).rows(samples)
-
-
-def unpacked_logits(module, rows) -> torch.Tensor:
-    """The reference: the model on the padded batch with its attention mask, computing its own rope
-    positions (what transformers does without verl), at the valid positions only."""
-    from verl.utils.model import extract_multi_modal_inputs
-
-    attention_mask = padded(rows, "attention_mask")
-    logits = module(
-        input_ids=padded(rows, "input_ids"),
-        attention_mask=attention_mask,
-        **extract_multi_modal_inputs([row.multi_modal_inputs for row in rows]),
-        use_cache=False,
-    ).logits
-    return logits[attention_mask.bool()]
-
-
-def packed_logits(omni_engine, module, rows, position_ids=None) -> torch.Tensor:
-    model_inputs, _ = omni_engine.prepare_model_inputs(packed_micro_batch(rows, position_ids))
-    return module(**model_inputs, use_cache=False).logits[0]
 
 
 def test_verl_loads_the_full_omni_layout_through_the_adapter(tiny_omni_dir, omni_model_config, omni_engine, module):
@@ -108,34 +113,23 @@ def test_agent_loop_builds_omni_prompts_with_qwens_chat_builder(rollouts, omni_m
         assert tuple(row.position_ids.shape) == (1, 4, row.input_ids.shape[1])
 
 
-def test_packed_logits_match_the_unpacked_model(omni_engine, module, rollouts):
-    with torch.no_grad():
-        packed = packed_logits(omni_engine, module, rollouts)
-        reference = unpacked_logits(module, rollouts)
-    assert (
-        packed.shape
-        == reference.shape
-        == (sum(int(row.attention_mask.sum()) for row in rollouts), module.thinker.vocab_size)
-    )
-    difference = (packed - reference).abs().max().item()
-    print(f"packed vs unpacked, Omni's 4-row position ids: max abs difference {difference:.3g}")
-    assert difference < 1e-4
+def test_packed_logits_match_the_unpacked_model(omni_engine, sharded, rollouts):
+    difference = packed_vs_unpacked(omni_engine, sharded, rollouts).max().item()
+    print(f"packed vs unpacked at bf16, Omni's 4-row position ids: max abs difference {difference:.3g}")
+    assert difference < BF16_TOLERANCE
 
 
-def test_without_omni_position_ids_packed_samples_attend_to_each_other(omni_engine, module, rollouts):
+def test_without_omni_position_ids_packed_samples_attend_to_each_other(omni_engine, sharded, rollouts):
     """What verl does when the processor has no rope index (no adapter): 1-D positions, which Omni's
-    text model does not use to separate packed samples."""
+    text model does not use to separate packed samples. The same comparison as above then fails."""
     from verl.utils.model import compute_position_id_with_mask
 
     one_row = compute_position_id_with_mask(padded(rollouts, "attention_mask"))
-    with torch.no_grad():
-        packed = packed_logits(omni_engine, module, rollouts, position_ids=one_row)
-        reference = unpacked_logits(module, rollouts)
+    difference = packed_vs_unpacked(omni_engine, sharded, rollouts, position_ids=one_row)
     first = int(rollouts[0].attention_mask.sum())
-    difference = (packed - reference).abs()
-    print(f"packed vs unpacked, 1-D position ids: max abs difference {difference.max().item():.3g}")
-    assert difference[:first].max() < 1e-4  # the first sample sees only itself either way
-    assert difference[first:].max() > 1e-2
+    print(f"packed vs unpacked at bf16, 1-D position ids: max abs difference {difference.max().item():.3g}")
+    assert difference[:first].max() < BF16_TOLERANCE  # the first sample sees only itself either way
+    assert difference[first:].max() > BF16_TOLERANCE
 
 
 def test_backward_reaches_the_audio_encoder_with_finite_gradients(omni_engine, module, rollouts):
@@ -202,7 +196,7 @@ RESPONSE_LENGTH_GRPO = 96
 
 
 def test_one_grpo_step_with_the_soundmind_reward_moves_the_policy_toward_the_best_answer(
-    omni_model_config, omni_engine
+    omni_model_config, omni_engine, rendered_actor
 ):
     """verl's trainer cannot run on a machine without a GPU (its rollout is a vLLM/SGLang/TRT-LLM
     server and its FSDP engine calls CUDA), so this is its GRPO step done by hand with verl's own
@@ -210,14 +204,13 @@ def test_one_grpo_step_with_the_soundmind_reward_moves_the_policy_toward_the_bes
     transformers' generate, two written answers), SoundMind-RL as verl's custom reward, verl's GRPO
     advantage and vanilla PPO policy loss, the engine's packing, one optimizer step."""
     from verl.trainer.ppo.core_algos import compute_grpo_outcome_advantage, get_policy_loss_fn
-    from verl.workers.config import FSDPActorConfig
     from verl.workers.rollout.vllm_rollout import vllm_async_server
 
     from soundmind.prompt import ANSWER_INSTRUCTION
     from soundmind.reward import compute_score
 
     tokenizer = omni_model_config.tokenizer
-    module = omni_engine._build_module().float()
+    module = omni_engine._build_module()
     torch.manual_seed(tiny_omni.SEED)
     clip = (0.1 * np.random.default_rng(1).standard_normal(32_000)).astype(np.float32)
     messages = [
@@ -262,9 +255,8 @@ def test_one_grpo_step_with_the_soundmind_reward_moves_the_policy_toward_the_bes
 
     with torch.no_grad():
         old_log_prob = response_log_probs(omni_engine, module, rows)
-    actor = FSDPActorConfig(
-        strategy="fsdp2", ppo_mini_batch_size=4, ppo_micro_batch_size_per_gpu=4, use_dynamic_bsz=False, rollout_n=4
-    )
+    actor = rendered_actor  # the run's loss mode, aggregation and clip ratios
+    # A learning rate far above the run's (3e-7), so that one step moves the tiny model measurably.
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e-3)
     loss, _ = get_policy_loss_fn(actor.policy_loss.loss_mode)(
         old_log_prob=old_log_prob,

@@ -1,8 +1,10 @@
 """The export on success: verl 0.9.1's model merger on a checkpoint of the adapted Omni, checked with
 vLLM 0.24's own architecture resolution and weight-name mapping.
 
-The checkpoint is written the way verl's FSDP actor writes it: the module loaded by verl's engine,
-sharded with FSDP2 (one CPU process, gloo), saved by verl's `FSDPCheckpointManager`. The merger runs
+The checkpoint is written the way verl's FSDP actor writes it for the rendered command: the module
+loaded and wrapped by verl's engine with the rendered `actor.strategy` (FSDP1; one CPU process,
+gloo), its optimizer and learning-rate schedule built by the engine, saved by verl's
+`FSDPCheckpointManager` as the engine builds it, with the rendered checkpoint contents. The merger runs
 as the head runs it (`soundmind.train.export`), in a subprocess. vLLM cannot build the model on a
 machine without a GPU (its attention layer asks the platform for a backend: "Invalid attention backend
 for None"), so its acceptance is shown with what it decides from the files: the architecture it
@@ -35,26 +37,39 @@ def test_an_argument_verl_does_not_know_is_refused_with_argparses_message():
 
 
 @pytest.fixture
-def trained_checkpoint(tmp_path, omni_engine, omni_model_config):
+def trained_checkpoint(tmp_path, omni_engine, omni_model_config, rendered_actor, build_sharded_module):
     """A verl checkpoint at step 3 of the adapted model, its lm_head changed as training would."""
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
-    from verl.trainer.config.config import CheckpointConfig
+    from torch.distributed.fsdp import FullyShardedDataParallel
     from verl.utils.checkpoint.fsdp_checkpoint_manager import FSDPCheckpointManager
+    from verl.utils.fsdp_utils import fsdp_version
 
-    module = omni_engine._build_module()
-    fully_shard(module, mesh=init_device_mesh("cpu", (1,), mesh_dim_names=("fsdp",)))
-    with torch.no_grad():
+    module = build_sharded_module()
+    assert (rendered_actor.strategy, fsdp_version(module)) == ("fsdp", 1)  # the rendered strategy: FSDP1
+    with FullyShardedDataParallel.summon_full_params(module, writeback=True), torch.no_grad():
         module.thinker.lm_head.weight.mul_(2.0)
+    optimizer = omni_engine._build_optimizer(module)
     checkpoint_dir = tmp_path / "alr-grpo"
+    # As the engine's `initialize` builds it; its `save_checkpoint` adds only moves to and from the GPU.
     manager = FSDPCheckpointManager(
         model=module,
+        optimizer=optimizer,
+        lr_scheduler=omni_engine._build_lr_scheduler(optimizer),
         processing_class=omni_model_config.get_processor(),
-        checkpoint_config=CheckpointConfig(save_contents=["model"], load_contents=["model"]),
+        checkpoint_config=rendered_actor.checkpoint,
+        trust_remote_code=omni_model_config.trust_remote_code,
     )
-    manager.save_checkpoint(str(checkpoint_dir / "global_step_3" / "actor"), global_step=3)
+    assert list(rendered_actor.checkpoint.save_contents) == ["model", "optimizer", "extra"]
+    actor_dir = checkpoint_dir / "global_step_3" / "actor"
+    manager.save_checkpoint(str(actor_dir), global_step=3)
+    written = {path.name for path in actor_dir.iterdir()}
+    assert {
+        "model_world_size_1_rank_0.pt",
+        "optim_world_size_1_rank_0.pt",
+        "extra_state_world_size_1_rank_0.pt",
+    } <= written
     (checkpoint_dir / "latest_checkpointed_iteration.txt").write_text("3")  # as verl's trainer does after saving
-    trained = {name: tensor.full_tensor().to(torch.bfloat16) for name, tensor in module.state_dict().items()}
+    # The engine set FSDP1's full state dict for one process: the trained weights under their HF names.
+    trained = {name: tensor.to(torch.bfloat16) for name, tensor in module.state_dict().items()}
     return checkpoint_dir, trained
 
 
