@@ -43,6 +43,7 @@ CHAT_TEMPLATE = (
     "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 HIDDEN = 32
+MAX_POSITION_EMBEDDINGS = 4096  # what vLLM and verl derive the longest sequence from
 SEED = 0
 
 
@@ -122,7 +123,7 @@ def config(token_ids: dict[str, int], vocab_size: int):
                 "vocab_size": vocab_size,
                 "hidden_size": HIDDEN,
                 "num_hidden_layers": 2,
-                "max_position_embeddings": 4096,
+                "max_position_embeddings": MAX_POSITION_EMBEDDINGS,
                 "tie_word_embeddings": False,
                 "rope_parameters": rope,
             },
