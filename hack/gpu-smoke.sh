@@ -53,7 +53,7 @@ run() {
   if $local_run; then
     argv=("$python" -m soundmind "$@")
   else
-    argv=(docker run --rm --gpus "device=$gpu" --shm-size=8g --user "$(id -u):$(id -g)"
+    argv=(docker run --rm --gpus "device=$gpu" --shm-size 8g --user "$(id -u):$(id -g)"
       --env HOME=/tmp --env USER=soundmind --env "SOUNDMIND_TRAINING_NAME=$name"
       --volume "$work/models:/models" --volume "$work/data:/data" --volume "$work/checkpoints:/checkpoints"
       --volume "$training:/etc/soundmind/training.yaml:ro" --entrypoint soundmind "$image" "$@")
@@ -77,17 +77,22 @@ if ! $dry_run; then
   fi
   [[ ! -e $work ]] || die "$work exists: remove it, or give another --work"
   mkdir -p "$work/models" "$work/data" "$work/checkpoints"
-  if $local_run; then # the spec's paths are the pod's mounts: point them at $work
-    "$python" - "$training" "$config" "$models" "$data" <<'EOF'
+fi
+if $local_run; then # the spec's paths are the pod's mounts: point them at $work
+  $dry_run && echo "gpu-smoke: would write $config:"
+  "$python" - "$training" "$($dry_run && echo - || echo "$config")" "$models" "$data" <<'EOF'
 import sys, yaml
 source, target, models, data = sys.argv[1:]
 manifest = yaml.safe_load(open(source))
 spec = manifest["spec"]
 spec["model"] = spec["model"].replace("/models/", models + "/", 1)
 spec["dataset"]["path"] = spec["dataset"]["path"].replace("/data/", data + "/", 1)
-yaml.safe_dump(manifest, open(target, "w"))
+text = yaml.safe_dump(manifest, sort_keys=False)
+if target == "-":
+    print("".join(f"    {line}\n" for line in text.splitlines()), end="")
+else:
+    open(target, "w").write(text)
 EOF
-  fi
 fi
 started=$SECONDS
 
