@@ -51,8 +51,10 @@ def rendered_arguments(example: str, tmp_path: Path) -> list[str]:
 def readme_table() -> list[dict[str, str]]:
     text = (ROOT / "README.md").read_text()
     section = text.split(TABLE_HEADING, 1)[1]
-    lines = [line for line in section.splitlines() if line.startswith("|")]
-    lines = lines[: next((i for i, line in enumerate(lines[1:], 1) if not line.startswith("|")), len(lines))]
+    lines = section.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = next((i for i in range(first, len(lines)) if not lines[i].startswith("|")), len(lines))
+    lines = lines[first:end]
     header, _, *rows = ([cell.strip().strip("`") for cell in line.strip().strip("|").split("|")] for line in lines)
     assert header == COLUMNS, header
     return [dict(zip(header, row, strict=True)) for row in rows]
