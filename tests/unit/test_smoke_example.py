@@ -157,3 +157,29 @@ def test_the_smoke_training_renders_two_grpo_steps_on_one_gpu(made):
     ):
         assert f" {override} " in f" {done.stdout.replace(chr(10), ' ')} ", override
     assert f"{export.export_dir(contract.checkpoint_dir(name, str(checkpoints)), 2)}" in done.stdout
+
+
+def test_every_smoke_prompt_fits_its_budget_as_verl_counts_it_with_the_tiny_omnis_processor(made, monkeypatch):
+    """The renderer's check estimates text at 3 characters a token; the tiny Omni's byte-level tokenizer
+    spends one a byte. verl's own dataset, with the made model's processor, counts every row's real
+    prompt (audio tokens and text) and drops the ones over `maxPromptLength`: none may be dropped."""
+    import datasets
+    from omegaconf import OmegaConf
+    from transformers import AutoProcessor
+
+    from soundmind.data.verl_dataset import AudioRLHFDataset
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(made["root"] / "hf-datasets"))
+    model, data = smoke.relocated([SPEC.model, SPEC.dataset.path], made)
+    processor = AutoProcessor.from_pretrained(model)
+    config = OmegaConf.create(
+        {
+            "max_prompt_length": SPEC.algorithm.max_prompt_length,
+            "filter_overlong_prompts": True,
+            "filter_overlong_prompts_workers": None,  # in-process: no fork of this process's torch threads
+            "cache_dir": str(made["root"] / "verl-cache"),
+        }
+    )
+    for split, rows in ((TRAIN_FILE, 8), (VAL_FILE, 4)):
+        dataset = AudioRLHFDataset(f"{data}/{split}", processor.tokenizer, config, processor=processor)
+        assert len(dataset) == rows, f"{split}: verl dropped {rows - len(dataset)} rows over the prompt budget"
