@@ -178,10 +178,11 @@ def config(token_ids: dict[str, int], vocab_size: int):
 def write(directory: str | Path, seed: int = SEED) -> Path:
     """Write the checkpoint into `directory` and return it. The directory is replaced as a whole
     once the checkpoint is complete (soundmind.atomic), so an interrupted write leaves no half model."""
+    directory = Path(directory)
+    atomic.ensure_directory(directory.parent)  # an output that cannot be written fails before the model is built
     import torch
     from transformers import Qwen2_5OmniForConditionalGeneration
 
-    directory = Path(directory)
     omni_processor = processor()
     omni_tokenizer = omni_processor.tokenizer
     token_ids = {name: omni_tokenizer.convert_tokens_to_ids(token) for name, token in SPECIAL_TOKENS.items()}

@@ -54,6 +54,4 @@ def test_an_output_that_cannot_be_written_is_named(tmp_path):
     blocker.write_text("a file, not a directory\n")
     done = soundmind("model", "tiny-omni", "--out", str(blocker / "tiny-omni"))
     assert done.returncode == EXIT_CANNOT_WRITE
-    assert done.stderr.strip() == (
-        f"soundmind model tiny-omni: cannot write {blocker}: it exists and is not a directory"
-    ), done.stderr
+    assert done.stderr == f"soundmind model tiny-omni: cannot write {blocker}: it exists and is not a directory\n"
