@@ -5,7 +5,7 @@ The manifests are checked against the spec models and against each other (the pa
 names one step hands the next), every `soundmind` command in them against the real argument parser,
 and then the setup Job's own commands run here and `soundmind train --dry-run` renders the smoke
 training on what they made: 2 GRPO steps, on one GPU, every data check passed. The same commands run
-in the trainer image on the real node in tests/integration/test_smoke_on_real_node.py."""
+in the trainer image on the real node in tests/gpu_images/test_smoke_on_real_node.py."""
 
 from __future__ import annotations
 

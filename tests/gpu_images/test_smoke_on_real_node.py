@@ -13,8 +13,10 @@ tarball is missing or stale), imported into the real node's containerd. Then, as
   is printed.
 
 What needs a GPU (Ray with GPUs, verl's workers, vLLM's engine, the export, serving and eval) is
-hack/gpu-smoke.sh's. Needs root (the real node) and what hack/images needs (dockerd, debootstrap);
-in CI a missing prerequisite fails.
+hack/gpu-smoke.sh's. It lives with the GPU images' other checks (`make test-gpu-images`, not `make
+test`: a cold build of the trainer image takes most of an hour) and also needs the local cluster's
+binaries (`make tools`). Needs root (the real node) and what hack/images needs (dockerd,
+debootstrap); in CI a missing prerequisite fails.
 """
 
 from __future__ import annotations
