@@ -20,6 +20,7 @@ from soundmind.version import VERSION
 _AREAS = {
     "data": "soundmind.data.cli",
     "eval": "soundmind.eval.cli",
+    "model": "soundmind.models.cli",
     "reward": "soundmind.reward.cli",
     "train": "soundmind.train.cli",
 }

@@ -39,7 +39,8 @@ def say(message: str) -> None:
 
 def describe(plan: LaunchPlan) -> str:
     """The plan as a shell script: the exact environment and command, then the export on success."""
-    lines = [f"export {name}={shlex.quote(value)}" for name, value in plan.env.items()]
+    lines = [f"cd {shlex.quote(plan.working_dir)}"]
+    lines += [f"export {name}={shlex.quote(value)}" for name, value in plan.env.items()]
     program, arguments = plan.command[:3], plan.command[3:]  # python -m verl.trainer.main_ppo
     lines.append(" \\\n    ".join([shlex.join(program), *(shlex.quote(part) for part in arguments)]))
     lines.append("# when verl succeeds, the head exports its last checkpoint into status.model:")
@@ -93,7 +94,7 @@ def launch(
 
 
 def run_head(spec: TrainingSpec, plan: LaunchPlan, options: Options, patch_status: StatusPatch | None) -> int:
-    Path(plan.log_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(plan.working_dir).mkdir(parents=True, exist_ok=True)  # the attempt's log and the driver's directory
     metrics = TrainMetrics()
     server = metrics.serve(options.metrics_port)
     say(f"metrics on :{server.server_port}/metrics")
@@ -156,7 +157,7 @@ def export_model(plan: LaunchPlan, reporter: ProgressReporter) -> int:
 
 def run_driver(plan: LaunchPlan) -> int:
     """Run verl's driver; a SIGTERM to this process (pod deletion) is passed on to it."""
-    driver = subprocess.Popen(plan.command, env={**os.environ, **plan.env})
+    driver = subprocess.Popen(plan.command, env={**os.environ, **plan.env}, cwd=plan.working_dir)
     previous = signal.signal(signal.SIGTERM, lambda *_: driver.terminate())
     try:
         return driver.wait()

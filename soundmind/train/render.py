@@ -55,6 +55,13 @@ class LaunchPlan:
     merger: list[str]  # verl's model merger, which exports the last checkpoint on success (soundmind.train.export)
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def working_dir(self) -> str:
+        """Where verl's driver runs: verl's Hydra entry writes `outputs/<date>/<time>/.hydra/` under its
+        working directory, and the image's own (/workspace) is root's, so the driver runs in the
+        attempt logs' directory on the checkpoint volume, writable by the pod's user."""
+        return str(Path(self.log_path).parent)
+
     def export_command(self) -> list[str]:
         """The export of the final checkpoint (global_step_<total steps>), as the head will run it."""
         step = self.total_steps if self.total_steps is not None else "N"

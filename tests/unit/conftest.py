@@ -12,7 +12,7 @@ from tests.support import tiny_omni
 
 @pytest.fixture(scope="session")
 def tiny_omni_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random Qwen2.5-Omni checkpoint in the hub's layout (tests/support/tiny_omni.py)."""
+    """A tiny random Qwen2.5-Omni checkpoint in the hub's layout (`soundmind model tiny-omni`)."""
     return tiny_omni.write(tmp_path_factory.mktemp("tiny-omni"))
 
 

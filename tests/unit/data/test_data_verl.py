@@ -3,7 +3,7 @@
 verl reads the parquet with `datasets`, builds the chat messages (`_build_messages`), measures every
 prompt with the tokenizer or, for audio, with the processor, dropping rows that fail (so "no row
 dropped" means every row went through), and batches with `collate_fn`. The tokenizer and processor are
-the tiny Qwen2.5-Omni's (tests/support/tiny_omni.py: a real `Qwen2_5OmniProcessor`, Whisper features
+the tiny Qwen2.5-Omni's (soundmind/models/tiny.py: a real `Qwen2_5OmniProcessor`, Whisper features
 with 128 mel bins, 25 audio tokens per second), as verl's `HFModelConfig` loads them with SoundMind's
 adapter; the last test carries the rows on through the agent loop's tokenization into the model.
 """
