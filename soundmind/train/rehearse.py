@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import os
 import socket
 import sys
 from collections.abc import Callable
 from copy import deepcopy
-from dataclasses import dataclass
 
 from soundmind.train.render import VERL_ENTRYPOINT, LaunchPlan
 from soundmind.train.verl_config import schema_path
@@ -33,7 +33,7 @@ class StoppedOnCPU(Exception):
     """The step got as far as a CPU allows; the message says how far, and what needs the GPU."""
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Outcome:
     step: str
     status: str
@@ -206,6 +206,12 @@ def rollout_server(run: Run) -> str:
     then the server's `launch_server` up to the engine: the vLLM command line verl builds, parsed by
     vLLM's own parser, and vLLM's EngineArgs -> VllmConfig."""
     import ray
+
+    from soundmind.serve.vllm_args import cpu_platform_without_gpu
+
+    # Without a GPU, vLLM's CLI parser and configs take vLLM's CPU platform for their device defaults.
+    on_cpu = cpu_platform_without_gpu()
+    platform = "vLLM's CPU platform for CUDA" if on_cpu else "vLLM's platform"
     from verl.workers.rollout.replica import RolloutMode, get_rollout_replica_class
     from verl.workers.rollout.vllm_rollout.vllm_async_server import vLLMHttpServer
 
@@ -221,13 +227,16 @@ def rollout_server(run: Run) -> str:
                 f"max_model_len {self.config.max_model_len} (thinker context), tensor parallel "
                 f"{engine_args.tensor_parallel_size}, dtype {engine_args.dtype}"
             )
+            if on_cpu and engine_args.enable_sleep_mode:  # CUDA has it; vLLM's CPU platform refuses it
+                engine_args = dataclasses.replace(engine_args, enable_sleep_mode=False)
+                summary += ", sleep mode on (off here: vLLM's CPU platform has none)"
             model = engine_args.create_model_config()
             summary += f", vLLM ModelConfig {model.architecture} ({model.max_model_len} tokens)"
             try:
                 engine_args.create_engine_config(usage_context=UsageContext.OPENAI_API_SERVER)
-            except Exception as exc:  # noqa: BLE001 - what stops here is vLLM's device detection
-                raise StoppedOnCPU(f"{summary}; VllmConfig needs the GPU: {_one_line(exc)}") from None
-            raise StoppedOnCPU(f"{summary}, VllmConfig built; the engine itself needs the GPU")
+            except Exception as exc:  # noqa: BLE001 - past the model, vLLM's config is the device's
+                raise StoppedOnCPU(f"{summary}; VllmConfig needs the GPU ({platform}): {_one_line(exc)}") from None
+            raise StoppedOnCPU(f"{summary}, VllmConfig built ({platform}); the engine itself needs the GPU")
 
     section = run.config.actor_rollout_ref
     replica = get_rollout_replica_class(section.rollout.name)(

@@ -115,7 +115,7 @@ def config(token_ids: dict[str, int], vocab_size: int):
                 "vocab_size": vocab_size,
                 "hidden_size": HIDDEN,
                 "num_hidden_layers": 2,
-                "max_position_embeddings": 4096,
+                "max_position_embeddings": 32768,  # the hub checkpoint's thinker context
                 "tie_word_embeddings": False,
                 "rope_parameters": rope,
             },

@@ -86,7 +86,7 @@ def test_every_object_the_example_run_builds_before_the_gpu_is_built(tmp_path, t
     assert "gradient checkpointing on" in actor  # the rendered (verl default) setting, not a test's
     assert outcomes["grpo-checks"][1].startswith("1x8: 256 sequences a step (32 per GPU)")
     # The thinker's context from the checkpoint (tests/support/tiny_omni.py), where verl looks for it.
-    assert "max_model_len 4096 (thinker context), tensor parallel 2" in outcomes["rollout-server"][1]
+    assert "max_model_len 32768 (thinker context), tensor parallel 2" in outcomes["rollout-server"][1]
     assert "vLLM ModelConfig Qwen2_5OmniModel" in outcomes["rollout-server"][1]
     assert "scored one rollout 4" in outcomes["reward"][1] or "answer 2" in outcomes["reward"][1]
     assert "train 32 of 32 rows, val 8 of 8 rows" in outcomes["dataset"][1]
