@@ -331,20 +331,27 @@ def _parser() -> tuple[argparse.ArgumentParser, tuple[str, ...]]:
 def vllm_serve_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     """vLLM's own parser as `vllm serve` builds it (vllm/entrypoints/cli/main.py): the top-level one, which
     parses ``["serve", *args]``, and the serve subparser. Imports vLLM (torch included): seconds."""
-    import vllm.platforms
-
-    # vLLM's config classes ask the platform for defaults; with no GPU here vLLM finds none, and, as
-    # `vllm bench` does on such machines, takes the CPU platform. Option names and types do not depend on it.
-    if vllm.platforms.current_platform.is_unspecified():
-        from vllm.platforms.cpu import CpuPlatform
-
-        vllm.platforms.current_platform = CpuPlatform()
+    cpu_platform_without_gpu()  # option names and types do not depend on it
     from vllm.entrypoints.cli.serve import ServeSubcommand
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
     top = FlexibleArgumentParser(prog="vllm")
     serve = ServeSubcommand().subparser_init(top.add_subparsers(dest="subparser"))
     return top, serve
+
+
+def cpu_platform_without_gpu() -> bool:
+    """vLLM's config classes (its CLI parser's defaults included) ask the platform for defaults; with no
+    GPU vLLM finds none, and takes the CPU platform, as `vllm bench` does on such machines. True when
+    the CPU platform was taken."""
+    import vllm.platforms
+
+    if not vllm.platforms.current_platform.is_unspecified():
+        return False
+    from vllm.platforms.cpu import CpuPlatform
+
+    vllm.platforms.current_platform = CpuPlatform()
+    return True
 
 
 def describe() -> dict[str, Any]:

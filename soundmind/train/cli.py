@@ -1,5 +1,6 @@
 """`soundmind train`: run one pod of a SoundMindTraining (the Ray head and verl driver on index 0,
-a Ray worker elsewhere), or with --dry-run print the exact verl command and environment.
+a Ray worker elsewhere), or with --dry-run print the exact verl command and environment, or with
+--rehearse build on CPU what that command builds before its first CUDA kernel (soundmind.train.rehearse).
 
 A dry run works on a laptop too: without SOUNDMIND_TRAINING_NAME, or with a dataset.path that is
 not on this machine, it renders and validates everything else and says which checks it skipped
@@ -26,7 +27,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=contract.CONFIG_PATH,
         help="TrainingSpec YAML: the spec section, or a whole SoundMindTraining manifest",
     )
-    parser.add_argument("--dry-run", action="store_true", help="validate, print the command and environment, exit")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", action="store_true", help="validate, print the command and environment, exit")
+    mode.add_argument(
+        "--rehearse",
+        action="store_true",
+        help="build on CPU, through verl's and vLLM's code, what the rendered command builds before its first "
+        "CUDA kernel; one line per step; exit 1 if a step failed (soundmind.train.rehearse)",
+    )
     parser.add_argument("--checkpoints-root", default=contract.CHECKPOINTS_MOUNT, help="checkpoint volume mount")
     parser.add_argument(
         "--join-timeout",
@@ -60,8 +68,9 @@ def run(args: argparse.Namespace) -> int:
     from soundmind.train.launcher import Options, launch
 
     spec = load_spec(args.config)
-    identity = PodIdentity.from_env(default_name=DRY_RUN_NAME if args.dry_run else None)
-    if args.dry_run and identity.training_name == DRY_RUN_NAME:
+    rendered_only = args.dry_run or args.rehearse
+    identity = PodIdentity.from_env(default_name=DRY_RUN_NAME if rendered_only else None)
+    if rendered_only and identity.training_name == DRY_RUN_NAME:
         print(f"# {contract.ENV_TRAINING_NAME} is not set: paths and names use {DRY_RUN_NAME!r} (the pod has it)")
     options = Options(
         checkpoints_root=args.checkpoints_root,
@@ -71,7 +80,18 @@ def run(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         progress_interval=args.progress_interval,
     )
+    if args.rehearse:
+        return _rehearse(spec, identity, options)
     return launch(spec, identity, options, dry_run=args.dry_run, patch_status=_status_patch(args, identity))
+
+
+def _rehearse(spec, identity, options) -> int:
+    """The plan the dry run prints (the data set as it is: nothing is prepared), rehearsed."""
+    from soundmind.train.launcher import plan_for
+    from soundmind.train.rehearse import FAILED, rehearse
+
+    outcomes = rehearse(plan_for(spec, identity, options, prepare=False))
+    return 1 if any(outcome.status == FAILED for outcome in outcomes) else contract.EXIT_OK
 
 
 def _status_patch(args: argparse.Namespace, identity):

@@ -18,7 +18,14 @@ from omegaconf import ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from soundmind.api.training import TrainingSpec
-from soundmind.models import QWEN2_5_OMNI_ADAPTER, QWEN2_5_OMNI_MODEL_TYPE, QWEN2_5_OMNI_OVERRIDE_CONFIG
+from soundmind.models import (
+    QWEN2_5_OMNI_ADAPTER,
+    QWEN2_5_OMNI_CONTEXT,
+    QWEN2_5_OMNI_MODEL_TYPE,
+    QWEN2_5_OMNI_OVERRIDE_CONFIG,
+    attention_implementation,
+    thinker_context,
+)
 from soundmind.train import contract, export
 from soundmind.train.config import PodIdentity
 from soundmind.train.dataset import DatasetFiles, longest_prompt, row_count
@@ -82,11 +89,14 @@ def rollout_tensor_parallel(gpus_per_node: int) -> int:
 
 def overrides(spec: TrainingSpec, identity: PodIdentity, dataset: DatasetFiles, checkpoint_dir: str) -> list[Override]:
     algorithm, resources, checkpoints = spec.algorithm, spec.resources, spec.storage.checkpoints
-    token_budget = max(MIN_TOKENS_PER_GPU, algorithm.max_prompt_length + algorithm.max_response_length)
+    sequence_length = algorithm.max_prompt_length + algorithm.max_response_length
+    token_budget = max(MIN_TOKENS_PER_GPU, sequence_length)
+    model = model_overrides(spec.model)
+    _check_context(spec, model, sequence_length)
     rendered = [
         Override("algorithm.adv_estimator", "grpo"),
         Override("algorithm.use_kl_in_reward", False),
-        *model_overrides(spec.model),
+        *model,
         Override("actor_rollout_ref.rollout.name", "vllm"),
         Override("actor_rollout_ref.rollout.n", algorithm.rollout_n, "algorithm.rolloutN"),
         Override(
@@ -105,6 +115,10 @@ def overrides(spec: TrainingSpec, identity: PodIdentity, dataset: DatasetFiles, 
         Override("data.train_batch_size", algorithm.train_batch_size, "algorithm.trainBatchSize"),
         Override("data.max_prompt_length", algorithm.max_prompt_length, "algorithm.maxPromptLength"),
         Override("data.max_response_length", algorithm.max_response_length, "algorithm.maxResponseLength"),
+        # Unset, verl validates the whole dev split in one batch, and the processor pads every clip's
+        # features to 300 s (~15.4 MB of fp32 each): 606 rows hold ~9.3 GB at once. One training
+        # step's sequences at a time bound validation by what a training step holds anyway.
+        Override("data.val_batch_size", algorithm.train_batch_size * algorithm.rollout_n),
     ]
     if spec.dataset.modality != "text":
         rendered += [
@@ -134,28 +148,78 @@ def overrides(spec: TrainingSpec, identity: PodIdentity, dataset: DatasetFiles, 
     return rendered
 
 
+MODEL_OVERRIDE_CONFIG = "actor_rollout_ref.model.override_config"
+CONTEXT_KEY = f"{MODEL_OVERRIDE_CONFIG}.max_position_embeddings"
+
+
 def model_overrides(model: str) -> list[Override]:
     """The policy model, loaded through SoundMind's Qwen2.5-Omni adapter (soundmind.models.qwen2_5_omni),
-    which verl imports from `external_lib` in every process that builds the model's config."""
+    which verl imports from `external_lib` in every process that builds the model's config.
+
+    `override_config` also carries what verl 0.9.1 would otherwise get wrong for Omni: the attention
+    implementation (verl asks for FlashAttention 2 when none is named, and the trainer image has no
+    flash-attn) and `max_position_embeddings`, which Omni keeps under `thinker_config.text_config`,
+    where verl's rollout server does not look (it would stop with "max_position_embeddings not found")."""
     return [
         Override("actor_rollout_ref.model.path", model, "model"),
         Override("actor_rollout_ref.model.external_lib", QWEN2_5_OMNI_ADAPTER),
         *(
-            Override(f"actor_rollout_ref.model.override_config.{key}", value, add=True)
+            Override(f"{MODEL_OVERRIDE_CONFIG}.{key}", value, add=True)
             for key, value in QWEN2_5_OMNI_OVERRIDE_CONFIG.items()
         ),
+        Override(f"{MODEL_OVERRIDE_CONFIG}.attn_implementation", attention_implementation(), add=True),
+        Override(CONTEXT_KEY, context_length(model), "model", add=True),
     ]
+
+
+def context_length(model: str) -> int:
+    """The thinker's context, from the checkpoint's config.json when `model` is a checkpoint on this
+    machine, else (a hub id) that of the published Qwen2.5-Omni checkpoints."""
+    config = _checkpoint_config(model)
+    if config is None:
+        return QWEN2_5_OMNI_CONTEXT
+    context = thinker_context(config)
+    if isinstance(context, bool) or not isinstance(context, int) or context <= 0:
+        raise ConfigError(
+            "model",
+            f"{Path(model) / 'config.json'} has thinker_config.text_config.max_position_embeddings {context!r}; "
+            "a Qwen2.5-Omni checkpoint has a positive integer there",
+        )
+    return context
+
+
+def _check_context(spec: TrainingSpec, model: list[Override], sequence_length: int) -> None:
+    """vLLM's max_model_len is the thinker's context: a prompt and its response must fit in it."""
+    context = next(override.value for override in model if override.key == CONTEXT_KEY)
+    if sequence_length > context:
+        raise ConfigError(
+            "algorithm.maxResponseLength",
+            f"maxPromptLength {spec.algorithm.max_prompt_length} + maxResponseLength "
+            f"{spec.algorithm.max_response_length} = {sequence_length} tokens do not fit the {context}-token "
+            f"context of {spec.model}; lower either so that they sum to at most {context}",
+        )
+
+
+def _checkpoint_config(model: str) -> dict | None:
+    """A checkpoint's config.json on this machine; None for a hub id (or a path not mounted here)."""
+    config = Path(model) / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        data = json.loads(config.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError("model", f"cannot read {config}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError("model", f"{config} holds a {type(data).__name__}, not a model config")
+    return data
 
 
 def _check_model(model: str) -> None:
     """A checkpoint on the models volume must be a Qwen2.5-Omni (a hub id is resolved by verl later)."""
-    config = Path(model) / "config.json"
-    if not config.is_file():
+    config = _checkpoint_config(model)
+    if config is None:
         return
-    try:
-        model_type = json.loads(config.read_text()).get("model_type")
-    except (OSError, ValueError) as exc:
-        raise ConfigError("model", f"cannot read {config}: {exc}") from None
+    model_type = config.get("model_type")
     if model_type != QWEN2_5_OMNI_MODEL_TYPE:
         raise ConfigError(
             "model",

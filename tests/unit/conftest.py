@@ -33,21 +33,15 @@ def process_group():
 @pytest.fixture(scope="session")
 def omni_model_config(tiny_omni_dir):
     """verl's `HFModelConfig` for the tiny Omni, as verl builds it from the rendered command: the
-    adapter's overrides (`soundmind.train.render.model_overrides`) composed against verl's schema and
-    instantiated by verl (which imports the adapter through `external_lib`)."""
+    model overrides the product renders (`soundmind.train.render.model_overrides`: the adapter, the
+    attention implementation, the thinker's context), nothing added, composed against verl's schema
+    and instantiated by verl (which imports the adapter through `external_lib`)."""
     from verl.utils.config import omega_conf_to_dataclass
 
     from soundmind.train.render import model_overrides
     from soundmind.train.verl_config import compose
 
-    config = compose(
-        [
-            *(str(override) for override in model_overrides(str(tiny_omni_dir))),
-            # No flash-attn on CPU: torch's SDPA, which separates packed samples the same way.
-            "+actor_rollout_ref.model.override_config.attn_implementation=sdpa",
-            "actor_rollout_ref.model.enable_gradient_checkpointing=false",
-        ]
-    )
+    config = compose([str(override) for override in model_overrides(str(tiny_omni_dir))])
     return omega_conf_to_dataclass(config.actor_rollout_ref.model)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -77,7 +78,85 @@ def test_the_model_is_loaded_through_the_qwen2_5_omni_adapter(prepared, tmp_path
     assert OmegaConf.to_container(model.override_config) == {
         "tie_word_embeddings": False,
         "architectures": ["Qwen2_5OmniForConditionalGeneration"],
+        # No flash-attn here (nor in the trainer image): torch's SDPA, never verl's FlashAttention 2 default.
+        "attn_implementation": "sdpa",
+        "max_position_embeddings": 32768,  # a hub id: the published Qwen2.5-Omni thinker context
     }
+
+
+def test_the_attention_follows_what_is_installed_where_the_command_is_rendered(prepared, tmp_path, monkeypatch):
+    from soundmind import models
+
+    installed = {"flash_attn"}
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        models.importlib.util, "find_spec", lambda name: object() if name in installed else real_find_spec(name)
+    )
+    spec = TrainingSpec.model_validate({"dataset": {"path": str(prepared())}})
+    _, config = plan_and_config(spec, tmp_path)
+    assert config.actor_rollout_ref.model.override_config.attn_implementation == "flash_attention_2"
+    installed.clear()
+    _, config = plan_and_config(spec, tmp_path)
+    assert config.actor_rollout_ref.model.override_config.attn_implementation == "sdpa"
+
+
+def omni_checkpoint(directory: Path, context: object) -> Path:
+    """A config.json shaped like the hub's Qwen2.5-Omni one, with the thinker's context given."""
+    directory.mkdir(parents=True)
+    text_config = {} if context is None else {"max_position_embeddings": context}
+    (directory / "config.json").write_text(
+        json.dumps({"model_type": "qwen2_5_omni", "thinker_config": {"text_config": text_config}})
+    )
+    return directory
+
+
+def test_the_rollout_context_is_the_checkpoints_thinker_context(prepared, tmp_path):
+    model = omni_checkpoint(tmp_path / "models" / "omni", 8192)
+    spec = TrainingSpec.model_validate({"model": str(model), "dataset": {"path": str(prepared())}})
+    plan, config = plan_and_config(spec, tmp_path)
+    assert config.actor_rollout_ref.model.override_config.max_position_embeddings == 8192
+    assert "+actor_rollout_ref.model.override_config.max_position_embeddings=8192" in plan.command
+
+
+@pytest.mark.parametrize("context", [None, "long", 0, True])
+def test_a_checkpoint_without_a_usable_thinker_context_is_refused(prepared, tmp_path, context):
+    model = omni_checkpoint(tmp_path / "models" / "omni", context)
+    spec = TrainingSpec.model_validate({"model": str(model), "dataset": {"path": str(prepared())}})
+    with pytest.raises(ConfigError) as refused:
+        plan_and_config(spec, tmp_path)
+    assert refused.value.field == "model"
+    assert "thinker_config.text_config.max_position_embeddings" in str(refused.value)
+    assert repr(context) in str(refused.value)
+
+
+def test_a_prompt_and_response_longer_than_the_context_are_refused(prepared, tmp_path):
+    model = omni_checkpoint(tmp_path / "models" / "omni", 6143)  # the example's 4096 + 2048 = 6144
+    spec = TrainingSpec.model_validate({"model": str(model), "dataset": {"path": str(prepared())}})
+    with pytest.raises(ConfigError) as refused:
+        plan_and_config(spec, tmp_path)
+    assert refused.value.field == "algorithm.maxResponseLength"
+    assert "= 6144 tokens do not fit the 6143-token context" in str(refused.value)
+    fitting = spec.model_copy(update={"algorithm": spec.algorithm.model_copy(update={"max_response_length": 2047})})
+    plan_and_config(fitting, tmp_path)
+
+
+def test_the_extra_args_cannot_change_the_context_the_model_decides(prepared, tmp_path):
+    spec = TrainingSpec.model_validate(
+        {
+            "dataset": {"path": str(prepared())},
+            "extraArgs": ["actor_rollout_ref.model.override_config.max_position_embeddings=131072"],
+        }
+    )
+    with pytest.raises(ConfigError, match=r"extraArgs\[0\].*spec.model decides"):
+        plan_and_config(spec, tmp_path)
+
+
+def test_validation_runs_in_batches_of_one_training_step(prepared, tmp_path):
+    spec = TrainingSpec.model_validate(
+        {"dataset": {"path": str(prepared())}, "algorithm": {"trainBatchSize": 16, "rolloutN": 4}}
+    )
+    _, config = plan_and_config(spec, tmp_path)
+    assert config.data.val_batch_size == 64  # not null: verl would validate the whole dev split at once
 
 
 def test_a_local_checkpoint_of_another_model_is_refused(prepared, tmp_path):
