@@ -43,7 +43,7 @@ CHAT_TEMPLATE = (
     "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 HIDDEN = 32
-MAX_POSITION_EMBEDDINGS = 32768  # the hub checkpoint's thinker context, what vLLM and verl derive the longest sequence from
+MAX_POSITION_EMBEDDINGS = 32768  # the hub thinker's context, whence vLLM and verl derive the longest sequence
 SEED = 0
 
 
