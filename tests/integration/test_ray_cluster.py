@@ -7,10 +7,13 @@ The worker finds the head at the name the operator puts in SOUNDMIND_HEAD_ADDRES
 /etc/hosts resolves as the headless Service's DNS record would. Each node advertises
 `gpusPerNode` GPUs: Ray takes `--num-gpus` without a device.
 
-Proved: the head's cluster view counts 2 nodes and 2 x gpusPerNode GPUs, and then the head runs verl's
-driver with exactly the rendered command (on CPU the driver fails once it loads the model: the
-test prints where); a worker that never comes ends the head with EXIT_WORKERS_MISSING after
-`--join-timeout`; a head that dies ends the worker with EXIT_HEAD_LOST.
+Proved: the head's cluster view counts 2 nodes and 2 x gpusPerNode GPUs; each node's object store
+is in its pod's in-memory /dev/shm; the head then runs verl's driver with exactly the rendered
+command, and that driver passes verl's config checks and joins this cluster. Where it stops here
+the test prints (with the shared test environment: verl's TaskRunner imports `transfer_queue`, which
+the trainer image's lock has and the environment's verl requirements do not). A worker that never
+comes ends the head with EXIT_WORKERS_MISSING after `--join-timeout`; a head that dies ends the
+worker with EXIT_HEAD_LOST.
 
 Not a Kubernetes test (no control plane), but it needs root and creates network namespaces, so it
 lives with the integration tests and runs under their lock. Ray starts in tens of seconds here; the
@@ -26,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kubernetes.utils import parse_quantity
 
 from soundmind.api.training import TrainingSpec
 from soundmind.train import contract
@@ -98,7 +102,7 @@ def pods(tmp_path: Path, shared: Path, network: PodNetwork) -> Iterator[callable
             argv,
             shared=shared,
             hosts={HEAD_NAME: network.ip(0)},
-            shm_size=spec.resources.shm_size,
+            shm_bytes=int(parse_quantity(spec.resources.shm_size)),
             env=env,
             log=tmp_path / f"pod-{index}.log",
         )
@@ -108,8 +112,8 @@ def pods(tmp_path: Path, shared: Path, network: PodNetwork) -> Iterator[callable
     yield start
     for pod in started:
         pod.stop(timeout=0)
-        leftovers = pod.processes()
-        assert not leftovers, f"{pod.name} left processes: {leftovers}"
+    for pod in started:
+        assert not pod.leftovers(), f"{pod.name} left processes behind: {pod.leftovers(0)}"
 
 
 def _load(shared: Path) -> dict:
@@ -157,8 +161,18 @@ def wait_for_driver(head: Pod, timeout: float) -> list[str]:
                 return argv
         if head.exited():
             break
-        time.sleep(0.05)
+        time.sleep(0.2)
     raise AssertionError(f"no verl driver seen in the head pod within {timeout:g}s:\n{head.log_tail(60)}")
+
+
+def object_store_files(pod: Pod) -> list[str]:
+    """The files the pod's raylet maps its object store (Ray's plasma) from."""
+    files = set()
+    for pid, argv in pod.processes().items():
+        if argv and Path(argv[0]).name == "raylet":
+            maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
+            files |= {line.split(None, 5)[5] for line in maps if line.count(" ") >= 5 and "plasma" in line}
+    return sorted(files)
 
 
 def driver_stop(output: str) -> str:
@@ -177,19 +191,28 @@ def test_two_pods_form_the_cluster_and_the_head_starts_verls_driver(shared, pods
         f"soundmind: ray start --address={HEAD_NAME}:{contract.RAY_HEAD_PORT} --num-gpus={GPUS_PER_NODE}"
         in worker.output()
     )
+    # Each node's object store is in its pod's in-memory /dev/shm (half of resources.shmSize).
+    for pod in (head, worker):
+        files = object_store_files(pod)
+        print(f"\n[ray cluster] {pod.name}'s raylet maps its object store from {files}")
+        assert files and all(file.startswith("/dev/shm/plasma") for file in files), files
     driver = wait_for_driver(head, timeout=120)
     figure("head start to verl's driver process", time.monotonic() - head.started_at)
     assert driver == rendered_command(shared)
 
     code = head.wait(timeout=STARTUP)
-    figure("head start to head exit", time.monotonic() - head.started_at)
+    ended = time.monotonic()
+    figure("head start to head exit", ended - head.started_at)
     output = head.output()
     print(f"\n[ray cluster] verl's driver exited {code}; it stops at: {driver_stop(output)}")
+    # verl checked the rendered config and its driver joined this cluster (not a new local one).
+    assert "[validate_config] All configuration checks passed successfully!" in output
+    assert "Connected to Ray cluster." in output
     assert f"verl driver exited {code}" in output
     assert finished_marker(shared).read_text().strip() == str(code)
     # The head stopped Ray after writing the marker: the worker ends as finished, not as lost.
     assert worker.wait(timeout=STARTUP) == contract.EXIT_OK, worker.log_tail(60)
-    figure("head exit to worker exit", time.monotonic() - head.started_at)
+    figure("head exit to worker exit 0", time.monotonic() - ended)
 
 
 def test_the_head_gives_up_when_a_worker_never_comes(shared, pods):

@@ -8,9 +8,9 @@ not the internet, not each other's loopback.
 A :class:`Pod` runs one program in one of those network namespaces with, besides, its own PID
 namespace (the program is PID 1 and sees only its own processes: `ray stop --force` stops this pod's
 Ray, not the machine's) and its own mount namespace with a fresh in-memory ``/dev/shm`` of the pod's
-size and ``/tmp`` (Ray keeps its sessions and sockets there), and ``/etc/hosts`` naming the other pods
-(how a pod finds index 0 through the headless Service). The ``shared`` directory stays visible at
-its own path, like a ReadWriteMany volume every pod mounts.
+size, its own ``/tmp`` and home directory (Ray keeps its sessions, sockets and auth token there),
+and ``/etc/hosts`` naming the other pods (how a pod finds index 0 through the headless Service).
+The ``shared`` directory stays visible at its own path, like a ReadWriteMany volume every pod mounts.
 
 Stopping a pod kills its PID 1, and Linux then kills everything in the pod. Needs root, ``ip``,
 ``nsenter`` and ``unshare`` (util-linux); namespaces are entered with ``nsenter --net``, not
@@ -36,7 +36,8 @@ _LIBC = ctypes.CDLL(None, use_errno=True)
 _MNT_DETACH = 2
 
 # PID 1 of the pod: mounts what the pod has, then execs the program. $1: the shared directory,
-# $2: the hosts file, $3: /dev/shm's size; the program follows.
+# $2: the hosts file, $3: /dev/shm's size in bytes; the program follows. HOME is the pod's own too:
+# Ray keeps state there (~/.ray/auth_token turns token authentication on for `ray start --head`).
 _POD_INIT = """\
 set -eu
 shared=$1 hosts=$2 shm=$3
@@ -45,9 +46,10 @@ mount --bind "$shared" /mnt
 mount --bind "$hosts" /etc/hosts
 mount -t tmpfs -o "size=$shm" shm /dev/shm
 mount -t tmpfs -o mode=1777 tmp /tmp
-mkdir -p "$shared"
+mkdir -p "$shared" /tmp/home
 mount --bind /mnt "$shared"
 umount /mnt
+export HOME=/tmp/home
 exec "$@"
 """
 
@@ -118,7 +120,7 @@ class Pod(LocalProcess):
         *,
         shared: Path,
         hosts: dict[str, str],
-        shm_size: str,
+        shm_bytes: int,
         env: dict[str, str],
         log: Path,
     ):
@@ -128,13 +130,24 @@ class Pod(LocalProcess):
         hosts_file.write_text("\n".join(lines) + "\n")
         pod = ["nsenter", f"--net={network.netns(index)}", "--"]
         pod += ["unshare", "--pid", "--fork", "--kill-child", "--mount", "--propagation", "private", "--mount-proc"]
-        pod += ["--", "sh", "-c", _POD_INIT, name, str(shared), str(hosts_file), shm_size, *argv]
+        pod += ["--", "sh", "-c", _POD_INIT, name, str(shared), str(hosts_file), str(shm_bytes), *argv]
         super().__init__(name, pod, log, env=env)
         self.started_at = 0.0
+        self.pid_namespace: str | None = None  # e.g. "pid:[4026532890]", known once started
 
     def start(self, **kwargs) -> Pod:
         self.started_at = time.monotonic()
         super().start(**kwargs)
+        deadline = time.monotonic() + 10
+        while self.pid_namespace is None and time.monotonic() < deadline and not self.exited():
+            init = self.init_pid()
+            try:
+                self.pid_namespace = os.readlink(f"/proc/{init}/ns/pid") if init else None
+            except OSError:
+                pass
+            time.sleep(0.01)
+        if self.pid_namespace is None:
+            raise AssertionError(f"{self.name} did not start its PID namespace:\n{self.log_tail()}")
         return self
 
     def init_pid(self) -> int | None:
@@ -148,26 +161,26 @@ class Pod(LocalProcess):
         return int(children[0]) if children else None
 
     def processes(self) -> dict[int, list[str]]:
-        """Every process in the pod, by host PID: its argv."""
-        init = self.init_pid()
-        if init is None:
-            return {}
-        try:
-            namespace = os.readlink(f"/proc/{init}/ns/pid")
-        except OSError:
-            return {}
+        """Every process in the pod, by host PID: its argv (also after PID 1 has gone)."""
         found = {}
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
             try:
-                if os.readlink(entry / "ns/pid") != namespace:
+                if os.readlink(entry / "ns/pid") != self.pid_namespace:
                     continue
                 argv = (entry / "cmdline").read_bytes().split(b"\0")[:-1]
             except OSError:
                 continue
             found[int(entry.name)] = [part.decode(errors="replace") for part in argv]
         return found
+
+    def leftovers(self, timeout: float = 10) -> dict[int, list[str]]:
+        """What still runs in the pod after it was stopped (nothing, once Linux has reaped it)."""
+        deadline = time.monotonic() + timeout
+        while (left := self.processes()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return left
 
     def kill(self) -> None:
         """The pod dies at once (its node lost, say): SIGKILL to PID 1 ends every process in it."""

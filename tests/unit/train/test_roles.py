@@ -153,7 +153,10 @@ def test_head_runs_the_driver_once_the_cluster_is_complete_then_exports(tmp_path
     ]
     assert call["modules"] == "soundmind.models.qwen2_5_omni"  # the merger resolves Omni through the adapter
     assert finished_marker(tmp_path).read_text().strip() == "0"
-    assert ray_calls(fake_ray)[0].startswith("start --head") and ray_calls(fake_ray)[-1] == "stop --force"
+    # The default resources.shmSize, 64Gi: Ray's object store gets half of it.
+    object_store = "--object-store-memory=34359738368"
+    head = f"start --head --port={contract.RAY_HEAD_PORT} --num-gpus=4 {object_store} --disable-usage-stats"
+    assert ray_calls(fake_ray) == [head, "stop --force"]
 
 
 def test_a_failed_export_fails_the_head_and_reports_no_model(tmp_path, fake_ray, prepared, monkeypatch, capfd):
