@@ -158,8 +158,11 @@ def export_model(plan: LaunchPlan, reporter: ProgressReporter) -> int:
 
 
 def run_driver(plan: LaunchPlan) -> int:
-    """Run verl's driver; a SIGTERM to this process (pod deletion) is passed on to it."""
-    driver = subprocess.Popen(plan.command, env={**os.environ, **plan.env})
+    """Run verl's driver; a SIGTERM to this process (pod deletion) is passed on to it. It runs in the
+    attempt's log directory on the checkpoint volume: verl's Hydra entry point first creates
+    `outputs/<date>/<time>/` (the resolved config, the driver's log) in its working directory, and the
+    image's (/workspace) is not the trainer user's to write."""
+    driver = subprocess.Popen(plan.command, env={**os.environ, **plan.env}, cwd=Path(plan.log_path).parent)
     previous = signal.signal(signal.SIGTERM, lambda *_: driver.terminate())
     try:
         return driver.wait()

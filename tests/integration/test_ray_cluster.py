@@ -2,7 +2,8 @@
 trainer lock: `soundmind train` as index 0 (Ray head, the production cluster view
 `soundmind.train.ray_view`, verl's driver) and as index 1 (a Ray worker), each in a pod of its own
 made without Kubernetes (:mod:`tests.support.netns_pods`: network, PID and mount namespaces, an
-in-memory /dev/shm of `resources.shmSize`), with the environment the operator gives training pods.
+in-memory /dev/shm of `resources.shmSize`, a read-only working directory as the image's is to its
+user), with the environment the operator gives training pods.
 The worker finds the head at the name the operator puts in SOUNDMIND_HEAD_ADDRESS, which its
 /etc/hosts resolves as the headless Service's DNS record would. Each node advertises
 `gpusPerNode` GPUs: Ray takes `--num-gpus` without a device.
@@ -209,6 +210,8 @@ def test_two_pods_form_the_cluster_and_the_head_starts_verls_driver(shared, pods
     assert "[validate_config] All configuration checks passed successfully!" in output
     assert "Connected to Ray cluster." in output
     assert f"verl driver exited {code}" in output
+    # Hydra's outputs/ went to the attempt's log directory: the pod's working directory is read-only.
+    assert (finished_marker(shared).parent / "outputs").is_dir()
     assert finished_marker(shared).read_text().strip() == str(code)
     # The head stopped Ray after writing the marker: the worker ends as finished, not as lost.
     assert worker.wait(timeout=STARTUP) == contract.EXIT_OK, worker.log_tail(60)

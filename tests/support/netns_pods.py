@@ -9,7 +9,8 @@ A :class:`Pod` runs one program in one of those network namespaces with, besides
 namespace (the program is PID 1 and sees only its own processes: `ray stop --force` stops this pod's
 Ray, not the machine's) and its own mount namespace with a fresh in-memory ``/dev/shm`` of the pod's
 size, its own ``/tmp`` and home directory (Ray keeps its sessions, sockets and auth token there),
-and ``/etc/hosts`` naming the other pods (how a pod finds index 0 through the headless Service).
+``/etc/hosts`` naming the other pods (how a pod finds index 0 through the headless Service), and
+a read-only working directory (the trainer image's /workspace is not its user's to write).
 The ``shared`` directory stays visible at its own path, like a ReadWriteMany volume every pod mounts.
 
 Stopping a pod kills its PID 1, and Linux then kills everything in the pod. Needs root, ``ip``,
@@ -38,6 +39,7 @@ _MNT_DETACH = 2
 # PID 1 of the pod: mounts what the pod has, then execs the program. $1: the shared directory,
 # $2: the hosts file, $3: /dev/shm's size in bytes; the program follows. HOME is the pod's own too:
 # Ray keeps state there (~/.ray/auth_token turns token authentication on for `ray start --head`).
+# The working directory is read-only, as the trainer image's /workspace is to its non-root user.
 _POD_INIT = """\
 set -eu
 shared=$1 hosts=$2 shm=$3
@@ -49,6 +51,8 @@ mount -t tmpfs -o mode=1777 tmp /tmp
 mkdir -p "$shared" /tmp/home
 mount --bind /mnt "$shared"
 umount /mnt
+mount -t tmpfs -o ro,size=4k workspace /mnt
+cd /mnt
 export HOME=/tmp/home
 exec "$@"
 """

@@ -98,6 +98,7 @@ with log.open("w") as out:
     for step in (1, 2):
         out.write(json.dumps({{"step": step, "data": {{"critic/score/mean": step / 2, "training/epoch": 0}}}}) + "\\n")
 (checkpoints / "latest_checkpointed_iteration.txt").write_text("2")
+pathlib.Path("outputs").mkdir()  # as verl's Hydra entry point does, in the working directory
 """
 
 
@@ -153,6 +154,7 @@ def test_head_runs_the_driver_once_the_cluster_is_complete_then_exports(tmp_path
     ]
     assert call["modules"] == "soundmind.models.qwen2_5_omni"  # the merger resolves Omni through the adapter
     assert finished_marker(tmp_path).read_text().strip() == "0"
+    assert (Path(plan.log_path).parent / "outputs").is_dir()  # the driver ran in the attempt's log directory
     # The default resources.shmSize, 64Gi: Ray's object store gets half of it.
     object_store = "--object-store-memory=34359738368"
     head = f"start --head --port={contract.RAY_HEAD_PORT} --num-gpus=4 {object_store} --disable-usage-stats"
