@@ -74,9 +74,11 @@ def shared(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def network(tmp_path: Path, shared: Path) -> Iterator[PodNetwork]:
-    net = PodNetwork(tmp_path / "net").create()
-    yield net
-    net.remove()
+    net = PodNetwork(tmp_path / "net")
+    try:
+        yield net.create()
+    finally:
+        net.remove()  # also what a failed create made
 
 
 @pytest.fixture
@@ -107,8 +109,8 @@ def pods(tmp_path: Path, shared: Path, network: PodNetwork) -> Iterator[callable
             env=env,
             log=tmp_path / f"pod-{index}.log",
         )
-        started.append(pod.start())
-        return pod
+        started.append(pod)  # stopped at the end even if its start fails half-way
+        return pod.start()
 
     yield start
     for pod in started:
