@@ -19,12 +19,20 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 from soundmind.train import contract
+from soundmind.train.errors import ConfigError
 
 RAY = "ray"  # the executable, from PATH
 VIEW_COMMAND = (sys.executable, "-m", "soundmind.train.ray_view")
+# Ray's object store lives in /dev/shm, of which the pod has resources.shmSize; NCCL and the data
+# loaders need the rest. Left to itself, Ray takes 30% of the pod's memory capped at 95% of /dev/shm,
+# and when /dev/shm is smaller than that (any shmSize under about 10 GB) puts the store on the
+# container's disk instead, with a warning nobody sees.
+OBJECT_STORE_SHARE_OF_SHM = 0.5
+RAY_MIN_OBJECT_STORE_BYTES = 75 * 1024 * 1024  # Ray refuses a smaller object store
 
 
 class ClusterError(RuntimeError):
@@ -57,8 +65,28 @@ def command_view(command: Sequence[str], timeout: float = 30.0) -> Callable[[], 
     return view
 
 
-def start_head(gpus_per_node: int, port: int = contract.RAY_HEAD_PORT) -> None:
-    _ray("start", "--head", f"--port={port}", f"--num-gpus={gpus_per_node}", "--disable-usage-stats")
+def object_store_bytes(shm_size: str) -> int:
+    """The Ray object store of a pod with `shm_size` (a Kubernetes quantity) of /dev/shm."""
+    from kubernetes.utils import parse_quantity
+
+    size = int(parse_quantity(shm_size) * Decimal(str(OBJECT_STORE_SHARE_OF_SHM)))
+    if size < RAY_MIN_OBJECT_STORE_BYTES:
+        need = RAY_MIN_OBJECT_STORE_BYTES / OBJECT_STORE_SHARE_OF_SHM / 2**20
+        raise ConfigError(
+            "resources.shmSize",
+            f"{shm_size} leaves Ray's object store {size} bytes ({OBJECT_STORE_SHARE_OF_SHM:.0%} of /dev/shm), "
+            f"under the {RAY_MIN_OBJECT_STORE_BYTES} Ray needs; set at least {need:.0f}Mi",
+        )
+    return size
+
+
+def _node_arguments(gpus_per_node: int, object_store: int) -> list[str]:
+    """What every node of the cluster advertises, head and workers alike."""
+    return [f"--num-gpus={gpus_per_node}", f"--object-store-memory={object_store}", "--disable-usage-stats"]
+
+
+def start_head(gpus_per_node: int, object_store: int, port: int = contract.RAY_HEAD_PORT) -> None:
+    _ray("start", "--head", f"--port={port}", *_node_arguments(gpus_per_node, object_store))
 
 
 def stop_ray() -> None:
@@ -124,12 +152,12 @@ def wait_for_port(host: str, port: int, timeout: float, poll: float = 1.0) -> bo
             time.sleep(poll)
 
 
-def run_worker(head: str, gpus_per_node: int, log_path: str, join_timeout: float, port: int) -> int:
+def run_worker(head: str, gpus_per_node: int, object_store: int, log_path: str, join_timeout: float, port: int) -> int:
     """Join the head, block until the Ray worker ends, and say whether the head finished or was lost."""
     if not wait_for_port(head, port, join_timeout):
         print(f"soundmind: the Ray head {head}:{port} was not reachable within {join_timeout:g}s", file=sys.stderr)
         return contract.EXIT_HEAD_LOST
-    command = [RAY, "start", f"--address={head}:{port}", f"--num-gpus={gpus_per_node}", "--disable-usage-stats"]
+    command = [RAY, "start", f"--address={head}:{port}", *_node_arguments(gpus_per_node, object_store)]
     print("soundmind: " + " ".join([*command, "--block"]), flush=True)
     code = subprocess.run([*command, "--block"]).returncode
     if finished_marker(log_path).exists():

@@ -74,11 +74,13 @@ def launch(
     dry_run: bool = False,
     patch_status: Callable[[], StatusPatch | None] = lambda: None,
 ) -> int:
+    object_store = cluster.object_store_bytes(spec.resources.shm_size)  # a dry run checks it too
     if not identity.is_head and not dry_run:
         checkpoint_dir = contract.checkpoint_dir(identity.training_name, options.checkpoints_root)
         return cluster.run_worker(
             identity.head_address,
             spec.resources.gpus_per_node,
+            object_store,
             contract.attempt_log_path(checkpoint_dir, identity.attempt),
             options.join_timeout,
             options.ray_port,
@@ -125,7 +127,8 @@ def train(spec: TrainingSpec, plan: LaunchPlan, options: Options) -> int:
     GPUs are released while the head exports."""
     code = 1
     try:
-        cluster.start_head(spec.resources.gpus_per_node, options.ray_port)
+        object_store = cluster.object_store_bytes(spec.resources.shm_size)
+        cluster.start_head(spec.resources.gpus_per_node, object_store, options.ray_port)
         state = cluster.wait_for_nodes(
             cluster.command_view(options.view_command),
             spec.resources.nodes,

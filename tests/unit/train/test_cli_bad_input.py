@@ -136,3 +136,9 @@ def test_the_pod_itself_still_needs_its_name(tmp_path, prepared):
     base = {k: v for k, v in os.environ.items() if not k.startswith("SOUNDMIND_")}
     real = subprocess.run(command, env=base, capture_output=True, text=True, timeout=120)
     assert real.returncode == EXIT_CONFIG and f"env {contract.ENV_TRAINING_NAME}" in real.stderr
+
+
+def test_a_dev_shm_too_small_for_rays_object_store_is_refused(tmp_path, prepared):
+    spec = {"dataset": {"path": str(prepared())}, "resources": {"shmSize": "100Mi"}}
+    err = refused(train(tmp_path, spec), "resources.shmSize")
+    assert "100Mi leaves Ray's object store 52428800 bytes (50% of /dev/shm)" in err and "at least 150Mi" in err
