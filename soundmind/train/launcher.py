@@ -1,5 +1,6 @@
-"""What a training pod does, by role: the head (index 0) and the workers. `soundmind.train.cli` is
-the thin argument layer over `launch`."""
+"""What a training pod does, by role: the head (index 0) and the workers, each after checking that its
+node can run the image (`soundmind.train.preflight`). `soundmind.train.cli` is the thin argument
+layer over `launch`."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from soundmind.api.training import TrainingSpec
-from soundmind.train import cluster, contract, export
+from soundmind.train import cluster, contract, export, preflight
 from soundmind.train.config import PodIdentity
 from soundmind.train.dataset import DatasetFiles, ensure_prepared, locate
 from soundmind.train.errors import ConfigError
@@ -73,6 +74,8 @@ def launch(
     dry_run: bool = False,
     patch_status: Callable[[], StatusPatch | None] = lambda: None,
 ) -> int:
+    if not dry_run:  # every pod, before Ray and before the data set is prepared
+        say("preflight: " + preflight.check(spec).describe())
     if not identity.is_head and not dry_run:
         checkpoint_dir = contract.checkpoint_dir(identity.training_name, options.checkpoints_root)
         return cluster.run_worker(

@@ -1,5 +1,6 @@
 """Role selection and the Ray bootstrap, run as real processes: `soundmind train` with a fake `ray`
-executable first on PATH (it records its arguments) and a fake cluster view command."""
+executable first on PATH (it records its arguments), a fake cluster view command, and a fake NVML
+first on PYTHONPATH (a node with a driver its preflight accepts: tests/support/nvml.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from soundmind.train.config import PodIdentity
 from soundmind.train.dataset import locate
 from soundmind.train.launcher import Options, run_head
 from soundmind.train.render import render
+from tests.support import nvml
 
 FAKE_RAY = """\
 #!{python}
@@ -57,12 +59,21 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def train(tmp_path, spec: dict, env: dict[str, str], *arguments: str, index: int) -> subprocess.CompletedProcess:
+NODE = "gpu-node-7"
+
+
+def train(
+    tmp_path, spec: dict, env: dict[str, str], *arguments: str, index: int, **driver
+) -> subprocess.CompletedProcess:
+    """`soundmind train` as pod `index` on NODE, whose NVML is `nvml.write(**driver)`."""
     config = tmp_path / "training.yaml"
     config.write_text(json.dumps(spec))
+    node_nvml = nvml.write(tmp_path / "nvml", **driver)
     pod_env = {
         **os.environ,
         **env,
+        "PYTHONPATH": os.pathsep.join([str(node_nvml), *filter(None, [os.environ.get("PYTHONPATH")])]),
+        contract.ENV_NODE_NAME: NODE,
         contract.ENV_TRAINING_NAME: "alr-grpo",
         contract.ENV_NAMESPACE: "ml",
         contract.ENV_ATTEMPT: "1",
@@ -78,7 +89,7 @@ def finished_marker(tmp_path: Path) -> Path:
     return tmp_path / "ckpt" / "alr-grpo" / "logs" / "attempt-1.jsonl.finished"
 
 
-TWO_NODES = {"resources": {"nodes": 2, "gpusPerNode": 4}}
+TWO_NODES = {"resources": {"nodes": 2, "gpusPerNode": 4, "shmSize": "1Mi"}}  # /dev/shm here may be small
 
 
 def test_head_gives_up_when_not_every_node_joins(tmp_path, fake_ray, prepared):
