@@ -43,7 +43,10 @@ def describe(plan: LaunchPlan) -> str:
     lines = [f"export {name}={shlex.quote(value)}" for name, value in plan.env.items()]
     program, arguments = plan.command[:3], plan.command[3:]  # python -m verl.trainer.main_ppo
     lines.append(" \\\n    ".join([shlex.join(program), *(shlex.quote(part) for part in arguments)]))
-    lines.append("# when verl succeeds, the head exports its last checkpoint into status.model:")
+    lines.append(
+        "# when verl succeeds, the head exports its last checkpoint into status.model"
+        " (audio output off, the model's processor files copied in):"
+    )
     exporting = [f"{name}={shlex.quote(value)}" for name, value in export.MERGER_ENV.items()]
     lines.append(" ".join([*exporting, shlex.join(plan.export_command())]))
     return "\n".join(lines)
@@ -114,7 +117,7 @@ def run_head(spec: TrainingSpec, plan: LaunchPlan, options: Options, patch_statu
     try:
         code = train(spec, plan, options)
         if code == contract.EXIT_OK:
-            code = export_model(plan, reporter)
+            code = export_model(spec, plan, reporter)
         return code
     finally:
         stop.set()
@@ -147,9 +150,9 @@ def train(spec: TrainingSpec, plan: LaunchPlan, options: Options) -> int:
         cluster.stop_ray()
 
 
-def export_model(plan: LaunchPlan, reporter: ProgressReporter) -> int:
+def export_model(spec: TrainingSpec, plan: LaunchPlan, reporter: ProgressReporter) -> int:
     try:
-        reporter.model = export.export_last_checkpoint(plan.checkpoint_dir, plan.merger, say)
+        reporter.model = export.export_last_checkpoint(plan.checkpoint_dir, plan.merger, spec.model, say)
     except export.ExportError as exc:
         print(f"soundmind: training succeeded but the export failed: {exc}", file=sys.stderr, flush=True)
         return contract.EXIT_EXPORT_FAILED

@@ -136,13 +136,15 @@ with log.open("w") as out:
 """
 
 
-# Stands in for verl's model merger: records its arguments and the modules verl would import.
+# Stands in for verl's model merger: records its arguments and the modules verl would import, and
+# writes the Omni config as the merger does (audio output on, as in the source).
 MERGER = """\
 import json, os, pathlib, sys
 target = pathlib.Path(sys.argv[sys.argv.index("--target_dir") + 1])
 target.mkdir(parents=True)
 call = {{"argv": sys.argv[1:], "modules": os.environ["VERL_USE_EXTERNAL_MODULES"]}}
 (target / "call.json").write_text(json.dumps(call))
+(target / "config.json").write_text(json.dumps({{"model_type": "qwen2_5_omni", "enable_audio_output": True}}))
 sys.exit({exit_code})
 """
 
@@ -187,6 +189,7 @@ def test_head_runs_the_driver_once_the_cluster_is_complete_then_exports(tmp_path
         exported,
     ]
     assert call["modules"] == "soundmind.models.qwen2_5_omni"  # the merger resolves Omni through the adapter
+    assert json.loads((Path(exported) / "config.json").read_text())["enable_audio_output"] is False  # served as text
     assert finished_marker(tmp_path).read_text().strip() == "0"
     assert ray_calls(fake_ray)[0].startswith("start --head") and ray_calls(fake_ray)[-1] == "stop --force"
 
