@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -44,17 +43,16 @@ class NodeFacts:
         return f"node {self.node}: {driver}, {self.gpus} GPU(s), {contract.SHM_MOUNT} {size_text(self.shm_bytes)}"
 
 
-def node_name(env: Mapping[str, str] | None = None) -> str:
+def node_name() -> str:
     """The node, as the operator's downward API gives it; the pod's host name where it does not."""
-    env = os.environ if env is None else env
-    return env.get(contract.ENV_NODE_NAME) or f"unknown (pod {socket.gethostname()})"
+    return os.environ.get(contract.ENV_NODE_NAME) or f"unknown (pod {socket.gethostname()})"
 
 
-def inspect(nvml: ModuleType | None = None, shm_path: str = contract.SHM_MOUNT, node: str | None = None) -> NodeFacts:
-    """Read the driver version and GPU count through NVML, and the size of `shm_path`."""
-    stat = os.statvfs(shm_path)
+def inspect(nvml: ModuleType | None = None) -> NodeFacts:
+    """Read the driver version and GPU count through NVML (`pynvml` unless given), and the size of /dev/shm."""
+    stat = os.statvfs(contract.SHM_MOUNT)
     shm_bytes = stat.f_blocks * stat.f_frsize
-    node = node or node_name()
+    node = node_name()
     if nvml is None:
         try:
             import pynvml as nvml
@@ -62,13 +60,13 @@ def inspect(nvml: ModuleType | None = None, shm_path: str = contract.SHM_MOUNT, 
             return NodeFacts(node, None, 0, shm_bytes, f"nvidia-ml-py is not installed ({exc})")
     try:
         nvml.nvmlInit()
+        try:
+            driver = nvml.nvmlSystemGetDriverVersion()
+            gpus = nvml.nvmlDeviceGetCount()
+        finally:
+            nvml.nvmlShutdown()
     except nvml.NVMLError as exc:
         return NodeFacts(node, None, 0, shm_bytes, f"NVML: {exc}")
-    try:
-        driver = nvml.nvmlSystemGetDriverVersion()
-        gpus = nvml.nvmlDeviceGetCount()
-    finally:
-        nvml.nvmlShutdown()
     return NodeFacts(node, driver.decode() if isinstance(driver, bytes) else str(driver), int(gpus), shm_bytes)
 
 
@@ -92,9 +90,9 @@ def problems(facts: NodeFacts, spec: TrainingSpec) -> list[str]:
     return found
 
 
-def check(spec: TrainingSpec, nvml: ModuleType | None = None, shm_path: str = contract.SHM_MOUNT) -> NodeFacts:
+def check(spec: TrainingSpec, nvml: ModuleType | None = None) -> NodeFacts:
     """The node's facts if it can run `spec`'s pod; PreflightError naming the node and every problem."""
-    facts = inspect(nvml, shm_path)
+    facts = inspect(nvml)
     found = problems(facts, spec)
     if found:
         raise PreflightError(f"node {facts.node}: " + "; ".join(found))
