@@ -137,7 +137,10 @@ def export_last_checkpoint(
     if done.returncode != 0:
         raise ExportError(f"verl's model merger exited {done.returncode} exporting global_step_{step}")
     target = export_dir(checkpoint_dir, step)
-    complete_for_serving(Path(target), source_model, say)
+    try:
+        complete_for_serving(Path(target), source_model, say)
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"cannot complete the export {target} for serving: {exc}") from None
     return ModelStatus(path=target, step=step)
 
 
@@ -145,10 +148,7 @@ def complete_for_serving(target: Path, source_model: str, say: Callable[[str], N
     """Turn off audio output in `target`'s config, and put the source model's processor, tokenizer,
     chat template and generation files in place of the merger's."""
     config_path = target / "config.json"
-    try:
-        config = json.loads(config_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ExportError(f"the merger's {config_path} cannot be read: {exc}") from None
+    config = json.loads(config_path.read_text())
     config["enable_audio_output"] = False  # the thinker only: no talker weights, no spk_dict.pt
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     source = model_files(source_model)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -39,6 +40,17 @@ def test_an_argument_verl_does_not_know_is_refused_with_argparses_message():
     with pytest.raises(ConfigError) as refused:
         export.check_merge_arguments([*export.merge_arguments("/checkpoints/x", 1), "--no-such-flag"])
     assert "unrecognized arguments: --no-such-flag" in str(refused.value)
+
+
+def test_a_merger_output_that_cannot_be_completed_fails_the_export_naming_it(tmp_path):
+    (tmp_path / "latest_checkpointed_iteration.txt").write_text("2")
+    writes_no_config = (
+        "import pathlib, sys; pathlib.Path(sys.argv[sys.argv.index('--target_dir') + 1]).mkdir(parents=True)"
+    )
+    with pytest.raises(export.ExportError) as failed:
+        export.export_last_checkpoint(str(tmp_path), [sys.executable, "-c", writes_no_config], str(tmp_path), print)
+    assert f"cannot complete the export {tmp_path}/export/global_step_2 for serving" in str(failed.value)
+    assert "config.json" in str(failed.value)
 
 
 @pytest.fixture(scope="module")
