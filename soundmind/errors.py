@@ -11,7 +11,8 @@ Exit codes:
     1    eval: the run is incomplete (some rows unanswered; the partial report is written)
     2    bad arguments or bad input data (argparse's own code for usage errors)
     73   an output cannot be written (EX_CANTCREAT): permissions, a full disk, a path that is a file
-    78   train: the spec, the data set or a verl override cannot work (EX_CONFIG; never retried)
+    78   train: the spec, the data set or a verl override cannot work, or the pod's node cannot run it
+         (driver, GPUs, /dev/shm: `soundmind.train.preflight`) (EX_CONFIG; never retried)
     130  interrupted by SIGINT (128 + 2)
     143  terminated by SIGTERM (128 + 15), what a pod gets when it is deleted
 """

@@ -25,6 +25,7 @@ ENV_TRAINING_NAME = "SOUNDMIND_TRAINING_NAME"  # the SoundMindTraining the pod r
 ENV_NAMESPACE = "SOUNDMIND_NAMESPACE"  # from the downward API
 ENV_ATTEMPT = "SOUNDMIND_ATTEMPT"  # 1 + retries so far; keeps each attempt's verl log apart
 ENV_HEAD_ADDRESS = "SOUNDMIND_HEAD_ADDRESS"  # stable DNS name of index 0 (headless Service)
+ENV_NODE_NAME = "SOUNDMIND_NODE_NAME"  # from the downward API: the preflight names the node it failed on
 ENV_JOB_INDEX = "JOB_COMPLETION_INDEX"  # set by the Job controller for Indexed Jobs
 
 # The trainer image's numeric non-root user (images/trainer/Dockerfile; a test ties the two): the pod
@@ -37,7 +38,7 @@ METRICS_PORT = 9400  # the head's Prometheus endpoint (progress of the run)
 # `soundmind train` exit codes. The Job's podFailurePolicy fails the Job at once, without retry,
 # on CONFIG_ERROR: the same spec would fail the same way again.
 EXIT_OK = 0
-EXIT_CONFIG_ERROR = 78  # EX_CONFIG (sysexits.h): the spec, data or verl overrides are invalid
+EXIT_CONFIG_ERROR = 78  # EX_CONFIG (sysexits.h): the spec, data or verl overrides are invalid, or the node can't run it
 EXIT_HEAD_LOST = 75  # EX_TEMPFAIL: a worker lost its Ray head; a retry may succeed
 EXIT_WORKERS_MISSING = 69  # EX_UNAVAILABLE: not every node joined the Ray cluster in time; a retry may succeed
 EXIT_EXPORT_FAILED = 74  # EX_IOERR: verl succeeded but its model merger did not; a retry resumes and exports again

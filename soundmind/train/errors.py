@@ -1,5 +1,5 @@
-"""The one error for a spec, data set or verl override that cannot work: exit code
-EXIT_CONFIG_ERROR (the Job then fails at once, without retries). See `soundmind.errors`."""
+"""The errors of a training that the same spec would meet again: exit code EXIT_CONFIG_ERROR (the Job
+then fails at once, without retries). See `soundmind.errors`."""
 
 from __future__ import annotations
 
@@ -16,3 +16,11 @@ class ConfigError(SoundMindError):
         self.field = field
         self.reason = reason
         super().__init__(f"{field}: {reason}")
+
+
+class PreflightError(SoundMindError):
+    """The pod's node cannot run the training as specified (`soundmind.train.preflight`): the message
+    names the node, and for each problem what was found and what is needed."""
+
+    exit_code = EXIT_CONFIG
+    kind = "preflight failed"

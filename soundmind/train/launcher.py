@@ -1,5 +1,6 @@
-"""What a training pod does, by role: the head (index 0) and the workers. `soundmind.train.cli` is
-the thin argument layer over `launch`."""
+"""What a training pod does, by role: the head (index 0) and the workers, each after checking that its
+node can run the image (`soundmind.train.preflight`). `soundmind.train.cli` is the thin argument
+layer over `launch`."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from soundmind.api.training import TrainingSpec
-from soundmind.train import cluster, contract, export
+from soundmind.train import cluster, contract, export, preflight
 from soundmind.train.config import PodIdentity
 from soundmind.train.dataset import DatasetFiles, ensure_prepared, locate
 from soundmind.train.errors import ConfigError
@@ -43,7 +44,10 @@ def describe(plan: LaunchPlan) -> str:
     lines += [f"export {name}={shlex.quote(value)}" for name, value in plan.env.items()]
     program, arguments = plan.command[:3], plan.command[3:]  # python -m verl.trainer.main_ppo
     lines.append(" \\\n    ".join([shlex.join(program), *(shlex.quote(part) for part in arguments)]))
-    lines.append("# when verl succeeds, the head exports its last checkpoint into status.model:")
+    lines.append(
+        "# when verl succeeds, the head exports its last checkpoint into status.model"
+        " (audio output off, the model's processor files copied in):"
+    )
     exporting = [f"{name}={shlex.quote(value)}" for name, value in export.MERGER_ENV.items()]
     lines.append(" ".join([*exporting, shlex.join(plan.export_command())]))
     return "\n".join(lines)
@@ -74,6 +78,8 @@ def launch(
     dry_run: bool = False,
     patch_status: Callable[[], StatusPatch | None] = lambda: None,
 ) -> int:
+    if not dry_run:  # every pod, before Ray and before the data set is prepared
+        say("preflight: " + preflight.check(spec).describe())
     object_store = cluster.object_store_bytes(spec.resources.shm_size)  # a dry run checks it too
     if not identity.is_head and not dry_run:
         checkpoint_dir = contract.checkpoint_dir(identity.training_name, options.checkpoints_root)
@@ -114,7 +120,7 @@ def run_head(spec: TrainingSpec, plan: LaunchPlan, options: Options, patch_statu
     try:
         code = train(spec, plan, options)
         if code == contract.EXIT_OK:
-            code = export_model(plan, reporter)
+            code = export_model(spec, plan, reporter)
         return code
     finally:
         stop.set()
@@ -148,9 +154,9 @@ def train(spec: TrainingSpec, plan: LaunchPlan, options: Options) -> int:
         cluster.stop_ray()
 
 
-def export_model(plan: LaunchPlan, reporter: ProgressReporter) -> int:
+def export_model(spec: TrainingSpec, plan: LaunchPlan, reporter: ProgressReporter) -> int:
     try:
-        reporter.model = export.export_last_checkpoint(plan.checkpoint_dir, plan.merger, say)
+        reporter.model = export.export_last_checkpoint(plan.checkpoint_dir, plan.merger, spec.model, say)
     except export.ExportError as exc:
         print(f"soundmind: training succeeded but the export failed: {exc}", file=sys.stderr, flush=True)
         return contract.EXIT_EXPORT_FAILED

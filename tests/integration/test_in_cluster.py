@@ -31,13 +31,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kubernetes.utils.quantity import parse_quantity
 
 from hack.images.build import IMAGES, build
 from soundmind.api.base import GROUP, VERSION
 from soundmind.api.serving import SERVING
 from soundmind.api.training import TRAINING, TrainingSpec
 from soundmind.cli import main as soundmind
-from soundmind.train import contract
+from soundmind.train import contract, preflight
 from soundmind_operator.serving import names as serving_names
 from tests.conftest import EXTERNAL_KUBECONFIG_ENV
 from tests.support import operator as op
@@ -321,6 +322,14 @@ def test_a_trainer_shaped_pod_reports_progress_with_its_own_mounted_token(
         assert found["modality"] == TrainingSpec.model_validate({"image": SIMULATED_TRAINER}).dataset.modality
         assert found["log"].startswith(f"{contract.CHECKPOINTS_MOUNT}/")
         assert found["shm_is_tmpfs"] and found["patched"]
+        # The preflight in a real pod: the node named by the downward API, and /dev/shm as the kubelet
+        # sizes a memory-backed volume (the smaller of its sizeLimit, shmSize, and the pod's memory limit).
+        assert found["node"] == node
+        shm_size = TrainingSpec.model_validate({"image": SIMULATED_TRAINER}).resources.shm_size
+        limit = pod.spec.containers[0].resources.limits["memory"]
+        assert found["shm_bytes"] == min(parse_quantity(shm_size), parse_quantity(limit))
+        shm_problem = f"/dev/shm is {preflight.size_text(found['shm_bytes'])}, resources.shmSize is {shm_size}"
+        assert any(problem.startswith(shm_problem) for problem in found["preflight"]), found["preflight"]
         assert found["other_training"] == 403  # its Role names its own training only
         status = resources.get(kube, TRAINING, ns, "probe")["status"]
         last = json.loads(RECORDED_VERL_LOG.read_text().splitlines()[-1])["step"]

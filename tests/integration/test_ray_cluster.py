@@ -38,6 +38,7 @@ from soundmind.train.config import PodIdentity, dump_spec
 from soundmind.train.dataset import locate
 from soundmind.train.render import VERL_ENTRYPOINT, render
 from soundmind_operator.training.builders import head_address
+from tests.support import nvml
 from tests.support.netns_pods import Pod, PodNetwork, missing_prerequisites
 from tests.support.prerequisite import missing
 from tests.unit.train.conftest import write_split
@@ -89,7 +90,12 @@ def pods(tmp_path: Path, shared: Path, network: PodNetwork) -> Iterator[callable
     spec = TrainingSpec.model_validate(_load(shared))
 
     def start(index: int, join_timeout: float) -> Pod:
-        env = pod_env(index)
+        # The node's NVML (a fake with gpusPerNode GPUs and a supported driver): the preflight runs first.
+        node_nvml = nvml.write(shared / f"nvml-{index}", gpus=spec.resources.gpus_per_node)
+        env = {
+            **pod_env(index),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(node_nvml), os.environ.get("PYTHONPATH")])),
+        }
         argv = [sys.executable, "-m", "soundmind", "train", "--config", str(shared / contract.CONFIG_FILE)]
         argv += [
             "--checkpoints-root",

@@ -3,8 +3,10 @@ does before and around verl, minus verl. It reads the spec from the mounted Conf
 identity from its environment, replays a recorded verl log (``argv[1]``) into the attempt's log on
 the checkpoint volume, marks a checkpoint there as verl would, and lets the real progress reporter
 patch the training's status with the pod's mounted ServiceAccount token. Then it tries the same on
-another training (``argv[2]``), which the trainer's Role must refuse. It prints one JSON line of
-what it found; the test asserts on it and on the training's status.
+another training (``argv[2]``), which the trainer's Role must refuse. It also runs the trainer's
+preflight checks on the pod's node as the kubelet set it up (no NVML in this image, so the driver
+check fails; the test reads the node name and /dev/shm size). It prints one JSON line of what it
+found; the test asserts on it and on the training's status.
 
 Only the Python standard library and the soundmind package: it runs in the operator image.
 """
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from kubernetes.client.rest import ApiException
 
-from soundmind.train import contract
+from soundmind.train import contract, preflight
 from soundmind.train.config import PodIdentity, load_spec
 from soundmind.train.metrics import TrainMetrics
 from soundmind.train.progress import ProgressReporter, api_client_from_environment, status_patcher
@@ -35,6 +37,7 @@ def main(recorded_log: str, other_training: str) -> int:
     last_step = json.loads(records[-1])["step"]
     (checkpoints / "latest_checkpointed_iteration.txt").write_text(str(last_step))
 
+    node = preflight.inspect()
     api = api_client_from_environment()
     reporter = ProgressReporter(
         log_path, checkpoints, TrainMetrics(), status_patcher(api, identity.namespace, identity.training_name)
@@ -55,6 +58,9 @@ def main(recorded_log: str, other_training: str) -> int:
                 "log": str(log_path),
                 "log_owner": log_path.stat().st_uid,
                 "shm_is_tmpfs": _filesystem("/dev/shm") == "tmpfs",
+                "node": node.node,
+                "shm_bytes": node.shm_bytes,
+                "preflight": preflight.problems(node, spec),
                 "patched": reporter.published is not None,
                 "other_training": other,
             }

@@ -251,6 +251,7 @@ def _env(training: str, namespace: str, spec: TrainingSpec, attempt: int) -> lis
     env: list[Manifest] = [
         {"name": contract.ENV_TRAINING_NAME, "value": training},
         {"name": contract.ENV_NAMESPACE, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": contract.ENV_NODE_NAME, "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
         {"name": contract.ENV_ATTEMPT, "value": str(attempt)},
         {"name": contract.ENV_HEAD_ADDRESS, "value": head_address(training, namespace, attempt, spec)},
     ]

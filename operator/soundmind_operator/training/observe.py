@@ -589,17 +589,23 @@ def _attempt_failed(
 
 
 def _trainer_exit(pods: list[Obj]) -> tuple[int | None, str]:
-    """Exit code and a description of the first failed trainer container (driver first)."""
+    """Exit code and a description of the failed trainer container that explains the attempt: one
+    that exited with a configuration error (a worker whose node failed the preflight, while the
+    head was only stopped by the Job), else the first by index (driver first)."""
     ordered = sorted(pods, key=lambda p: int((p["metadata"].get("annotations") or {}).get(_INDEX_ANNOTATION, "0")))
+    failed = []
     for pod in ordered:
         for container in (pod.get("status") or {}).get("containerStatuses") or []:
             terminated = (container.get("state") or {}).get("terminated") or {}
             if container.get("name") == contract.CONTAINER_NAME and terminated.get("exitCode", 0) != 0:
-                code = terminated["exitCode"]
-                said = f": {terminated['message'].strip()}" if terminated.get("message") else ""
-                why = terminated.get("reason") or "Error"
-                return code, f"pod {pod['metadata']['name']} exited {code} ({why}){said}"
-    return None, ""
+                failed.append((pod, terminated))
+    if not failed:
+        return None, ""
+    pod, terminated = next((f for f in failed if f[1]["exitCode"] == contract.EXIT_CONFIG_ERROR), failed[0])
+    code = terminated["exitCode"]
+    said = f": {terminated['message'].strip()}" if terminated.get("message") else ""
+    why = terminated.get("reason") or "Error"
+    return code, f"pod {pod['metadata']['name']} exited {code} ({why}){said}"
 
 
 _INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"

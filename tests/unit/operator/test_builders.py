@@ -95,6 +95,9 @@ def test_single_node_job_shape():
         "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [contract.EXIT_CONFIG_ERROR]},
     }
     assert ignore["action"] == "Ignore" and ignore["onPodConditions"][0]["type"] == "DisruptionTarget"
+    # The trainer's last words (a config or preflight error on stderr) become the termination message
+    # the operator puts into status.
+    assert trainer(job)["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert "activeDeadlineSeconds" not in js and "ttlSecondsAfterFinished" not in js
     pod = pod_of(job)
     assert pod["restartPolicy"] == "Never"
@@ -140,6 +143,7 @@ def test_env_follows_the_pod_contract_and_the_token_only_through_a_secret_ref():
     env = env_of(job)
     assert env[contract.ENV_TRAINING_NAME]["value"] == "alr"
     assert env[contract.ENV_NAMESPACE]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert env[contract.ENV_NODE_NAME]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}  # preflight
     assert env[contract.ENV_ATTEMPT]["value"] == "3"
     assert env[pods.ENV_HF_TOKEN] == {
         "name": pods.ENV_HF_TOKEN,

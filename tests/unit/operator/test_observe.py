@@ -40,7 +40,9 @@ def cond(kind, status="True", reason="", message="", when=None) -> dict:
     return {"type": kind, "status": status, "reason": reason, "message": message, "lastTransitionTime": when or ago(5)}
 
 
-def pod(index=0, *, phase="Running", started=None, node="sim-gpu-0", scheduled=True, message="", exit_code=None):
+def pod(
+    index=0, *, phase="Running", started=None, node="sim-gpu-0", scheduled=True, message="", exit_code=None, said=""
+):
     started = started or ago(100)
     conditions = [
         cond("PodScheduled", "True") if scheduled else cond("PodScheduled", "False", "Unschedulable", message, ago(30))
@@ -51,6 +53,8 @@ def pod(index=0, *, phase="Running", started=None, node="sim-gpu-0", scheduled=T
         state = {"running": {"startedAt": started}}
         if exit_code is not None:
             state = {"terminated": {"exitCode": exit_code, "reason": "Error", "finishedAt": ago(1)}}
+            if said:  # the termination message: the tail of the trainer's log (FallbackToLogsOnError)
+                state["terminated"]["message"] = said
         status["containerStatuses"] = [{"name": "trainer", "state": state}]
     return {
         "metadata": {
@@ -182,6 +186,34 @@ def test_config_error_exit_code_fails_without_retry():
     failed_condition = conditions(d)["Failed"]
     assert failed_condition["reason"] == "ConfigError" and "exited 78" in failed_condition["message"]
     assert d.actions == []
+
+
+# What `soundmind train` prints as its last line on a node with an old driver (tests/unit/train/test_preflight.py).
+PREFLIGHT = (
+    "soundmind train: preflight failed: node gpu-node-7: NVIDIA driver 550.54.15 found, "
+    "580 or newer is needed (the trainer image's CUDA 13 wheels)\n"
+)
+
+
+@pytest.mark.parametrize("head_exit", [None, 143], ids=["head-failed-preflight", "worker-failed-head-stopped"])
+def test_a_failed_preflight_is_a_config_error_with_its_message_and_no_retry(head_exit):
+    job_says = "Container trainer for pod ns/alr-a1-1-x failed with exit code 78 matching FailJob rule at index 0"
+    failed = job(conditions=[cond("FailureTarget", reason="PodFailurePolicy", message=job_says)])
+    if head_exit is None:
+        pods = [pod(0, phase="Failed", exit_code=78, said=PREFLIGHT)]
+    else:  # the worker's node failed; the Job then stopped the head (SIGTERM: 143)
+        pods = [pod(0, phase="Failed", exit_code=head_exit), pod(1, phase="Failed", exit_code=78, said=PREFLIGHT)]
+    status = running_status()
+    d = decide(observe_(spec={"maxRetries": 3}, status=status, jobs=[failed], pods=pods))
+    assert d.status["phase"] == "Failed" and d.status["attempt"] == 1
+    failed_condition = conditions(d)["Failed"]
+    assert failed_condition["reason"] == "ConfigError"
+    culprit = "alr-a1-0-x" if head_exit is None else "alr-a1-1-x"
+    assert f"pod {culprit} exited 78 (Error): {PREFLIGHT.strip()}" in failed_condition["message"]
+    assert "Retried" not in conditions(d) and d.actions == []  # no next attempt, nothing deleted
+    assert any(e.type == "Warning" and "NVIDIA driver 550.54.15" in e.message for e in d.events)
+    again = decide(observe_(spec={"maxRetries": 3}, status=d.status, jobs=[failed], pods=pods))
+    assert again.status == d.status and again.actions == []  # and stays so
 
 
 def test_deadline_exceeded_is_not_retried():

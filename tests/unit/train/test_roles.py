@@ -1,7 +1,9 @@
-"""What the roles do around Ray, with a fake `ray` executable first on PATH (it records its arguments)
-and a fake cluster view: a worker whose head never answers, and the head's driver, progress and
-export. The Ray cluster itself (real `ray`, the production view, the exit codes of a missing worker
-and of a lost head) is tests/integration/test_ray_cluster.py's."""
+"""What the roles do around Ray, run as real processes: `soundmind train` with a fake `ray` executable
+first on PATH (it records its arguments), a fake cluster view command, and a fake NVML first on
+PYTHONPATH (a node with a driver its preflight accepts: tests/support/nvml.py). A worker whose head
+never answers, and the head's driver, progress and export. The Ray cluster itself (real `ray`, the
+production view, the exit codes of a missing worker and of a lost head) is
+tests/integration/test_ray_cluster.py's."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from soundmind.train.config import PodIdentity
 from soundmind.train.dataset import locate
 from soundmind.train.launcher import Options, run_head
 from soundmind.train.render import render
+from tests.support import nvml
 
 FAKE_RAY = """\
 #!{python}
@@ -58,12 +61,21 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def train(tmp_path, spec: dict, env: dict[str, str], *arguments: str, index: int) -> subprocess.CompletedProcess:
+NODE = "gpu-node-7"
+
+
+def train(
+    tmp_path, spec: dict, env: dict[str, str], *arguments: str, index: int, **driver
+) -> subprocess.CompletedProcess:
+    """`soundmind train` as pod `index` on NODE, whose NVML is `nvml.write(**driver)`."""
     config = tmp_path / "training.yaml"
     config.write_text(json.dumps(spec))
+    node_nvml = nvml.write(tmp_path / "nvml", **driver)
     pod_env = {
         **os.environ,
         **env,
+        "PYTHONPATH": os.pathsep.join([str(node_nvml), *filter(None, [os.environ.get("PYTHONPATH")])]),
+        contract.ENV_NODE_NAME: NODE,
         contract.ENV_TRAINING_NAME: "alr-grpo",
         contract.ENV_NAMESPACE: "ml",
         contract.ENV_ATTEMPT: "1",
@@ -79,7 +91,7 @@ def finished_marker(tmp_path: Path) -> Path:
     return tmp_path / "ckpt" / "alr-grpo" / "logs" / "attempt-1.jsonl.finished"
 
 
-TWO_NODES = {"resources": {"nodes": 2, "gpusPerNode": 4}}
+TWO_NODES = {"resources": {"nodes": 2, "gpusPerNode": 4, "shmSize": "1Gi"}}  # within /dev/shm here, enough for Ray
 
 
 def test_worker_gives_up_when_the_head_never_answers(tmp_path, fake_ray):
@@ -102,13 +114,15 @@ pathlib.Path("outputs").mkdir()  # as verl's Hydra entry point does, in the work
 """
 
 
-# Stands in for verl's model merger: records its arguments and the modules verl would import.
+# Stands in for verl's model merger: records its arguments and the modules verl would import, and
+# writes the Omni config as the merger does (audio output on, as in the source).
 MERGER = """\
 import json, os, pathlib, sys
 target = pathlib.Path(sys.argv[sys.argv.index("--target_dir") + 1])
 target.mkdir(parents=True)
 call = {{"argv": sys.argv[1:], "modules": os.environ["VERL_USE_EXTERNAL_MODULES"]}}
 (target / "call.json").write_text(json.dumps(call))
+(target / "config.json").write_text(json.dumps({{"model_type": "qwen2_5_omni", "enable_audio_output": True}}))
 sys.exit({exit_code})
 """
 
@@ -153,10 +167,11 @@ def test_head_runs_the_driver_once_the_cluster_is_complete_then_exports(tmp_path
         exported,
     ]
     assert call["modules"] == "soundmind.models.qwen2_5_omni"  # the merger resolves Omni through the adapter
+    assert json.loads((Path(exported) / "config.json").read_text())["enable_audio_output"] is False  # served as text
     assert finished_marker(tmp_path).read_text().strip() == "0"
     assert (Path(plan.log_path).parent / "outputs").is_dir()  # the driver ran in the attempt's log directory
-    # The default resources.shmSize, 64Gi: Ray's object store gets half of it.
-    object_store = "--object-store-memory=34359738368"
+    # resources.shmSize 1Gi: Ray's object store gets half of it.
+    object_store = "--object-store-memory=536870912"
     head = f"start --head --port={contract.RAY_HEAD_PORT} --num-gpus=4 {object_store} --disable-usage-stats"
     assert ray_calls(fake_ray) == [head, "stop --force"]
 
