@@ -19,7 +19,8 @@ gpu=0
 work=${TMPDIR:-/tmp}/soundmind-gpu-smoke
 local_run=false
 dry_run=false
-MIN_DRIVER=580 # CUDA 13 (torch 2.11 cu130, vLLM 0.24)
+# The CUDA 13 wheels' driver floor, from the trainer's preflight (its one place in code).
+MIN_DRIVER=$(sed -n 's/^MIN_DRIVER_MAJOR = \([0-9]*\).*/\1/p' "$root/soundmind/train/preflight.py")
 
 die() { echo "gpu-smoke: $*" >&2; exit 1; }
 while (($#)); do

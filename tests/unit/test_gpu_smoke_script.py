@@ -15,6 +15,7 @@ import yaml
 
 from soundmind.api.training import TrainingSpec
 from soundmind.train import contract, export
+from soundmind.train.preflight import MIN_DRIVER_MAJOR
 from tests.support import smoke
 
 SCRIPT = smoke.ROOT / "hack" / "gpu-smoke.sh"
@@ -105,7 +106,8 @@ def test_a_driver_too_old_for_cuda_13_is_refused_before_anything_runs(tmp_path):
     work = tmp_path / "work"
     done = gpu_smoke("--work", str(work), env=fake_nvidia_smi(tmp_path / "bin", "570.86.15"))
     assert done.returncode == 1
-    assert done.stderr == "gpu-smoke: NVIDIA driver 570.86.15 on GPU 0; the CUDA 13 wheels need 580 or newer\n"
+    too_old = "gpu-smoke: NVIDIA driver 570.86.15 on GPU 0; the CUDA 13 wheels need"
+    assert done.stderr == f"{too_old} {MIN_DRIVER_MAJOR} or newer\n"
     assert not work.exists() and not done.stdout
 
 
