@@ -17,7 +17,7 @@ import yaml
 from soundmind.api.training import TRAINING, TrainingSpec
 from soundmind.names import safe_name
 from soundmind.train import contract
-from soundmind.train.errors import ConfigError
+from soundmind.errors import ConfigError
 
 
 def dump_spec(spec: TrainingSpec) -> str:

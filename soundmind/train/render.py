@@ -18,11 +18,11 @@ from omegaconf import ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from soundmind.api.training import TrainingSpec
+from soundmind.errors import ConfigError
 from soundmind.models import QWEN2_5_OMNI_ADAPTER, QWEN2_5_OMNI_MODEL_TYPE, QWEN2_5_OMNI_OVERRIDE_CONFIG
 from soundmind.train import contract, export
 from soundmind.train.config import PodIdentity
 from soundmind.train.dataset import DatasetFiles, longest_prompt, row_count
-from soundmind.train.errors import ConfigError
 from soundmind.train.verl_config import OverrideError, compose, format_value
 
 VERL_ENTRYPOINT = "verl.trainer.main_ppo"

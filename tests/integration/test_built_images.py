@@ -18,8 +18,8 @@ import yaml
 
 from hack.images.build import IMAGES, build
 from hack.images.docker import Docker, Dockerd, remove_tree
+from soundmind.api import vllm_metrics as metrics
 from soundmind.api.serving import ServingSpec
-from soundmind.serve import vllm_metrics as metrics
 from soundmind_operator.serving import builders
 
 OPERATOR, STANDIN = IMAGES["operator"].tag, IMAGES["standin"].tag

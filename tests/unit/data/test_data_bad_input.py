@@ -13,8 +13,7 @@ import pytest
 from soundmind import atomic
 from soundmind.cli import main
 from soundmind.data import prepare
-from soundmind.data.errors import DataError
-from soundmind.errors import EXIT_CANNOT_WRITE, EXIT_USAGE
+from soundmind.errors import EXIT_CANNOT_WRITE, EXIT_USAGE, DataError
 
 
 def _prepare_argv(root, out, *extra):

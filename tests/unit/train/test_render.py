@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 from soundmind.api.training import TrainingSpec
+from soundmind.errors import ConfigError
 from soundmind.train import contract
 from soundmind.train.budget import AUDIO_TOKENS_PER_SECOND
 from soundmind.train.config import PodIdentity, dump_spec, load_spec, parse_spec
 from soundmind.train.dataset import locate
-from soundmind.train.errors import ConfigError
 from soundmind.train.render import render
 from soundmind.train.verl_config import compose, format_value, schema_path
 
