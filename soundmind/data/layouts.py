@@ -13,8 +13,8 @@
        (file names relative to <root>/<split>/)
 
 Label 0 is not-entailed, 1 is entailed. Annotation files are read line by line, so a split of any
-size streams in constant memory; a malformed line or field stops the stream with a `DataError`
-naming the split, line and sample id.
+size streams with only its ids kept (to refuse a duplicate); a malformed line or field, or an id
+seen twice, stops the stream with a `DataError` naming the split, line and sample id.
 """
 
 from __future__ import annotations
@@ -83,15 +83,27 @@ def iter_samples(
 ) -> Iterator[Sample]:
     """The samples of one split in file order (blank lines skipped). `annotations` reads another
     annotation file than the layout's own (audio paths are still resolved under `root`). A split
-    without a single sample is a DataError: it would make an empty data set that looks fine."""
+    without a single sample is a DataError: it would make an empty data set that looks fine. So is
+    an id seen twice in the split, naming both lines: the sample would train twice, and the
+    published layout would read both rows' audio from the same directory."""
     root = Path(root)
     try:
         safe_name(split, "split name")
     except ValueError as exc:
         raise DataError(str(exc)) from None
     path = Path(annotations) if annotations is not None else annotation_file(root, split, layout)
+    first_line: dict[str, int] = {}  # id -> the line it first appeared on: one entry per sample, not per row's data
     for number, record in read_records(path, split):
-        yield _parse_record(root, split, layout, number, record)
+        sample = _parse_record(root, split, layout, number, record)
+        seen = first_line.setdefault(sample.id, number)
+        if seen != number:
+            raise DataError(
+                f"{path} has this id on line {seen} too; each sample needs its own id",
+                split=split,
+                line=number,
+                sample_id=sample.id,
+            )
+        yield sample
 
 
 def _parse_record(root: Path, split: str, layout: Layout, number: int, record: dict) -> Sample:
