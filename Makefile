@@ -37,8 +37,8 @@ tools: deps ## build the cluster binaries from the Go module proxy (cached; paus
 demo: setup-demo ## the main job on the embedded local cluster
 	@hack/demo.sh "$(PY)"
 
-setup-demo:
-	@$(MAKE) $(PARALLEL) tools venv
+setup-demo: # images: the vLLM stand-in the demo's evaluation serves on the real node
+	@$(MAKE) $(PARALLEL) tools images
 
 unit: deps ## unit tests (no cluster)
 	$(PY) -m pytest tests/unit

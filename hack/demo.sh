@@ -10,6 +10,7 @@ export PATH="$(dirname "$python"):$PATH" # the project's `soundmind` command
 export PYTHONPATH="$root:$root/operator${PYTHONPATH:+:$PYTHONPATH}"
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+demo_dir="${SOUNDMIND_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/soundmind}/demo"
 
 step_cluster() {
   say "Local Kubernetes control plane"
@@ -32,7 +33,7 @@ TEXT
 # -- The workload: data, reward, trainer launch ------------------------------------------------------
 step_workload() {
   say "The workload: spoken ALR data, the SoundMind-RL reward, the verl GRPO launch"
-  local work="${SOUNDMIND_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/soundmind}/demo/workload"
+  local work="$demo_dir/workload"
   rm -rf "$work" && mkdir -p "$work"
   # Logic problems the project generates (premises, conclusion, correct label), spoken by espeak-ng.
   soundmind data synth --out "$work/alr" --split train --limit 16 --seed 1
@@ -80,12 +81,32 @@ demo_training=alr-grpo-2n
 operator_pid=""
 metrics_port=""
 operator_kubeconfig=""
+operator_log="$demo_dir/operator.log"
 
 stop_operator() {
   if [ -n "$operator_pid" ] && kill -0 "$operator_pid" 2>/dev/null; then
     kill "$operator_pid" && wait "$operator_pid" 2>/dev/null || true
     echo "(operator stopped)"
   fi
+}
+
+start_operator() { # as the chart's ServiceAccount ($operator_kubeconfig), logging to $operator_log
+  local liveness
+  read -r metrics_port liveness <<<"$("$python" -c 'import socket
+socks = [socket.socket() for _ in range(2)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))')"
+  (cd "$root" && KUBECONFIG="$operator_kubeconfig" exec "$python" -m soundmind_operator.main --all-namespaces \
+    --resync-seconds 5 --metrics-port "$metrics_port" --liveness-port "$liveness" >>"$operator_log" 2>&1) &
+  operator_pid=$!
+  trap stop_operator EXIT
+  for _ in $(seq 100); do
+    "$python" -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$liveness/healthz', timeout=1)" 2>/dev/null && break
+    kill -0 "$operator_pid" 2>/dev/null || { tail -20 "$operator_log"; return 1; }
+    sleep 0.2
+  done
+  echo "soundmind-operator is running as system:serviceaccount:soundmind-system:soundmind-soundmind-operator, the chart's (log: $operator_log)"
 }
 
 wait_training() { # kubectl wait quietly (it logs routine watch restarts), loudly on failure
@@ -103,9 +124,9 @@ conditions() {
 
 step_training() {
   say "SoundMindTraining: CRD, operator, a 2-node x 8-GPU training"
-  local workdir liveness
-  workdir="${SOUNDMIND_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/soundmind}/demo"
+  local workdir="$demo_dir"
   mkdir -p "$workdir"
+  : >"$operator_log"
   # The operator's chart, as a user installs it: CRDs (its soundmind-crds dependency), ServiceAccount
   # and RBAC, metrics Service, the Grafana dashboards' ConfigMaps. operator.replicas=0: kwok runs no
   # containers, so the operator runs below as a local process holding a token of the release's
@@ -134,22 +155,8 @@ service_account_kubeconfig(Kube.connect(Path(sys.argv[1])), Path(sys.argv[2]), "
 PY
   )
   kubectl get crd soundmindtrainings.soundmind.ai -o custom-columns='CRD:.metadata.name,SHORT:.spec.names.shortNames[0],CATEGORY:.spec.names.categories[0]'
-  read -r metrics_port liveness <<<"$("$python" -c 'import socket
-socks = [socket.socket() for _ in range(2)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in socks))')"
-  (cd "$root" && KUBECONFIG="$workdir/operator.kubeconfig" exec "$python" -m soundmind_operator.main --all-namespaces \
-    --resync-seconds 5 --metrics-port "$metrics_port" --liveness-port "$liveness" >"$workdir/operator.log" 2>&1) &
-  operator_pid=$!
-  trap stop_operator EXIT
-  for _ in $(seq 100); do
-    "$python" -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$liveness/healthz', timeout=1)" 2>/dev/null && break
-    kill -0 "$operator_pid" 2>/dev/null || { tail -20 "$workdir/operator.log"; return 1; }
-    sleep 0.2
-  done
   operator_kubeconfig="$workdir/operator.kubeconfig"
-  echo "soundmind-operator is running as system:serviceaccount:soundmind-system:soundmind-soundmind-operator, the chart's (log: $workdir/operator.log)"
+  start_operator
 
   # A fresh demo namespace (an earlier demo's training is deleted by the running operator).
   kubectl delete smt --all -n "$demo_ns" --ignore-not-found --wait=true >/dev/null 2>&1 || true
@@ -301,6 +308,89 @@ TEXT
   (cd "$root" && "$python" -m tests.support.autoscaling demo --kubeconfig "$KUBECONFIG")
 }
 
+# -- Evaluation (issue 21): soundmind eval against a served model, through its Service --------------
+real_node=real-node            # the cluster's node that runs containers (tests/support/realnode.py)
+eval_gpu=soundmind.ai/test-gpu # an extended resource advertised on it, as Kubernetes documents it
+eval_serving=alr-eval
+
+advertise_eval_gpu() { # <op: add|remove>
+  local value=""
+  [ "$1" = add ] && value=',"value":"1"'
+  kubectl patch node "$real_node" --subresource=status --type=json \
+    -p "[{\"op\":\"$1\",\"path\":\"/status/capacity/${eval_gpu/\//\~1}\"$value}]" >/dev/null
+}
+
+stop_evaluation() {
+  kubectl delete sms "$eval_serving" -n "$demo_ns" --ignore-not-found --wait=true >/dev/null 2>&1 || true
+  advertise_eval_gpu remove 2>/dev/null || true
+  stop_operator
+}
+
+step_evaluation() {
+  say "Evaluation: soundmind eval against the served model, through its Service"
+  if ! kubectl get node "$real_node" >/dev/null 2>&1; then
+    echo "This cluster has no real node (SOUNDMIND_REAL_NODE=false, or not root): no pod runs a process here,"
+    echo "so nothing can answer. Start the cluster with its real node to see this step."
+    return 0
+  fi
+  cat <<'TEXT'
+Real: the pod runs on the real node (containerd, kubelet, its startup probe), and the request goes to
+the Service's ClusterIP, through kube-proxy. Simulated: the model. The server is the vLLM stand-in's
+image (vLLM's routes and answer format, no weights, no GPU); it answers each clip with a label fixed
+by a hash of the audio, so accuracy is chance here. On GPUs the same command measures the model.
+TEXT
+  echo
+  local work="$demo_dir/workload" tarball cluster_ip
+  tarball=$("$python" -m hack.images standin | tail -1) # built by `make demo`'s setup; a no-op then
+  "$root/hack/cluster.sh" load-images "$tarball"
+  start_operator
+  trap stop_evaluation EXIT
+  advertise_eval_gpu add
+  kubectl apply -n "$demo_ns" -f - <<YAML
+apiVersion: soundmind.ai/v1alpha1
+kind: SoundMindServing
+metadata: {name: $eval_serving}
+spec:
+  model: Qwen/Qwen2.5-Omni-7B
+  servedModelName: soundmind
+  image: soundmind-standin:dev
+  replicas: 1
+  autoscaling: {enabled: false}
+  resources:
+    gpus: 1
+    gpuResource: $eval_gpu
+    cpu: 100m
+    memory: 512Mi
+    shmSize: 64Mi
+    nodeSelector: {kubernetes.io/hostname: $real_node}
+  startupTimeoutSeconds: 180
+YAML
+  local began=$SECONDS
+  if ! kubectl wait sms/"$eval_serving" -n "$demo_ns" --for=jsonpath='{.status.phase}'=Available --timeout=200s >/dev/null; then
+    kubectl describe sms "$eval_serving" -n "$demo_ns" >&2
+    return 1
+  fi
+  echo "Available $((SECONDS - began))s after kubectl apply."
+  kubectl get sms "$eval_serving" -n "$demo_ns"
+  kubectl get pods,svc -n "$demo_ns" -l app.kubernetes.io/instance="$eval_serving" -o wide
+  cluster_ip=$(kubectl get svc "$eval_serving" -n "$demo_ns" -o jsonpath='{.spec.clusterIP}')
+  echo
+  echo "soundmind eval --endpoint http://$cluster_ip:8000 --model soundmind --data $work/alr/prepared/audio-text/dev.parquet"
+  soundmind eval --endpoint "http://$cluster_ip:8000" --model soundmind \
+    --data "$work/alr/prepared/audio-text/dev.parquet" --report "$work/eval-report.json" --concurrency 4 | sed 's/^/  /'
+  echo
+  echo "The report ($work/eval-report.json):"
+  "$python" - "$work/eval-report.json" <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1]))
+latency = report["latency_s"]
+print(f"  accuracy {report['accuracy']}   format_rate {report['format_rate']}   "
+      f"latency_s p50 {latency['p50']}  p95 {latency['p95']}   ({report['requests']['answered']} of {report['requests']['rows']} answered)")
+PY
+  stop_evaluation
+  trap - EXIT
+}
+
 step_explore() {
   say "Explore, then tear down"
   cat <<TEXT
@@ -315,7 +405,7 @@ step_explore() {
 TEXT
 }
 
-steps=(step_cluster step_workload step_training step_serving step_autoscaling step_explore)
+steps=(step_cluster step_workload step_training step_serving step_autoscaling step_evaluation step_explore)
 
 for step in "${steps[@]}"; do
   "$step"

@@ -1,9 +1,10 @@
 """The one error type of the workload commands, and the exit codes they document.
 
 Every command raises a `SoundMindError` subclass for a problem the user can act on; `soundmind.cli`
-prints its message (no traceback) and exits with its `exit_code`. Each area keeps its own subclass
-with the details it knows: `soundmind.data.errors.DataError` (split, line, id) and
-`soundmind.train.errors.ConfigError` (the spec field).
+prints its message (no traceback) and exits with its `exit_code`. The subclasses live here, each with
+the details it knows, so any module can raise one without importing another area: `DataError`
+(split, line, id), `ConfigError` (the spec field), `PreflightError` (the node), `UsageError`,
+`OutputError`.
 
 Exit codes:
 
@@ -58,3 +59,45 @@ class OutputError(SoundMindError):
         reason = exc if isinstance(exc, str) else (exc.strerror or str(exc))
         self.path = path
         super().__init__(f"cannot write {path}: {reason}")
+
+
+class DataError(SoundMindError):
+    """Bad input data. The message names where: split, line of the annotation file, and sample id
+    (each when known), then what is wrong and what would be valid."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, reason: str, *, split: str | None = None, line: int | None = None, sample_id=None):
+        self.reason = reason
+        self.split = split
+        self.line = line
+        self.sample_id = sample_id
+        where = [
+            f"split {split!r}" if split is not None else None,
+            f"line {line}" if line is not None else None,
+            f"id {sample_id!r}" if sample_id is not None else None,
+        ]
+        where_text = ", ".join(part for part in where if part)
+        super().__init__(f"{where_text}: {reason}" if where_text else reason)
+
+
+class ConfigError(SoundMindError):
+    """A spec, data set, verl override or vLLM argument that cannot work (exit code EXIT_CONFIG: the Job
+    then fails at once, without retries). `field` is the spec field to change (camelCase path, e.g.
+    `algorithm.maxPromptLength`)."""
+
+    exit_code = EXIT_CONFIG
+    kind = "invalid configuration"
+
+    def __init__(self, field: str, reason: str):
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
+class PreflightError(SoundMindError):
+    """The pod's node cannot run the training as specified (`soundmind.train.preflight`): the message
+    names the node, and for each problem what was found and what is needed."""
+
+    exit_code = EXIT_CONFIG
+    kind = "preflight failed"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from soundmind.serve import vllm_metrics as vllm
+from soundmind.api import vllm_metrics as vllm
 from soundmind.train import metrics as train
 from soundmind_operator import metrics as op
 from soundmind_operator.serving import names as serving_names

@@ -6,7 +6,7 @@ Per image:
 1. the base, ``soundmind-base:bookworm`` (plus the Debian packages the Dockerfile's
    ``ARG DEBIAN_PACKAGES`` names), made by debootstrap (:mod:`hack.images.base`), or the image
    ``SOUNDMIND_IMAGE_BASE`` names;
-2. the wheels of its lock (and its ``--no-deps`` extras), fetched by this machine's pip into the
+2. the wheels of its lock, fetched by this machine's pip into the
    shared pool and linked into ``.build/wheels/<image>/``, and the ``soundmind`` wheel in
    ``.build/project/`` (:mod:`hack.images.wheels`);
 3. ``docker build --network none --build-arg BASE=<base>``, on Docker's BuildKit, whose
@@ -31,7 +31,6 @@ from pathlib import Path
 from hack.images import base as bases
 from hack.images import wheels
 from hack.images.docker import Engine
-from soundmind.train.verl_config import VERL_VERSION
 
 ROOT = wheels.ROOT
 CONTEXT = ROOT / ".build"  # gitignored, and in the build context (.dockerignore)
@@ -43,7 +42,6 @@ BUILD_CACHE_HOURS = 7 * 24
 @dataclass(frozen=True)
 class Image:
     name: str
-    extra_wheels: tuple[str, ...] = ()  # installed with --no-deps beside the lock
     project: bool = True  # installs the soundmind wheel
 
     @property
@@ -63,12 +61,11 @@ class Image:
         return tuple(found.group(1).split()) if found else ()
 
     def pins(self) -> list[str]:
-        return wheels.read_pins(self.folder / "requirements.lock") + list(self.extra_wheels)
+        return wheels.read_pins(self.folder / "requirements.lock")
 
 
 IMAGES = {
-    # verl without its dependency tree: the operator checks trainings' overrides against its config schema.
-    "operator": Image("operator", extra_wheels=(f"verl=={VERL_VERSION}",)),
+    "operator": Image("operator"),
     "standin": Image("standin"),
     "trainer": Image("trainer"),
     "server": Image("server", project=False),

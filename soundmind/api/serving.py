@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from soundmind.api import vllm_metrics
 from soundmind.api.base import (
     DNS_SUBDOMAIN,
     QUANTITY,
@@ -24,7 +25,6 @@ from soundmind.api.base import (
     Toleration,
 )
 from soundmind.api.training import ModelStorageSpec
-from soundmind.serve import vllm_metrics
 from soundmind.version import SERVER_IMAGE
 
 SERVING = ResourceKind(kind="SoundMindServing", plural="soundmindservings", short="sms")
@@ -43,7 +43,7 @@ class ScalingMetric(enum.StrEnum):
 
     @property
     def prometheus_name(self) -> str:
-        """The gauge's name in vLLM's /metrics (the serving contract, soundmind.serve.vllm_metrics)."""
+        """The gauge's name in vLLM's /metrics (the serving contract, soundmind.api.vllm_metrics)."""
         return str(_SCALING_GAUGES[self])
 
 

@@ -13,26 +13,23 @@
        (file names relative to <root>/<split>/)
 
 Label 0 is not-entailed, 1 is entailed. Annotation files are read line by line, so a split of any
-size streams in constant memory; a malformed line or field stops the stream with a `DataError`
-naming the split, line and sample id.
+size streams with only its ids kept (to refuse a duplicate); a malformed line or field, or an id
+seen twice, stops the stream with a `DataError` naming the split, line and sample id.
 """
 
 from __future__ import annotations
 
 import enum
-import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from soundmind.data.errors import DataError
+from soundmind.annotations import read_records, record_id
+from soundmind.errors import DataError
 from soundmind.names import inside, safe_name
 from soundmind.prompt import label_to_answer
 
 SPLITS = ("train", "dev", "test")
-# Best effort, for the error message only: the id of a line that is not valid JSON.
-_ID_IN_BROKEN_LINE = re.compile(r'"id"\s*:\s*"?([^",}\s]+)')
 
 
 class Layout(enum.Enum):
@@ -86,67 +83,27 @@ def iter_samples(
 ) -> Iterator[Sample]:
     """The samples of one split in file order (blank lines skipped). `annotations` reads another
     annotation file than the layout's own (audio paths are still resolved under `root`). A split
-    without a single sample is a DataError: it would make an empty data set that looks fine."""
+    without a single sample is a DataError: it would make an empty data set that looks fine. So is
+    an id seen twice in the split, naming both lines: the sample would train twice, and the
+    published layout would read both rows' audio from the same directory."""
     root = Path(root)
     try:
         safe_name(split, "split name")
     except ValueError as exc:
         raise DataError(str(exc)) from None
     path = Path(annotations) if annotations is not None else annotation_file(root, split, layout)
+    first_line: dict[str, int] = {}  # id -> the line it first appeared on: one entry per sample, not per row's data
     for number, record in read_records(path, split):
-        yield _parse_record(root, split, layout, number, record)
-
-
-def read_records(path: Path, split: str | None = None) -> Iterator[tuple[int, dict]]:
-    """(line number, JSON object) of each non-blank line of an annotation file. Whatever is wrong
-    with the file (missing, a directory, unreadable, not UTF-8, not JSON, no rows at all) is a
-    DataError naming the line; an empty file is one too, since it would make an empty data set
-    that looks fine."""
-    if not path.is_file():
-        what = "is a directory" if path.is_dir() else "does not exist"
-        raise DataError(f"annotation file {path} {what}", split=split)
-    count = 0
-    try:
-        with path.open("rb") as lines:
-            for number, raw in enumerate(lines, start=1):
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise DataError(
-                        f"{path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})",
-                        split=split,
-                        line=number,
-                    ) from None
-                if text.strip():
-                    count += 1
-                    yield number, _parse_json(text, split, number)
-    except OSError as exc:
-        raise DataError(f"cannot read annotation file {path}: {exc.strerror or exc}", split=split) from None
-    if count == 0:
-        raise DataError(f"annotation file {path} has no samples (it is empty or blank)", split=split)
-
-
-def _parse_json(text: str, split: str | None, number: int) -> dict:
-    try:
-        record = json.loads(text)
-    except json.JSONDecodeError as exc:
-        recovered = _ID_IN_BROKEN_LINE.search(text)
-        raise DataError(
-            f"malformed JSON ({exc.msg} at column {exc.colno})",
-            split=split,
-            line=number,
-            sample_id=recovered.group(1) if recovered else None,
-        ) from None
-    if not isinstance(record, dict):
-        raise DataError(f"expected a JSON object, got {type(record).__name__}", split=split, line=number)
-    return record
-
-
-def record_id(record: dict, split: str | None, number: int) -> str:
-    sample_id = record.get("id")
-    if not isinstance(sample_id, str | int) or isinstance(sample_id, bool) or str(sample_id) == "":
-        raise DataError(f"'id' must be a non-empty string or integer, got {sample_id!r}", split=split, line=number)
-    return str(sample_id)
+        sample = _parse_record(root, split, layout, number, record)
+        seen = first_line.setdefault(sample.id, number)
+        if seen != number:
+            raise DataError(
+                f"{path} has this id on line {seen} too; each sample needs its own id",
+                split=split,
+                line=number,
+                sample_id=sample.id,
+            )
+        yield sample
 
 
 def _parse_record(root: Path, split: str, layout: Layout, number: int, record: dict) -> Sample:

@@ -52,9 +52,8 @@ import soundfile
 from soundmind import atomic
 from soundmind.api.training import Modality
 from soundmind.data import audio
-from soundmind.data.errors import DataError
 from soundmind.data.layouts import Sample, detect_layout, iter_samples, present_splits
-from soundmind.errors import OutputError
+from soundmind.errors import DataError, OutputError
 from soundmind.prompt import ANSWER_INSTRUCTION, label_to_answer
 from soundmind.reward import parse_answer
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from soundmind import atomic
 from soundmind.data import audio, problems
-from soundmind.data.errors import DataError
 from soundmind.data.layouts import Layout, iter_samples
+from soundmind.errors import DataError
 from soundmind.names import safe_name
 
 ESPEAK = "espeak-ng"

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from soundmind.data.errors import DataError
-from soundmind.data.layouts import read_records, record_id
+from soundmind.annotations import read_records, record_id
+from soundmind.errors import DataError
 from soundmind.prompt import label_to_answer
 from soundmind.reward.answer import parse_answer
 

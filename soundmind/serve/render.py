@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 
 from soundmind.api.serving import ServingSpec
+from soundmind.errors import ConfigError
 from soundmind.serve.vllm_args import VllmArgumentError, validate
-from soundmind.train.errors import ConfigError
 
 SERVE_COMMAND = ["vllm", "serve"]
 PORT = 8000  # the OpenAI-compatible API, /health and /metrics

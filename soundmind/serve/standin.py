@@ -5,7 +5,7 @@ What it serves, as vLLM 0.24's OpenAI-compatible server does for the parts Sound
 * ``POST /v1/chat/completions``: chat messages with ``input_audio`` parts (base64 WAV); the model
   must be the served model name (else 404, as vLLM answers); no streaming.
 * ``GET /v1/models``, ``GET /health`` and ``GET /metrics``, the last with vLLM's metric names, types
-  and labels from the serving contract (:mod:`soundmind.serve.vllm_metrics`).
+  and labels from the serving contract (:mod:`soundmind.api.vllm_metrics`).
 
 It behaves like a server of finite capacity: at most ``max_num_seqs`` requests run at once and the
 rest wait, first come first served (``vllm:num_requests_waiting`` counts them); a request runs for
@@ -49,8 +49,8 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from soundmind.api import vllm_metrics as metrics
 from soundmind.prompt import ENTAILED, NOT_ENTAILED
-from soundmind.serve import vllm_metrics as metrics
 from soundmind.serve.render import PORT
 
 READY_LINE = "serving"  # the first line on stdout: "serving http://HOST:PORT"

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
+from soundmind.errors import ConfigError
 from soundmind.train import contract
-from soundmind.train.errors import ConfigError
 
 RAY = "ray"  # the executable, from PATH
 VIEW_COMMAND = (sys.executable, "-m", "soundmind.train.ray_view")

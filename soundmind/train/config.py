@@ -1,12 +1,17 @@
 """The trainer's input: the TrainingSpec file the operator mounts, and the pod's identity from env.
 
 `dump_spec` renders the ConfigMap's `training.yaml` (the operator calls it) and `load_spec` reads it
-back in the pod, so the format has one owner.
+back in the pod, so the format has one owner. `load_spec` reads a file as `kubectl apply` sends it to
+the API server: a document that starts with `{` is JSON (kubectl's YAML-or-JSON decoder decides the
+same way), anything else YAML, with numbers as YAML 1.2 writes them (`3e-7` is a float; PyYAML's
+YAML 1.1 resolver wants a dot and would read a string).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +20,9 @@ import pydantic
 import yaml
 
 from soundmind.api.training import TRAINING, TrainingSpec
+from soundmind.errors import ConfigError
 from soundmind.names import safe_name
 from soundmind.train import contract
-from soundmind.train.errors import ConfigError
 
 
 def dump_spec(spec: TrainingSpec) -> str:
@@ -25,8 +30,33 @@ def dump_spec(spec: TrainingSpec) -> str:
     return yaml.safe_dump(spec.to_api(), sort_keys=False)
 
 
+class _SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, plus YAML 1.2's float syntax: an exponent without a dot (`3e-7`, `1E5`)."""
+
+
+_SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$"),
+    list("-+0123456789."),
+)
+
+
+def _parse_document(text: str, path: Path) -> object:
+    if text.lstrip().startswith("{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                "--config", f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+            ) from None
+    try:
+        return yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader with one more resolver
+    except yaml.YAMLError as exc:
+        raise ConfigError("--config", f"{path} is not valid YAML: {exc}") from None
+
+
 def load_spec(path: str | Path) -> TrainingSpec:
-    """The spec in a YAML file: the spec section itself (what the operator mounts) or a whole
+    """The spec in a YAML or JSON file: the spec section itself (what the operator mounts) or a whole
     SoundMindTraining manifest (what a user has at hand), whose `.spec` is taken."""
     path = Path(path)
     try:
@@ -34,13 +64,12 @@ def load_spec(path: str | Path) -> TrainingSpec:
     except OSError as exc:
         raise ConfigError("--config", f"cannot read {path}: {exc.strerror or exc}") from None
     try:
-        data = yaml.safe_load(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(
             "--config", f"{path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
         ) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError("--config", f"{path} is not valid YAML: {exc}") from None
+    data = _parse_document(text, path)
     if isinstance(data, dict) and data.get("kind") == TRAINING.kind:
         data = data.get("spec")
     elif isinstance(data, dict) and "kind" in data and "apiVersion" in data:

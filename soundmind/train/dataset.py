@@ -19,8 +19,8 @@ from pathlib import Path
 
 from soundmind import atomic
 from soundmind.api.training import Modality
+from soundmind.errors import ConfigError
 from soundmind.train.budget import PromptEstimate
-from soundmind.train.errors import ConfigError
 
 TRAIN_FILE = "train.parquet"
 VAL_FILE = "dev.parquet"
@@ -62,8 +62,8 @@ def locate(path: str | Path, modality: str, absent_ok: bool = False) -> DatasetF
     """The parquet files for `dataset.path`; ConfigError when it is neither prepared data of this
     modality nor a raw ALR layout with the splits training needs. `absent_ok`: a path that does not
     exist here is accepted, unchecked (a dry run away from the data volume)."""
-    from soundmind.data.errors import DataError
     from soundmind.data.layouts import detect_layout, present_splits
+    from soundmind.errors import DataError
 
     root = Path(path)
     if absent_ok and not root.exists():

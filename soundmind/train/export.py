@@ -35,8 +35,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from soundmind.api.training import ModelStatus
+from soundmind.errors import ConfigError
 from soundmind.models import QWEN2_5_OMNI_ADAPTER
-from soundmind.train.errors import ConfigError
 from soundmind.train.progress import read_checkpoint_step
 from soundmind.train.verl_config import VERL_DISTRIBUTION, VERL_VERSION
 

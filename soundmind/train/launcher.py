@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from soundmind.api.training import TrainingSpec
+from soundmind.errors import ConfigError
 from soundmind.train import cluster, contract, export, preflight
 from soundmind.train.config import PodIdentity
 from soundmind.train.dataset import DatasetFiles, ensure_prepared, locate
-from soundmind.train.errors import ConfigError
 from soundmind.train.metrics import TrainMetrics
 from soundmind.train.progress import ProgressReporter, StatusPatch
 from soundmind.train.render import LaunchPlan, render
@@ -61,7 +61,7 @@ def plan_for(spec: TrainingSpec, identity: PodIdentity, options: Options, prepar
 
 
 def _prepare(dataset: DatasetFiles, modality: str) -> None:
-    from soundmind.data.errors import DataError
+    from soundmind.errors import DataError
 
     say(f"preparing {dataset.raw_root} into {dataset.directory} ({modality})")
     try:

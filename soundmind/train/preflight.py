@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from types import ModuleType
 
 from soundmind.api.training import TrainingSpec
+from soundmind.errors import PreflightError
 from soundmind.train import contract
-from soundmind.train.errors import PreflightError
 
 # The trainer image's torch and vLLM wheels are built for CUDA 13, which needs this driver or newer.
 MIN_DRIVER_MAJOR = 580

@@ -18,6 +18,7 @@ from omegaconf import ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from soundmind.api.training import TrainingSpec
+from soundmind.errors import ConfigError
 from soundmind.models import (
     QWEN2_5_OMNI_ADAPTER,
     QWEN2_5_OMNI_CONTEXT,
@@ -29,7 +30,6 @@ from soundmind.models import (
 from soundmind.train import contract, export
 from soundmind.train.config import PodIdentity
 from soundmind.train.dataset import DatasetFiles, longest_prompt, row_count
-from soundmind.train.errors import ConfigError
 from soundmind.train.verl_config import OverrideError, compose, format_value
 
 VERL_ENTRYPOINT = "verl.trainer.main_ppo"

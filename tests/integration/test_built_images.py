@@ -18,8 +18,8 @@ import yaml
 
 from hack.images.build import IMAGES, build
 from hack.images.docker import Docker, Dockerd, remove_tree
+from soundmind.api import vllm_metrics as metrics
 from soundmind.api.serving import ServingSpec
-from soundmind.serve import vllm_metrics as metrics
 from soundmind_operator.serving import builders
 
 OPERATOR, STANDIN = IMAGES["operator"].tag, IMAGES["standin"].tag
@@ -66,8 +66,10 @@ def test_the_operator_image_runs_offline_read_only_as_the_user_its_chart_names(d
 
 
 def test_the_operator_image_checks_verl_overrides_against_the_schema_it_ships(docker: Docker):
-    """verl is in the image without its dependency tree: the operator reads only its config schema."""
+    """The image has no verl: the operator reads the copy of verl's config schema soundmind ships."""
     check = (
+        "import importlib.util\n"
+        "assert importlib.util.find_spec('verl') is None\n"
         "from soundmind.train import verl_config as v\n"
         "v.compose(['trainer.total_epochs=2'])\n"
         "try:\n"

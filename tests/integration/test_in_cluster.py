@@ -184,7 +184,7 @@ def test_the_operator_pod_reconciles_a_training_through_its_lifecycle(
 def test_the_operator_pod_checks_verl_overrides_against_the_schema_in_its_image(
     kube: Kube, node: str, in_cluster_operator, volumes: str
 ):
-    """verl is in the image without its dependency tree; the pod composes overrides offline."""
+    """The image has no verl; the pod composes overrides offline against the schema soundmind ships."""
     spec = {"image": SIMULATED_TRAINER, "extraArgs": ["trainer.val_before_train=False", "trainer.totl_epochs=3"]}
     create(kube, TRAINING, volumes, "typo", spec)
     failed = wait_training(kube, volumes, "typo", failed_with("ConfigError"), "ConfigError", timeout=60)

@@ -18,8 +18,8 @@ import kopf
 from soundmind.api.base import GROUP, VERSION
 from soundmind.api.serving import SERVING, ServingSpec
 from soundmind.api.training import CheckpointStorageSpec
+from soundmind.errors import ConfigError
 from soundmind.serve.render import checked_arguments
-from soundmind.train.errors import ConfigError
 from soundmind_operator import children, invalid, metrics
 from soundmind_operator.cache import Owned
 from soundmind_operator.cached import cached

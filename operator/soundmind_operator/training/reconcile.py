@@ -18,7 +18,7 @@ import kopf
 
 from soundmind.api.base import GROUP, VERSION
 from soundmind.api.training import TRAINING, TrainingSpec
-from soundmind.train.errors import ConfigError
+from soundmind.errors import ConfigError
 from soundmind.train.render import validate_overrides
 from soundmind_operator import children, invalid, metrics
 from soundmind_operator.cache import Owned

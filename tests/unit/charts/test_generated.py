@@ -13,7 +13,7 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import Dashboard
 
 from hack.charts import alerts, dashboards, generated
-from soundmind.serve import vllm_metrics
+from soundmind.api import vllm_metrics
 from soundmind.train import metrics as train_metrics
 from soundmind_operator import metrics as operator_metrics
 from tests.unit.charts.helm import ROOT

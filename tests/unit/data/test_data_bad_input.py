@@ -13,8 +13,7 @@ import pytest
 from soundmind import atomic
 from soundmind.cli import main
 from soundmind.data import prepare
-from soundmind.data.errors import DataError
-from soundmind.errors import EXIT_CANNOT_WRITE, EXIT_USAGE
+from soundmind.errors import EXIT_CANNOT_WRITE, EXIT_USAGE, DataError
 
 
 def _prepare_argv(root, out, *extra):
@@ -105,6 +104,40 @@ def test_hugging_face_file_names_cannot_leave_the_split(spoken_dir, tmp_path, to
     metadata.write_text("".join(json.dumps(row) + "\n" for row in rows))
     assert main(_prepare_argv(root, tmp_path / "out")) == EXIT_USAGE
     assert "split 'dev', line 2" in (err := capsys.readouterr().err) and "question_file_name" in err
+
+
+@pytest.mark.parametrize(("first", "again"), [("a1", "a1"), (7, "7")])
+def test_a_duplicate_id_is_refused_naming_both_lines(tmp_path, capsys, write_jsonl, first, again):
+    """Issue 21, point 6: the second row would train the same sample twice (and, in the published
+    layout, read the first one's audio directory)."""
+    rows = [
+        {"id": first, "user_content": "All A are B. Are all B A?", "answer": "r\nAnswer: not-entailed", "label": 0},
+        {"id": "b2", "user_content": "All A are B. Is x, an A, a B?", "answer": "r\nAnswer: entailed", "label": 1},
+        "",
+        {"id": again, "user_content": "Some A are B. Are all A B?", "answer": "r\nAnswer: not-entailed", "label": 0},
+    ]
+    root = tmp_path / "alr"
+    write_jsonl(root / "dev.jsonl", rows)
+    out = tmp_path / "out"
+    argv = ["data", "prepare", "--data-dir", str(root), "--out", str(out), "--modality", "text"]
+    assert main(argv) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err == (
+        f"soundmind data prepare: split 'dev', line 4, id '{again}': {root / 'dev.jsonl'} has this id on line 1 "
+        "too; each sample needs its own id\n"
+    )
+    assert not out.exists()
+
+
+def test_a_duplicate_id_in_the_hugging_face_layout_is_refused(spoken_dir, tmp_path, to_hugging_face_layout, capsys):
+    root = to_hugging_face_layout(spoken_dir, tmp_path / "hf")
+    metadata = root / "dev" / "metadata.jsonl"
+    rows = [json.loads(line) for line in metadata.read_text().splitlines()]
+    rows[2]["id"] = rows[0]["id"]
+    metadata.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert main(_prepare_argv(root, tmp_path / "out")) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"split 'dev', line 3, id '{rows[0]['id']}': {metadata} has this id on line 1 too" in err
 
 
 @pytest.mark.parametrize("command", ["prepare", "synth"])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from soundmind.data.errors import DataError
 from soundmind.data.layouts import Layout, detect_layout, iter_samples, present_splits
+from soundmind.errors import DataError
 
 
 def _row(sample_id: str, label: int = 1) -> dict:

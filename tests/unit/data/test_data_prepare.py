@@ -14,7 +14,7 @@ import soundfile
 
 from soundmind.cli import main
 from soundmind.data import audio, prepare
-from soundmind.data.errors import DataError
+from soundmind.errors import DataError
 from soundmind.prompt import ANSWER_INSTRUCTION, ENTAILED, NOT_ENTAILED
 from tests.support.alr import DEV_ROWS
 

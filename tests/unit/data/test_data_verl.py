@@ -124,10 +124,10 @@ def test_the_prompt_budget_check_holds_the_agent_loops_real_prompts(
 
     from soundmind.api.training import TrainingSpec
     from soundmind.data.verl_dataset import AudioRLHFDataset
+    from soundmind.errors import ConfigError
     from soundmind.train.budget import PromptEstimate
     from soundmind.train.config import PodIdentity
     from soundmind.train.dataset import locate, longest_prompt
-    from soundmind.train.errors import ConfigError
     from soundmind.train.render import render
     from tests.support.rendered import rendered_config
     from tests.support.verl_rollout import AgentLoop

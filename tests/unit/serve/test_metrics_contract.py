@@ -1,4 +1,4 @@
-"""The serving contract (`soundmind.serve.vllm_metrics`) against the pinned vLLM wheel's own metrics source.
+"""The serving contract (`soundmind.api.vllm_metrics`) against the pinned vLLM wheel's own metrics source.
 
 vLLM registers its Prometheus metrics in `vllm/v1/metrics/loggers.py` as
 ``self._gauge_cls(name=..., documentation=..., labelnames=..., buckets=...)``; this reads those calls
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from soundmind.api import vllm_metrics as metrics
 from soundmind.api.serving import ScalingMetric
-from soundmind.serve import vllm_metrics as metrics
 
 PINNED_VLLM = "0.24.0"  # pyproject.toml's server and train extras
 _KINDS = {

@@ -4,9 +4,9 @@ entry named before any pod exists."""
 import pytest
 
 from soundmind.api.serving import ServingSpec
+from soundmind.errors import ConfigError
 from soundmind.serve.render import DECIDED_FLAGS, checked_arguments, vllm_arguments
 from soundmind.serve.vllm_args import vllm_serve_parser
-from soundmind.train.errors import ConfigError
 
 MODEL = "Qwen/Qwen2.5-Omni-7B"
 

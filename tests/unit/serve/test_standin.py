@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from soundmind.api import vllm_metrics as metrics
 from soundmind.api.serving import ServingSpec
 from soundmind.cli import main
 from soundmind.eval.requests import chat_request, read_items
-from soundmind.serve import vllm_metrics as metrics
 from soundmind.serve.render import vllm_arguments
 from soundmind.serve.standin import Behaviour, StandIn, answer_key, make_server, vllm_serve_arguments
 

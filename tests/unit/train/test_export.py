@@ -27,8 +27,8 @@ import pytest
 import torch
 
 from soundmind.api.training import ModelStatus
+from soundmind.errors import ConfigError
 from soundmind.train import export
-from soundmind.train.errors import ConfigError
 
 
 def test_the_merger_arguments_pass_verls_own_parser():

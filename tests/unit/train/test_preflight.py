@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from soundmind.api.training import TrainingSpec
+from soundmind.errors import PreflightError
 from soundmind.train import contract, preflight
-from soundmind.train.errors import PreflightError
 from tests.support import nvml
 from tests.support.prerequisite import missing
 from tests.unit.train import test_roles

@@ -1,4 +1,5 @@
-"""Rendering the verl command, composed against the config inside the installed verl 0.9.1 wheel."""
+"""Rendering the verl command, composed against verl 0.9.1's config (the copy soundmind ships, checked
+against the installed wheel by test_verl_schema.py)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,13 @@ from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 from soundmind.api.training import TrainingSpec
+from soundmind.errors import ConfigError
 from soundmind.train import contract
 from soundmind.train.budget import AUDIO_TOKENS_PER_SECOND
 from soundmind.train.config import PodIdentity, dump_spec, load_spec, parse_spec
 from soundmind.train.dataset import locate
-from soundmind.train.errors import ConfigError
 from soundmind.train.render import render
-from soundmind.train.verl_config import compose, format_value, schema_path
+from soundmind.train.verl_config import compose, format_value
 
 IDENTITY = PodIdentity(training_name="alr-grpo", namespace="ml", attempt=2, index=0, head_address="alr-grpo-0.alr")
 
@@ -28,12 +29,6 @@ def plan_and_config(spec: TrainingSpec, tmp_path: Path):
     plan = render(spec, IDENTITY, locate(spec.dataset.path, spec.dataset.modality), checkpoints_root=str(tmp_path))
     assert plan.command[1:3] == ["-m", "verl.trainer.main_ppo"]
     return plan, compose(plan.command[3:])
-
-
-def test_schema_is_the_one_inside_the_installed_verl_wheel():
-    path = schema_path()
-    assert path.parts[-4:] == ("verl", "trainer", "config", "_generated_ppo_trainer.yaml")
-    assert "site-packages" in path.parts
 
 
 def test_one_node(prepared, tmp_path):
