@@ -191,27 +191,25 @@ def node_problem(needs: NodeNeeds, nodes: Sequence[NodeView]) -> Problem | None:
     matching = [
         n for n in nodes if n.schedulable and all(dict(n.labels).get(key) == value for key, value in selector.items())
     ]
-    where = f"with spec.resources.nodeSelector {_selector_text(needs.node_selector)}" if selector else "that takes pods"
+    labels = _selector_text(needs.node_selector)
     if not matching:
-        return Problem(
-            NO_MATCHING_NODE,
-            f"spec.resources.nodeSelector: no schedulable node has the labels {_selector_text(needs.node_selector)}",
-        )
+        return Problem(NO_MATCHING_NODE, f"spec.resources.nodeSelector: no schedulable node has the labels {labels}")
+    labelled = f" matching spec.resources.nodeSelector ({labels})" if selector else ""
     offered = {n.name: _quantity(dict(n.allocatable).get(needs.gpu_resource, "0")) for n in matching}
     if not any(offered.values()):
-        return Problem(NO_MATCHING_NODE, f"spec.resources.gpuResource: no node {where} offers {needs.gpu_resource}")
+        return Problem(NO_MATCHING_NODE, f"spec.resources.gpuResource: no node{labelled} offers {needs.gpu_resource}")
     enough = sorted(name for name, count in offered.items() if count >= needs.gpus)
     if not enough:
         return Problem(
             NO_MATCHING_NODE,
-            f"{needs.gpus_field}: {needs.gpus} {needs.gpu_resource} per pod, but no node {where} offers that many "
+            f"{needs.gpus_field}: {needs.gpus} {needs.gpu_resource} per pod, but no node{labelled} offers that many "
             f"(at most {max(offered.values())})",
         )
     if len(enough) < needs.pods:
         return Problem(
             NO_MATCHING_NODE,
-            f"spec.resources.nodes: {needs.pods} pods on {needs.pods} nodes with {needs.gpus} {needs.gpu_resource} "
-            f"each, but only {len(enough)} node(s) {where} offer that many ({', '.join(enough)})",
+            f"spec.resources.nodes: {needs.pods} pods need a node each with {needs.gpus} {needs.gpu_resource}, "
+            f"but only {len(enough)} node(s){labelled} offer that many ({', '.join(enough)})",
         )
     return None
 
