@@ -266,16 +266,14 @@ def opaque(message: str) -> bool:
 def explain(said: Sequence[str], found: Sequence[Problem], reason: str) -> tuple[str, list[str]]:
     """The scheduler's messages `said` and the reason to give them (`reason`, its own), made as
     specific as the check allows: the worst problem the check found, when it is a certain one
-    (not a Pending claim), is the reason, and it stands in for the messages that name only a
-    scheduler plugin, which are kept in parentheses."""
+    (not a Pending claim), is the reason and comes first, in place of the messages that name only
+    a scheduler plugin (kept in parentheses); the scheduler's other messages follow."""
     cause = next((p for p in found if p.warn), None)
     if cause is None:
         return reason, list(said)
-    clear = [m for m in said if not opaque(m)]
     hidden = [m for m in said if opaque(m)]
-    if hidden:
-        clear.insert(0, f"{cause.message} (the scheduler says: {'; '.join(hidden)})")
-    return cause.reason, clear
+    first = f"{cause.message} (the scheduler says: {'; '.join(hidden)})" if hidden else cause.message
+    return cause.reason, [first, *(m for m in said if not opaque(m))]
 
 
 @dataclass

@@ -125,6 +125,17 @@ def test_an_opaque_scheduler_error_is_replaced_by_the_cause_the_check_finds():
     ]
 
 
+def test_a_certain_cause_leads_even_where_the_scheduler_says_something_clear():
+    missing = Problem("NoMatchingNode", "spec.resources.gpuResource: no node offers amd.com/gpu")
+    assert references.explain(["0/3 nodes are available: 3 Insufficient amd.com/gpu."], [missing], "Unschedulable") == (
+        "NoMatchingNode",
+        [
+            "spec.resources.gpuResource: no node offers amd.com/gpu",
+            "0/3 nodes are available: 3 Insufficient amd.com/gpu.",
+        ],
+    )
+
+
 def test_without_a_certain_cause_the_schedulers_words_stay():
     pending = Problem("ClaimNotBound", "...", warn=False)
     assert references.explain([OPAQUE], [pending], "Unschedulable") == ("Unschedulable", [OPAQUE])

@@ -213,7 +213,10 @@ def test_replicas_the_scheduler_cannot_place_for_a_missing_claim_are_pending_and
     assert decision.status["phase"] == "Pending"
     schedulable = cond(decision, "Schedulable")
     assert (schedulable["status"], schedulable["reason"]) == ("False", "ClaimNotFound")
-    assert schedulable["message"] == f"2/2 replicas cannot be placed: {NO_CLAIM} (2 pods)"
+    assert schedulable["message"] == (
+        '2/2 replicas cannot be placed: spec.storage.models.claimName: PersistentVolumeClaim "models" not found '
+        f"in ns; {NO_CLAIM} (2 pods)"
+    )
     resolved = cond(decision, "ResolvedRefs")
     assert (resolved["status"], resolved["reason"]) == ("False", "ClaimNotFound")
     assert resolved["message"] == 'spec.storage.models.claimName: PersistentVolumeClaim "models" not found in ns'
@@ -233,7 +236,9 @@ def test_a_gpu_resource_no_node_offers_is_named_beside_the_schedulers_words():
     )
     schedulable = cond(decision, "Schedulable")
     assert (schedulable["status"], schedulable["reason"]) == ("False", "NoMatchingNode")
-    assert schedulable["message"] == f"1/1 replicas cannot be placed: {insufficient}"
+    assert schedulable["message"] == (
+        f"1/1 replicas cannot be placed: spec.resources.gpuResource: no node offers amd.com/gpu; {insufficient}"
+    )
     resolved = cond(decision, "ResolvedRefs")
     assert resolved["reason"] == "NoMatchingNode"
     assert resolved["message"] == "spec.resources.gpuResource: no node offers amd.com/gpu"
