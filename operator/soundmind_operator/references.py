@@ -296,13 +296,11 @@ class NodeVerdicts:
         return True
 
     def changed(self, wanted: Iterable[NodeNeeds]) -> set[NodeNeeds]:
-        """The requirements among `wanted` whose verdict over the recorded nodes changed."""
+        """The requirements among `wanted` (every object's) whose verdict over the recorded nodes
+        changed; the verdicts of requirements no object has any more are forgotten."""
         nodes = tuple(self.views.values())
-        out = set()
+        before, self.verdicts = self.verdicts, {}
         for needs in set(wanted):
             verdict = node_problem(needs, nodes)
-            text = verdict.message if verdict else None
-            if self.verdicts.get(needs) != text:
-                self.verdicts[needs] = text
-                out.add(needs)
-        return out
+            self.verdicts[needs] = verdict.message if verdict else None
+        return {needs for needs, text in self.verdicts.items() if before.get(needs) != text}
