@@ -192,6 +192,8 @@ def node_problem(needs: NodeNeeds, nodes: Sequence[NodeView]) -> Problem | None:
         n for n in nodes if n.schedulable and all(dict(n.labels).get(key) == value for key, value in selector.items())
     ]
     labels = _selector_text(needs.node_selector)
+    if not matching and not selector:
+        return Problem(NO_MATCHING_NODE, "no node takes pods: every node is cordoned (spec.unschedulable)")
     if not matching:
         return Problem(NO_MATCHING_NODE, f"spec.resources.nodeSelector: no schedulable node has the labels {labels}")
     labelled = f" matching spec.resources.nodeSelector ({labels})" if selector else ""

@@ -95,6 +95,7 @@ def test_a_serving_checks_its_models_claim():
             [node("a", pool="h100", schedulable=False)],  # cordoned
             "spec.resources.nodeSelector: no schedulable node has the labels pool=h100",
         ),
+        (serving(), [node("a", schedulable=False)], "no node takes pods: every node is cordoned (spec.unschedulable)"),
     ],
 )
 def test_a_placement_no_node_offers_names_the_field_and_what_is_missing(needs, nodes, message):
