@@ -4,6 +4,10 @@ The operator watches each kind of child it makes (filtered server-side by the ma
 into a kopf index keyed by owner: (namespace, component, instance). A reconcile pass copies its
 owner's entries (on the event loop's thread, where kopf updates them) into an `Owned` and reads
 that. The same watch events wake the owner's loop.
+
+It also watches, read-only, what specs refer to: every PersistentVolumeClaim (by namespace and
+name) and every node, into indices of `references` views; a pass copies the claims its spec names
+and all nodes into a `references.Seen`.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from soundmind_operator import labels as standard
+from soundmind_operator import references
 from soundmind_operator.children import ChildKey, applied_hash
 
 Manifest = dict[str, Any]
@@ -96,3 +101,18 @@ def read(indices: Mapping[str, Any], key: OwnerKey) -> Owned:
         if index is not None and key in index:
             by_kind[watched.kind] = list(index[key])
     return Owned(by_kind)
+
+
+# The kopf indices of the referenced objects (and the keywords they reach handlers under).
+CLAIMS_INDEX = "claim_views"  # (namespace, name) -> references.ClaimView
+NODES_INDEX = "node_views"  # references.ALL_NODES -> references.NodeView, one per node
+
+
+def referenced(indices: Mapping[str, Any], namespace: str, needs: references.Needs | None) -> references.Seen:
+    """Copy the claims `needs` names (those that exist) and every node out of the kopf indices
+    (call on the event loop's thread). Without needs (a spec its model refuses), nothing."""
+    if needs is None:
+        return references.Seen()
+    found = indices[CLAIMS_INDEX]
+    claims = {claim: view for _, claim in needs.claims for view in found.get((namespace, claim), ())}
+    return references.Seen(claims=claims, nodes=tuple(indices[NODES_INDEX].get(references.ALL_NODES, ())))

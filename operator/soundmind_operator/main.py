@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import logging
 import os
 import socket
@@ -24,14 +23,20 @@ import kopf
 from soundmind.api.base import GROUP, VERSION
 from soundmind.api.serving import SERVING
 from soundmind.api.training import TRAINING
-from soundmind_operator import cache, loop, metrics
+from soundmind_operator import cache, loop, metrics, references
 from soundmind_operator.kube import Kube, api_client
 from soundmind_operator.labels import MANAGED, MANAGED_SELECTOR, OPERATOR_NAME
 from soundmind_operator.serving import builders as serving_builders
 from soundmind_operator.serving import names as serving_names
 from soundmind_operator.serving.reconcile import ServingCache, ServingReconciler, training_view
 from soundmind_operator.training import names as training_names
-from soundmind_operator.training.reconcile import KUEUE_GROUP, POD_GROUP_API, TrainingReconciler, warm_up
+from soundmind_operator.training.reconcile import (
+    KUEUE_GROUP,
+    POD_GROUP_API,
+    TrainingCache,
+    TrainingReconciler,
+    warm_up,
+)
 
 FINALIZER = f"{GROUP}/finalizer"
 # Which kind owns the children of each component.
@@ -59,8 +64,9 @@ class Options:
     kopf_connections: int = 16
 
 
-# One long-lived watch per kind of child, one per custom resource kind, and peering's.
-WATCH_STREAMS = len(cache.WATCHED) + 3
+# One long-lived watch per kind of child, one per custom resource kind, peering's, and the
+# referenced PVCs' and nodes'.
+WATCH_STREAMS = len(cache.WATCHED) + 5
 
 
 @kopf.on.login()
@@ -138,6 +144,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **
     kube = Kube(
         api_client(options.pass_threads), on_request=lambda verb: operator_metrics.api_requests.labels(verb).inc()
     )
+    memo.node_verdicts = references.NodeVerdicts()
     memo.loop = loop.LoopContext(
         metrics=operator_metrics,
         resync_seconds=options.resync_seconds,
@@ -200,9 +207,13 @@ for _watched in cache.WATCHED:
 # On deletion or exit the loop is signalled and finishes its current pass (well under a second)
 # before kopf would cancel it.
 @kopf.daemon(GROUP, VERSION, TRAINING.plural, cancellation_backoff=10, cancellation_timeout=10)
-async def training_loop(name, namespace, body, stopped, memo: kopf.Memo, logger, **indices) -> None:
+async def training_loop(name, namespace, body, spec, stopped, memo: kopf.Memo, logger, **indices) -> None:
     key = (namespace, training_names.COMPONENT, name)
-    read_cache = functools.partial(cache.read, indices, key)
+
+    def read_cache() -> TrainingCache:
+        needs = references.needs_of(TRAINING.kind, spec)  # kopf keeps `spec` current
+        return TrainingCache(owned=cache.read(indices, key), seen=cache.referenced(indices, namespace, needs))
+
     await loop.run(memo.loop, memo.training, namespace, name, stopped, logger, body, read_cache)
 
 
@@ -241,7 +252,12 @@ async def serving_loop(name, namespace, body, spec, stopped, memo: kopf.Memo, lo
     def read_cache() -> ServingCache:
         source = (spec.get("fromTraining") or {}).get("name")  # kopf keeps `spec` current
         views = list(indices["trainings"].get((namespace, source), [])) if source else []
-        return ServingCache(owned=cache.read(indices, key), training=views[0] if views else None)
+        needs = references.needs_of(SERVING.kind, spec)
+        return ServingCache(
+            owned=cache.read(indices, key),
+            training=views[0] if views else None,
+            seen=cache.referenced(indices, namespace, needs),
+        )
 
     await loop.run(memo.loop, memo.serving, namespace, name, stopped, logger, body, read_cache)
 
@@ -253,6 +269,57 @@ async def serving_changed(type, name, namespace, meta, memo: kopf.Memo, logger, 
         logger.info("serving %s/%s deleted; its children go with it (owner references)", namespace, name)
     else:
         memo.loop.wakeups.wake(SERVING.kind, namespace, name, meta.get("resourceVersion"))
+
+
+# -- what specs refer to: claims and nodes, watched read-only; each change wakes the objects it concerns --
+
+
+@kopf.index(GROUP, VERSION, TRAINING.plural)
+async def training_references(namespace, name, spec, **_) -> dict:
+    return references.users(namespace, name, references.needs_of(TRAINING.kind, spec))
+
+
+@kopf.index(GROUP, VERSION, SERVING.plural)
+async def serving_references(namespace, name, spec, **_) -> dict:
+    return references.users(namespace, name, references.needs_of(SERVING.kind, spec))
+
+
+# Index ids are keywords; both kinds' indices of references, by kind.
+REFERENCE_INDICES = {TRAINING.kind: "training_references", SERVING.kind: "serving_references"}
+
+
+@kopf.index("v1", "persistentvolumeclaims", id=cache.CLAIMS_INDEX)
+async def _claim_view(namespace, name, body, **_) -> dict:
+    return {(namespace, name): references.claim_view(body)}
+
+
+@kopf.on.event("v1", "persistentvolumeclaims")
+async def wake_claim_users(namespace, name, memo: kopf.Memo, **indices) -> None:
+    for kind, index_id in REFERENCE_INDICES.items():
+        for user in indices[index_id].get(("claim", namespace, name), []):
+            memo.loop.wakeups.wake(kind, namespace, user)
+
+
+@kopf.index("v1", "nodes", id=cache.NODES_INDEX)
+async def _node_view(body, **_) -> dict:
+    return {references.ALL_NODES: references.node_view(body)}
+
+
+@kopf.on.event("v1", "nodes")
+async def wake_node_users(type, name, body, memo: kopf.Memo, **indices) -> None:
+    """Only a change of a node's labels, allocatable resources or schedulability, and only the
+    objects whose verdict it changes (`references.NodeVerdicts`): heartbeats wake nobody."""
+    verdicts: references.NodeVerdicts = memo.node_verdicts
+    if not verdicts.seen(name, None if type == "DELETED" else references.node_view(body)):
+        return
+    users: dict[references.NodeNeeds, list[tuple[str, str, str]]] = {}
+    for kind, index_id in REFERENCE_INDICES.items():
+        for key, store in indices[index_id].items():
+            if key[0] == "nodes":
+                users.setdefault(key[1], []).extend((kind, namespace, user) for namespace, user in store)
+    for needs in verdicts.changed(users):
+        for kind, namespace, user in users[needs]:
+            memo.loop.wakeups.wake(kind, namespace, user)
 
 
 # -- command line ---------------------------------------------------------------------------------

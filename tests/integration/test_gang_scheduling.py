@@ -11,6 +11,7 @@ test_training_operator.py's queue test checks `status.gang == "Kueue"` and that 
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -300,6 +301,57 @@ def test_level1_servings_get_the_gpus_a_waiting_group_does_not_hold(
     pods = kube.core_v1.list_namespaced_pod(ns, label_selector="app.kubernetes.io/component=server").items
     assert pods and all(p.spec.scheduling_group is None for p in pods), "serving replicas are independent"
     assert bindings.of("big") == {}
+
+
+def test_level1_a_missing_claim_is_named_instead_of_the_schedulers_plugin_error(kube: Kube, gang_cluster, ns: str):
+    """Every pod of the group carries the scheduler's `error in "DynamicResources" PodGroupPostFilter
+    plugins: not found`, which names a plugin; the reference check names the claim (issue 21)."""
+    create_training(kube, ns, "noclaim", storage={"data": {"claimName": "no-data"}}, **PAIR)
+    try:
+        waiting = wait_training(
+            kube,
+            ns,
+            "noclaim",
+            lambda t: condition(t, "Schedulable").get("reason") == "ClaimNotFound",
+            "Schedulable=False ClaimNotFound",
+        )
+    finally:
+        resources.capture(kube, TRAINING, ns, "noclaim", "training under gang scheduling with a missing claim")
+    missing_claim = f'spec.storage.data.claimName: PersistentVolumeClaim "no-data" not found in {ns}'
+    resolved = condition(waiting, "ResolvedRefs")
+    assert (resolved["status"], resolved["reason"], resolved["message"]) == ("False", "ClaimNotFound", missing_claim)
+    schedulable = condition(waiting, "Schedulable")
+    assert schedulable["status"] == "False", schedulable
+    assert re.match(rf"[12]/2 pods: {re.escape(missing_claim)}", schedulable["message"]), schedulable
+    assert phase(waiting) == "Pending"
+    warnings = {(e.reason, e.message) for e in events_of(kube, ns, "noclaim") if e.type == "Warning"}
+    assert ("ClaimNotFound", f"ResolvedRefs=False: {missing_claim}") in warnings, warnings
+
+
+def test_level1_too_few_free_gpus_names_a_pods_reason_beside_the_groups(
+    kube: Kube, gang_cluster, ns: str, nodes: Nodes
+):
+    """Three 8-GPU nodes, one taken: the group's verdict says only that minCount cannot be met; a
+    pod's says why (Insufficient nvidia.com/gpu). The condition gives both (issue 21)."""
+    nodes.add(2)
+    create_training(kube, ns, "one")
+    running(kube, ns, "one")
+    create_training(kube, ns, "big", **BIG)
+    try:
+        waiting = wait_training(
+            kube,
+            ns,
+            "big",
+            lambda t: "Insufficient nvidia.com/gpu" in condition(t, "Schedulable").get("message", ""),
+            "Schedulable=False with a pod's reason",
+        )
+    finally:
+        resources.capture(kube, TRAINING, ns, "big", "training under gang scheduling with too few free GPUs")
+    schedulable = condition(waiting, "Schedulable")
+    assert (schedulable["status"], schedulable["reason"]) == ("False", "Unschedulable")
+    message = schedulable["message"]
+    assert "PodGroup big-a1: minCount (3)" in message and "all-or-nothing" in message, message
+    assert condition(waiting, "ResolvedRefs")["status"] == "True", "the cluster has the nodes; they are busy"
 
 
 # -- level 3: the operator's guard, on a cluster without the PodGroup API -----------------------

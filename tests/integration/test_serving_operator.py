@@ -9,7 +9,9 @@ restarted (the KEDA path and ServiceMonitors), since the operator decides that o
 
 from __future__ import annotations
 
+import json
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,9 +23,10 @@ from soundmind.api.serving import SERVING
 from soundmind.api.training import TRAINING
 from soundmind_operator.serving import names
 from tests.support import operator as op
-from tests.support import resources, sim
+from tests.support import realnode, resources, sim
 from tests.support.kube import Kube, exists, read_or_none
 from tests.support.poll import wait_for
+from tests.support.prerequisite import missing
 from tests.support.third_party_crds import crd_dir, crds
 
 pytestmark = pytest.mark.integration
@@ -402,6 +405,130 @@ def test_a_training_and_a_serving_of_the_same_name_keep_apart(kube: Kube, ns: st
     assert available(2)(serving) and serving["status"]["replicas"] == 2
 
 
+# -- what blocks the replicas, in the status (issue 21) -------------------------------------------
+
+
+def warnings_of(kube: Kube, ns: str, name: str) -> set[tuple[str, str]]:
+    return {(e.reason, e.message) for e in events_of(kube, ns, name) if e.type == "Warning"}
+
+
+def blocked(kube: Kube, ns: str, name: str, reason: str, case: str, timeout: float = 30) -> dict:
+    """The serving once both Schedulable and ResolvedRefs are False with `reason`; kubectl's view
+    of it captured either way (`resources.capture`)."""
+    try:
+        return wait_serving(
+            kube,
+            ns,
+            name,
+            lambda s: (
+                condition(s, "Schedulable").get("reason") == reason
+                and condition(s, "ResolvedRefs").get("reason") == reason
+            ),
+            f"Schedulable and ResolvedRefs False with {reason}",
+            timeout,
+        )
+    finally:
+        resources.capture(kube, SERVING, ns, name, case)
+
+
+def test_a_serving_whose_claim_does_not_exist_is_pending_and_names_it(kube: Kube, ns: str):
+    create_serving(kube, ns, "noclaim", autoscaling={"enabled": False}, storage={"models": {"claimName": "no-models"}})
+    serving = blocked(kube, ns, "noclaim", "ClaimNotFound", "serving with a missing models PersistentVolumeClaim")
+    assert serving["status"]["phase"] == "Pending"
+    resolved = condition(serving, "ResolvedRefs")
+    assert resolved["status"] == "False"
+    assert resolved["message"] == f'spec.storage.models.claimName: PersistentVolumeClaim "no-models" not found in {ns}'
+    schedulable = condition(serving, "Schedulable")
+    assert schedulable["status"] == "False"
+    assert schedulable["message"].startswith("1/1 replicas cannot be placed: "), schedulable
+    assert 'persistentvolumeclaim "no-models" not found' in schedulable["message"], schedulable
+    said = warnings_of(kube, ns, "noclaim")
+    assert ("ClaimNotFound", f"ResolvedRefs=False: {resolved['message']}") in said, said
+    assert ("ClaimNotFound", f"Schedulable=False: {schedulable['message']}") in said, said
+
+    # The claim appears: its watch event wakes the serving, which then serves.
+    op.create_volumes(kube, ns, ("no-models",))
+    wait_serving(kube, ns, "noclaim", available(1), "Available once the claim is bound", timeout=60)
+    assert condition(get_serving(kube, ns, "noclaim"), "ResolvedRefs")["status"] == "True"
+
+
+def test_a_gpu_resource_no_node_offers_is_named(kube: Kube, ns: str):
+    create_serving(
+        kube,
+        ns,
+        "amd",
+        autoscaling={"enabled": False},
+        resources={"cpu": "1", "memory": "1Gi", "gpuResource": "amd.com/gpu"},
+    )
+    serving = blocked(kube, ns, "amd", "NoMatchingNode", "serving whose gpuResource no node offers")
+    assert serving["status"]["phase"] == "Pending"
+    assert condition(serving, "ResolvedRefs")["message"] == "spec.resources.gpuResource: no node offers amd.com/gpu"
+    schedulable = condition(serving, "Schedulable")["message"]
+    assert schedulable.startswith("1/1 replicas cannot be placed: ") and "Insufficient amd.com/gpu" in schedulable
+
+
+REAL_GPU = "soundmind.ai/test-gpu"  # an extended resource the test advertises on the real node
+
+
+@pytest.fixture
+def real_node_gpu(kube: Kube) -> Iterator[str]:
+    """The real node (it runs containers for real) advertising one `REAL_GPU`, as a device plugin
+    would a GPU; removed afterwards."""
+    if not read_or_none(lambda: kube.core_v1.read_node(realnode.NODE_NAME)):
+        missing("this cluster has no real node (it needs root)")
+    path = f"/status/capacity/{REAL_GPU.replace('/', '~1')}"
+
+    def patch(operation: dict) -> None:
+        kube.kubectl(
+            "patch", "node", realnode.NODE_NAME, "--subresource=status", "--type=json", "-p", json.dumps([operation])
+        )
+
+    patch({"op": "add", "path": path, "value": "1"})
+    yield realnode.NODE_NAME
+    patch({"op": "remove", "path": path})
+
+
+def test_a_missing_token_secret_on_a_real_node_is_create_container_config_error(
+    kube: Kube, ns: str, real_node_gpu: str
+):
+    """The kubelet refuses to make the container: the Secret the pod's env names is missing. The
+    operator cannot read Secrets; the pod's reason and message reach the status."""
+    create_serving(
+        kube,
+        ns,
+        "notoken",
+        image=realnode.BUSYBOX_IMAGE,
+        autoscaling={"enabled": False},
+        hfTokenSecret={"name": "no-hf-token", "key": "token"},
+        resources={
+            "cpu": "100m",
+            "memory": "64Mi",
+            "gpuResource": REAL_GPU,
+            "nodeSelector": {realnode.REAL_NODE_LABEL: "true"},
+        },
+    )
+    try:
+        serving = wait_serving(
+            kube,
+            ns,
+            "notoken",
+            lambda s: condition(s, "Progressing").get("reason") == "CreateContainerConfigError",
+            "Progressing=False CreateContainerConfigError",
+            timeout=90,
+        )
+    finally:
+        resources.capture(kube, SERVING, ns, "notoken", "serving on the real node with a missing token Secret")
+    (pod,) = server_pods(kube, ns, "notoken")
+    assert pod.spec.node_name == real_node_gpu
+    progressing = condition(serving, "Progressing")
+    assert progressing["status"] == "False"
+    assert (
+        progressing["message"] == f'pod {pod.metadata.name} CreateContainerConfigError: secret "no-hf-token" not found'
+    )
+    assert serving["status"]["phase"] == "Degraded"
+    assert any(r == "Degraded" and "no-hf-token" in m for r, m in warnings_of(kube, ns, "notoken"))
+
+
 def test_the_operator_cannot_read_secrets(kube: Kube, operator: op.OperatorProcess):
     user = f"system:serviceaccount:{op.OPERATOR_NAMESPACE}:{op.OPERATOR_SERVICE_ACCOUNT}"
     for verb, resource in [("get", "secrets"), ("list", "secrets"), ("watch", "secrets"), ("create", "pods")]:
@@ -409,6 +536,16 @@ def test_the_operator_cannot_read_secrets(kube: Kube, operator: op.OperatorProce
         assert said.stdout.strip() == "no", f"{user} may {verb} {resource}"
     said = kube.kubectl("auth", "can-i", "patch", "deployments.apps", "-n", "default", f"--as={user}", check=False)
     assert said.stdout.strip() == "yes"
+    # What specs refer to is watched, read-only (the reference check).
+    for verb, resource, allowed in [
+        ("watch", "persistentvolumeclaims", "yes"),
+        ("watch", "nodes", "yes"),
+        ("get", "nodes", "no"),
+        ("patch", "nodes", "no"),
+        ("patch", "persistentvolumeclaims", "no"),
+    ]:
+        said = kube.kubectl("auth", "can-i", verb, resource, "--all-namespaces", f"--as={user}", check=False)
+        assert said.stdout.strip() == allowed, f"{user} may {verb} {resource}: {said.stdout.strip()}"
 
 
 # -- with KEDA and prometheus-operator ---------------------------------------------------------

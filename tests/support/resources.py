@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import yaml
@@ -40,3 +41,21 @@ def wait(
     except AssertionError as error:
         status = yaml.safe_dump(get(kube, kind, ns, name).get("status") or {}, width=200)
         raise AssertionError(f"{error}\nstatus:\n{status}") from None
+
+
+# A file to which `capture` appends what kubectl shows of an object (a report's before and after).
+CAPTURE_ENV = "SOUNDMIND_KUBECTL_CAPTURE"
+
+
+def capture(kube: Kube, kind: ResourceKind, ns: str, name: str, case: str) -> None:
+    """Append `kubectl get -o wide` and `kubectl describe` of the object to $SOUNDMIND_KUBECTL_CAPTURE,
+    when it is set, under the heading `case`."""
+    path = os.environ.get(CAPTURE_ENV)
+    if not path:
+        return
+    shown = [f"==== {case} ====\n"]
+    for args in (("get", kind.plural, name, "-n", ns, "-o", "wide"), ("describe", kind.plural, name, "-n", ns)):
+        result = kube.kubectl(*args, check=False)
+        shown.append(f"$ kubectl {' '.join(args)}\n{result.stdout}{result.stderr}\n")
+    with open(path, "a") as out:
+        out.write("".join(shown))

@@ -1,8 +1,9 @@
 """From what the cluster shows to what a serving's status should say, and whether to apply.
 
 `decide` is a pure function of the serving (spec, generation, status), the model it resolves to
-(or why it cannot), whether vLLM's parser accepts the command, its Deployment and autoscaler as the
-watches last saw them, what the platform offers, and the time.
+(or why it cannot), whether vLLM's parser accepts the command, its Deployment, pods and autoscaler
+as the watches last saw them, the claims and nodes its spec refers to, what the platform offers,
+and the time.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from soundmind.api.serving import ServingSpec
+from soundmind_operator import pod_status, references
 from soundmind_operator.conditions import Event, StatusBuilder, StatusShape, condition, status_patch
 from soundmind_operator.serving import builders, names
 
@@ -20,13 +22,15 @@ Obj = dict[str, Any]
 # Phases (contract).
 PENDING, PROGRESSING, AVAILABLE, DEGRADED, FAILED = "Pending", "Progressing", "Available", "Degraded", "Failed"
 # Condition types (contract).
-AVAILABLE_CONDITION, PROGRESSING_CONDITION, SCALING_ACTIVE, MODEL_READY, CONFIG_ERROR = (
+AVAILABLE_CONDITION, PROGRESSING_CONDITION, SCHEDULABLE, SCALING_ACTIVE, MODEL_READY, CONFIG_ERROR = (
     "Available",
     "Progressing",
+    "Schedulable",  # as a training's: whether the scheduler places the replicas, in its words
     "ScalingActive",
     "ModelReady",
     "ConfigError",
 )
+UNSCHEDULABLE = "Unschedulable"
 # ModelReady=False reasons (contract).
 TRAINING_NOT_FOUND, TRAINING_NOT_FINISHED, TRAINING_FAILED = "TrainingNotFound", "TrainingNotFinished", "TrainingFailed"
 
@@ -43,7 +47,15 @@ OPERATOR_STATUS_FIELDS = (
 )
 SERVING_STATUS = StatusShape(
     owned_fields=OPERATOR_STATUS_FIELDS,
-    condition_order=(AVAILABLE_CONDITION, PROGRESSING_CONDITION, SCALING_ACTIVE, MODEL_READY, CONFIG_ERROR),
+    condition_order=(
+        AVAILABLE_CONDITION,
+        PROGRESSING_CONDITION,
+        SCHEDULABLE,
+        references.RESOLVED_REFS,
+        SCALING_ACTIVE,
+        MODEL_READY,
+        CONFIG_ERROR,
+    ),
     warning_phases=(DEGRADED, FAILED),
 )
 
@@ -72,6 +84,7 @@ class Observation:
     deployment: Obj | None = None
     pods: list[Obj] = field(default_factory=list)  # the serving's pods
     hpa: Obj | None = None  # ours, or the one KEDA made for our ScaledObject
+    seen: references.Seen = references.Seen()  # the claims and nodes the spec refers to
 
 
 @dataclass
@@ -121,23 +134,33 @@ def decide(obs: Observation) -> Decision:
     else:
         status.set_condition(CONFIG_ERROR, "False", "Valid", "vLLM's argument parser accepts the command")
 
+    problems = references.problems(obs.namespace, references.serving_needs(obs.spec), obs.seen)
+    references.set_condition(status, problems)
     _scaling(obs, status)
     _replicas(obs, status)
 
     if obs.config_error:
-        _not_serving(obs, status, FAILED, "ConfigError", f"vllm serve would refuse its arguments: {obs.config_error}")
+        refused = f"vllm serve would refuse its arguments: {obs.config_error}"
+        _not_serving(obs, status, FAILED, "ConfigError", refused, problems)
     elif model is None:
-        _not_serving(obs, status, FAILED if reason == TRAINING_FAILED else PENDING, reason, message)
+        _not_serving(obs, status, FAILED if reason == TRAINING_FAILED else PENDING, reason, message, problems)
     else:
         decision.model = model
-        _rollout(obs, status)
+        _rollout(obs, status, problems)
 
     decision.status = status.result()
     decision.events = status.events
     return decision
 
 
-def _not_serving(obs: Observation, status: StatusBuilder, phase: str, reason: str, message: str) -> None:
+def _not_serving(
+    obs: Observation,
+    status: StatusBuilder,
+    phase: str,
+    reason: str,
+    message: str,
+    problems: list[references.Problem],
+) -> None:
     """The spec cannot be served as it is: nothing is applied. Without a Deployment that is `phase`;
     with one (an earlier, valid version keeps serving) the serving is Degraded."""
     if obs.deployment is None:
@@ -145,7 +168,7 @@ def _not_serving(obs: Observation, status: StatusBuilder, phase: str, reason: st
         status.set_condition(AVAILABLE_CONDITION, "False", reason, message)
         status.set_condition(PROGRESSING_CONDITION, "False", reason, "no Deployment is created until this is resolved")
     else:
-        _rollout(obs, status, set_phase=False)
+        _rollout(obs, status, problems, set_phase=False)
         status.set_phase(DEGRADED, f"the previous version keeps serving; {message}")
 
 
@@ -197,8 +220,10 @@ def desired_replicas(obs: Observation) -> int:
     return builders.min_replicas(obs.spec)
 
 
-def _rollout(obs: Observation, status: StatusBuilder, *, set_phase: bool = True) -> None:
-    """Phase and the Available/Progressing conditions from the Deployment."""
+def _rollout(
+    obs: Observation, status: StatusBuilder, problems: list[references.Problem], *, set_phase: bool = True
+) -> None:
+    """Phase and the Available/Progressing/Schedulable conditions from the Deployment and its pods."""
     deployment = obs.deployment
     if deployment is None:
         status.set_condition(AVAILABLE_CONDITION, "False", "Creating", "creating the Deployment")
@@ -211,7 +236,7 @@ def _rollout(obs: Observation, status: StatusBuilder, *, set_phase: bool = True)
     ready, updated = state.get("readyReplicas", 0), state.get("updatedReplicas", 0)
     current = state.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
     progress = condition(deployment, "Progressing") or {}
-    stuck = progress.get("status") == "False" and progress.get("reason") == "ProgressDeadlineExceeded"
+    stuck_rollout = progress.get("status") == "False" and progress.get("reason") == "ProgressDeadlineExceeded"
     rolled_out = current and updated >= desired and ready >= desired
 
     if ready > 0:
@@ -220,12 +245,15 @@ def _rollout(obs: Observation, status: StatusBuilder, *, set_phase: bool = True)
         reason = "ScaledToZero" if desired == 0 else "NoReplicaReady"
         status.set_condition(AVAILABLE_CONDITION, "False", reason, f"0/{desired} replicas ready")
 
-    broken = _broken_pods(obs.pods)
+    unplaced = _schedulable(obs, status, desired, problems)
+    broken = pod_status.stuck(obs.pods)
     if rolled_out:
         status.set_condition(PROGRESSING_CONDITION, "False", "RolloutComplete", f"{ready}/{desired} replicas ready")
     elif broken:
-        status.set_condition(PROGRESSING_CONDITION, "False", "ReplicaFailing", broken)
-    elif stuck:
+        status.set_condition(PROGRESSING_CONDITION, "False", broken.reason, broken.describe())
+    elif unplaced:
+        status.set_condition(PROGRESSING_CONDITION, "False", unplaced[0], unplaced[1])
+    elif stuck_rollout:
         status.set_condition(PROGRESSING_CONDITION, "False", "ProgressDeadlineExceeded", progress.get("message", ""))
     else:
         status.set_condition(
@@ -238,25 +266,34 @@ def _rollout(obs: Observation, status: StatusBuilder, *, set_phase: bool = True)
     elif rolled_out:
         status.set_phase(AVAILABLE, f"{ready}/{desired} replicas serve {status.fields.get('model')}")
     elif broken:
-        status.set_phase(DEGRADED, f"{ready}/{desired} replicas ready; {broken}")
-    elif stuck:
+        status.set_phase(DEGRADED, f"{ready}/{desired} replicas ready; {broken.describe()}")
+    elif unplaced:
+        # Nothing serves yet: Pending, as a training waiting for the scheduler; some replicas serve: Degraded.
+        status.set_phase(DEGRADED if ready else PENDING, f"{ready}/{desired} replicas ready; {unplaced[1]}")
+    elif stuck_rollout:
         phase = DEGRADED if ready else FAILED
         status.set_phase(phase, f"{ready}/{desired} replicas ready: {progress.get('message', '')}")
     else:
         status.set_phase(PROGRESSING, f"{updated}/{desired} replicas updated, {ready}/{desired} ready")
 
 
-# Container states from which a replica does not recover by waiting.
-_FAILING_WAIT_REASONS = ("CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError")
-
-
-def _broken_pods(pods: list[Obj]) -> str:
-    """A description of the first pod whose server cannot start, or ''."""
-    for pod in pods:
-        for container in (pod.get("status") or {}).get("containerStatuses") or []:
-            waiting = (container.get("state") or {}).get("waiting") or {}
-            if waiting.get("reason") in _FAILING_WAIT_REASONS:
-                said = f": {waiting['message']}" if waiting.get("message") else ""
-                restarts = container.get("restartCount", 0)
-                return f"pod {pod['metadata']['name']} {waiting['reason']} after {restarts} restart(s){said}"
-    return ""
+def _schedulable(
+    obs: Observation, status: StatusBuilder, desired: int, problems: list[references.Problem]
+) -> tuple[str, str] | None:
+    """The Schedulable condition from the replicas' pods; (reason, message) when some are not placed.
+    The scheduler's words, each once, made specific by the reference check (`references.explain`)."""
+    live = [p for p in obs.pods if not p["metadata"].get("deletionTimestamp")]
+    unplaced = pod_status.unplaced(live)
+    if unplaced:
+        reason, said = references.explain(pod_status.scheduler_messages(unplaced), problems, UNSCHEDULABLE)
+        message = f"{len(unplaced)}/{desired} replicas cannot be placed: {'; '.join(said)}"
+        status.set_condition(SCHEDULABLE, "False", reason, message, warn=True)
+        return reason, message
+    # Only a recovery is news: every new serving's first placement is not worth an event.
+    recovered = (status.condition(SCHEDULABLE) or {}).get("status") == "False"
+    if live and all((p.get("spec") or {}).get("nodeName") for p in live):
+        message = f"{len(live)}/{len(live)} replica pods placed"
+        status.set_condition(SCHEDULABLE, "True", "Scheduled", message, announce=recovered)
+    elif not live:
+        status.set_condition(SCHEDULABLE, "Unknown", "NoPods", "no replica pods", announce=False)
+    return None

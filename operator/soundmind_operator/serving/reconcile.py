@@ -1,10 +1,10 @@
 """One reconcile pass of a SoundMindServing: read, decide (pure), apply, write status.
 
 Blocking; the loop runs it in a worker thread. The Deployment, its pods, the autoscaler and the
-other children come from the watches (`cache.Owned`); the training a `fromTraining` serving
-serves from comes from the trainings' index. Children are server-side applied when missing or
-out of date, and those the spec no longer asks for (a PDB once at most one replica may run, the
-autoscaler once autoscaling is off) are deleted.
+other children come from the watches (`cache.Owned`), as do the claims and nodes its spec refers
+to; the training a `fromTraining` serving serves from comes from the trainings' index. Children
+are server-side applied when missing or out of date, and those the spec no longer asks for (a
+PDB once at most one replica may run, the autoscaler once autoscaling is off) are deleted.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from soundmind.api.serving import SERVING, ServingSpec
 from soundmind.api.training import CheckpointStorageSpec
 from soundmind.errors import ConfigError
 from soundmind.serve.render import checked_arguments
-from soundmind_operator import children, invalid, metrics
+from soundmind_operator import children, invalid, metrics, references
 from soundmind_operator.cache import Owned
 from soundmind_operator.cached import cached
 from soundmind_operator.kube import Invalid, Kube, Manifest
@@ -75,6 +75,7 @@ class Pass:
 class ServingCache:
     owned: Owned
     training: observe.TrainingView | None  # of spec.fromTraining, from the trainings' index
+    seen: references.Seen = references.Seen()  # the claims and nodes its spec refers to
 
 
 @dataclass
@@ -110,6 +111,7 @@ class ServingReconciler:
             deployment=next((d for d in deployments if d["metadata"]["name"] == names.deployment(name)), None),
             pods=owned.of("Pod"),
             hpa=next((h for h in owned.of("HorizontalPodAutoscaler") if h["metadata"]["name"] == hpa_name), None),
+            seen=cache.seen,
         )
         decision = observe.decide(obs)
         if decision.model is not None:

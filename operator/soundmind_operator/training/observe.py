@@ -2,7 +2,7 @@
 
 `decide` is a pure function: the training (spec, generation, status), the Job of its current
 attempt, that Job's pods, its PodGroups, Kueue's Workload for it, what the cluster offers for gang
-scheduling, and the time. It returns the operator's status
+scheduling, the claims and nodes its spec refers to, and the time. It returns the operator's status
 fields, the events to record for every transition, and the actions for the caller to carry out
 (create the children of an attempt, delete a Job, patch a Job). Deciding from observations alone
 is what makes a reconcile safe to repeat: a second run over the same cluster decides the same.
@@ -20,6 +20,7 @@ from typing import Any
 
 from soundmind.api.training import TrainingSpec
 from soundmind.train import contract
+from soundmind_operator import pod_status, references
 from soundmind_operator.conditions import (
     Event,
     StatusBuilder,
@@ -153,11 +154,25 @@ class Observation:
     pod_groups: list[Obj] = field(default_factory=list)  # every PodGroup of the training (any attempt)
     # Why the verl command the pods would run is invalid (bad extraArgs), checked before any Job exists.
     config_error: str | None = None
+    seen: references.Seen = references.Seen()  # the claims and nodes the spec refers to
+
+    def problems(self) -> list[references.Problem]:
+        """What the reference check finds wrong with the claims and nodes the spec refers to."""
+        return references.problems(self.namespace, references.training_needs(self.spec), self.seen)
 
 
 TRAINING_STATUS = StatusShape(
     owned_fields=OPERATOR_STATUS_FIELDS,
-    condition_order=(CREATED, RETRIED, SCHEDULABLE, RUNNING_CONDITION, STALLED, COMPLETE, FAILED_CONDITION),
+    condition_order=(
+        CREATED,
+        RETRIED,
+        SCHEDULABLE,
+        references.RESOLVED_REFS,
+        RUNNING_CONDITION,
+        STALLED,
+        COMPLETE,
+        FAILED_CONDITION,
+    ),
     warning_phases=(FAILED,),
 )
 
@@ -178,6 +193,7 @@ def decide(obs: Observation) -> Decision:
     actions: list[Action] = [DeleteJob(j["metadata"]["name"]) for j in _stale(obs.jobs, attempt)]
     actions += [DeletePodGroup(g["metadata"]["name"]) for g in _stale(obs.pod_groups, attempt)]
     decision = Decision(status={}, actions=actions)
+    references.set_condition(status, obs.problems())
 
     if job is None and status.fields.get("jobName") != job_name and obs.config_error:
         _fail(status, CONFIG_ERROR, f"not started: {obs.config_error}")
@@ -388,15 +404,22 @@ def _released(obs: Observation, status: StatusBuilder, decision: Decision, job: 
     status.set_condition(STALLED, "False", "NotRunning", "not running")
 
 
-def _scheduler_message(obs: Observation, job: Obj, unschedulable: list[Obj]) -> str:
-    """The scheduler's own words: its verdict on the whole PodGroup when there is one, else a pod's."""
+UNSCHEDULABLE = "Unschedulable"
+
+
+def _scheduler_says(obs: Observation, job: Obj, unschedulable: list[Obj]) -> tuple[str, str]:
+    """The reason and message of Schedulable=False: the scheduler's verdict on the whole PodGroup
+    when there is one, beside what its pods say (each message once), made specific by the
+    reference check (`references.explain`)."""
     group = next((g for g in obs.pod_groups if g["metadata"]["name"] == job["metadata"]["name"]), None)
     verdict = condition(group, POD_GROUP_SCHEDULED) if group else None
-    if verdict and verdict.get("status") == "False" and verdict.get("message"):
-        return f"PodGroup {group['metadata']['name']}: {verdict['message']}"
-    if unschedulable:
-        return condition(unschedulable[0], "PodScheduled").get("message") or "unschedulable"
-    return "waiting for the scheduler"
+    said = []
+    group_said = verdict.get("message") if verdict and verdict.get("status") == "False" else None
+    if group_said:
+        said.append(f"PodGroup {group['metadata']['name']}: {group_said}")
+    said += [m for m in pod_status.scheduler_messages(unschedulable) if not (group_said and m.startswith(group_said))]
+    reason, said = references.explain(said, obs.problems(), UNSCHEDULABLE)
+    return reason, "; ".join(said) or "waiting for the scheduler"
 
 
 def _backoff_seconds(obs: Observation, releases: int) -> float:
@@ -424,7 +447,7 @@ def _partial_hold(obs: Observation, status: StatusBuilder, decision: Decision, j
     if held < timeout:
         decision.due_at(since + timedelta(seconds=timeout))
         return False
-    unschedulable = [p for p in live if (condition(p, "PodScheduled") or {}).get("reason") == "Unschedulable"]
+    unschedulable = pod_status.unplaced(live)
     releases = int(status.fields.get("gangReleases") or 0) + 1
     delay = _backoff_seconds(obs, releases)
     retry_at = obs.now + timedelta(seconds=delay)
@@ -432,7 +455,7 @@ def _partial_hold(obs: Observation, status: StatusBuilder, decision: Decision, j
     on = ", ".join(sorted(p["spec"]["nodeName"] for p in placed))
     message = (
         f"{len(placed)}/{nodes} pods placed (on {on}) for {held:.0f}s (gangTimeoutSeconds={timeout}), the rest not: "
-        f"{_scheduler_message(obs, job, unschedulable)}; released their GPUs (Job {job_name} suspended) and placing "
+        f"{_scheduler_says(obs, job, unschedulable)[1]}; released their GPUs (Job {job_name} suspended) and placing "
         f"all {nodes} again in {delay:.0f}s (release {releases})"
     )
     decision.actions.append(PatchJob(job_name, {"suspend": True}))
@@ -460,12 +483,12 @@ def _observe_pods(obs: Observation, status: StatusBuilder, decision: Decision, j
         return  # a pod of the running group ended: the Job's verdict (success, failure) follows at once
     live = [p for p in obs.pods if (p.get("status") or {}).get("phase") in ("Pending", "Running")]
     running = [p for p in live if p["status"]["phase"] == "Running"]
-    unschedulable = [p for p in live if (condition(p, "PodScheduled") or {}).get("reason") == "Unschedulable"]
+    unschedulable = pod_status.unplaced(live)
     if level == GANG_OPERATOR and _partial_hold(obs, status, decision, job, live):
         return
 
     if unschedulable:
-        scheduler_says = _scheduler_message(obs, job, unschedulable)
+        reason, scheduler_says = _scheduler_says(obs, job, unschedulable)
         since = min(
             parse_time(condition(p, "PodScheduled").get("lastTransitionTime")) or obs.now for p in unschedulable
         )
@@ -483,11 +506,7 @@ def _observe_pods(obs: Observation, status: StatusBuilder, decision: Decision, j
         loud = "" if timeout else " (pendingTimeoutSeconds is 0: waiting indefinitely)"
         gang = f" (all-or-nothing: none of the {nodes} pods holds a GPU)" if level == GANG_POD_GROUP else ""
         status.set_condition(
-            SCHEDULABLE,
-            "False",
-            "Unschedulable",
-            f"{len(unschedulable)}/{nodes} pods: {scheduler_says}{gang}{loud}",
-            warn=True,
+            SCHEDULABLE, "False", reason, f"{len(unschedulable)}/{nodes} pods: {scheduler_says}{gang}{loud}", warn=True
         )
     elif len(live) >= nodes and all((condition(p, "PodScheduled") or {}).get("status") == "True" for p in live):
         placed = ", ".join(sorted(p["spec"].get("nodeName", "?") for p in live))
@@ -501,6 +520,12 @@ def _observe_pods(obs: Observation, status: StatusBuilder, decision: Decision, j
         status.set_condition(RUNNING_CONDITION, "True", "PodsRunning", f"{len(running)}/{nodes} pods running")
         status.set_phase(RUNNING, f"all {nodes} pods running (attempt {status.fields['attempt']})")
         _stall_check(obs, status)
+    elif stuck := pod_status.stuck(live):
+        # Placed, but a container cannot start: a missing Secret or key, an image that cannot be pulled.
+        said = f"{len(running)}/{nodes} pods running; {stuck.describe()}"
+        status.set_condition(RUNNING_CONDITION, "False", stuck.reason, said, warn=True)
+        status.set_condition(STALLED, "False", "NotRunning", "not running")
+        status.set_phase(PENDING, said)
     else:
         status.set_condition(RUNNING_CONDITION, "False", "PodsPending", f"{len(running)}/{nodes} pods running")
         status.set_condition(STALLED, "False", "NotRunning", "not running")
@@ -621,15 +646,15 @@ def _fail(status: StatusBuilder, reason: str, message: str) -> None:
 def _pod_gpu_interval(pod: Obj) -> tuple[datetime, datetime | None] | None:
     """When the pod held its GPUs: from the kubelet starting it (image pulls included; the GPUs
     are allocated by then) to its trainer's end, None while it still holds them."""
-    pod_status = pod.get("status") or {}
-    start = parse_time(pod_status.get("startTime"))
+    state = pod.get("status") or {}
+    start = parse_time(state.get("startTime"))
     if start is None:
         return None
     end = None
-    for container in pod_status.get("containerStatuses") or []:
+    for container in state.get("containerStatuses") or []:
         if container.get("name") == contract.CONTAINER_NAME:
             end = parse_time(((container.get("state") or {}).get("terminated") or {}).get("finishedAt"))
-    if end is None and pod_status.get("phase") in ("Succeeded", "Failed"):
+    if end is None and state.get("phase") in ("Succeeded", "Failed"):
         end = parse_time((condition(pod, "Ready") or {}).get("lastTransitionTime")) or start
     return start, end
 

@@ -2,7 +2,8 @@
 
 Blocking (the synchronous Kubernetes client): the loop runs it in a worker thread. The training's
 Jobs, pods and other children come from the watches (kopf indices, read on the event loop into a
-`cache.Owned`), not from LIST calls. Everything here is repeatable: children have deterministic
+`cache.Owned`), not from LIST calls, and so do the claims and nodes its spec refers to (a
+`references.Seen`). Everything here is repeatable: children have deterministic
 names and are server-side applied, a Job that exists is not created again, and the status patch is
 refused (Conflict) if the training changed since it was read, so two passes can never both add the
 same GPU-seconds or retry the same attempt twice.
@@ -20,7 +21,7 @@ from soundmind.api.base import GROUP, VERSION
 from soundmind.api.training import TRAINING, TrainingSpec
 from soundmind.errors import ConfigError
 from soundmind.train.render import validate_overrides
-from soundmind_operator import children, invalid, metrics
+from soundmind_operator import children, invalid, metrics, references
 from soundmind_operator.cache import Owned
 from soundmind_operator.cached import cached
 from soundmind_operator.kube import Invalid, Kube, Manifest
@@ -66,6 +67,12 @@ def _desired_children(training: str, spec_json: str) -> tuple[Manifest, ...]:
 
 
 @dataclass
+class TrainingCache:
+    owned: Owned  # the training's children
+    seen: references.Seen = references.Seen()  # the claims and nodes its spec refers to
+
+
+@dataclass
 class TrainingReconciler:
     kube: Kube
     metrics: metrics.OperatorMetrics
@@ -73,8 +80,9 @@ class TrainingReconciler:
     pod_group_api: bool = False  # whether the cluster serves PodGroups, found once at start-up
     kind: str = TRAINING.kind
 
-    def reconcile(self, body: Manifest, cache: Owned, logger: logging.Logger) -> Outcome:
+    def reconcile(self, body: Manifest, read: TrainingCache, logger: logging.Logger) -> Outcome:
         kube = self.kube
+        cache = read.owned
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
         spec = invalid.spec_or_outcome(kube, TRAINING, body, TrainingSpec, observe.FAILED_CONDITION)
         if isinstance(spec, Outcome):
@@ -110,6 +118,7 @@ class TrainingReconciler:
                 pod_group_api=self.pod_group_api,
                 pod_groups=list(cache.of("PodGroup")),
                 config_error=None if job else _config_error(spec_json),
+                seen=read.seen,
             )
         )
         try:

@@ -41,9 +41,15 @@ def test_rbac_rules_are_config_rbac_rules_cluster_wide():
     assert not of_kind(docs, "RoleBinding")
 
 
-def test_watched_namespaces_get_rolebindings_not_a_clusterrolebinding():
+def test_watched_namespaces_get_rolebindings_and_only_nodes_cluster_wide():
     docs = template(OPERATOR_CHART, "--set", "operator.watchNamespaces={team-a,team-b}")
-    assert not of_kind(docs, "ClusterRoleBinding")
+    # Nodes are cluster-scoped: the reference check's node watch needs a cluster-wide grant, of
+    # nodes alone (read-only); everything else is granted in the watched namespaces only.
+    (cluster_binding,) = of_kind(docs, "ClusterRoleBinding")
+    roles = {r["metadata"]["name"]: r["rules"] for r in of_kind(docs, "ClusterRole")}
+    assert roles[cluster_binding["roleRef"]["name"]] == [
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch"]}
+    ]
     bindings = of_kind(docs, "RoleBinding")
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     (deployment,) = of_kind(docs, "Deployment")

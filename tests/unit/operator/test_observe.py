@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from soundmind.api.training import TrainingSpec
+from soundmind_operator import references
 from soundmind_operator.training import names, observe
 from soundmind_operator.training.observe import CreateAttempt, DeleteJob, Observation, PatchJob, decide
 
@@ -555,3 +556,110 @@ def test_the_guard_falls_due_when_gang_timeout_seconds_pass_and_at_the_retry():
     retry_at = observe.parse_time(released["gangRetryAt"])
     waiting = guarded([], status=released, suspend=True, spec={"pendingTimeoutSeconds": 0})
     assert waiting.due == retry_at and not waiting.periodic
+
+
+# -- the most specific reason: per-pod reasons beside the group's, opaque errors explained ---------
+
+OPAQUE = 'error in "DynamicResources" PodGroupPostFilter plugins: not found'
+NODES = tuple(
+    references.node_view({"metadata": {"name": f"sim-gpu-{i}"}, "status": {"allocatable": {"nvidia.com/gpu": "8"}}})
+    for i in range(3)
+)
+BOUND = {claim: references.ClaimView("Bound") for claim in ("soundmind-checkpoints", "alr-data", "models")}
+
+
+def gang(pods, *, group_verdict=None, claims=BOUND, nodes=NODES, spec=BIG, status=None) -> observe.Decision:
+    grouped = job()
+    grouped["spec"]["template"] = {"spec": {"schedulingGroup": {"podGroupName": "alr-a1"}}}
+    group = {"metadata": {"name": "alr-a1", "labels": {names.ATTEMPT_LABEL: "1"}}, "status": {"conditions": []}}
+    if group_verdict:
+        group["status"]["conditions"] = [cond("PodGroupInitiallyScheduled", "False", "Unschedulable", group_verdict)]
+    seen = references.Seen(claims=claims, nodes=nodes)
+    obs = observe_(spec=spec, status=status, jobs=[grouped], pods=pods)
+    return decide(Observation(**{**obs.__dict__, "pod_groups": [group], "seen": seen}))
+
+
+def refused(index, reason, message):
+    unplaced_pod = pod(index, phase="Pending", scheduled=False, message=message)
+    unplaced_pod["status"]["conditions"][0]["reason"] = reason
+    return unplaced_pod
+
+
+def test_a_missing_claim_behind_the_schedulers_opaque_podgroup_error_is_named():
+    """Each pod carries `SchedulerError` with a message that names a plugin, not the claim; the
+    training said Schedulable=Unknown "waiting for the scheduler"."""
+    claims = {k: v for k, v in BOUND.items() if k != "alr-data"}
+    d = gang([refused(i, "SchedulerError", OPAQUE) for i in range(3)], claims=claims)
+    schedulable = conditions(d)["Schedulable"]
+    assert (schedulable["status"], schedulable["reason"]) == ("False", "ClaimNotFound")
+    assert schedulable["message"] == (
+        '3/3 pods: spec.storage.data.claimName: PersistentVolumeClaim "alr-data" not found in ns '
+        f"(the scheduler says: {OPAQUE} (3 pods)) (all-or-nothing: none of the 3 pods holds a GPU)"
+    )
+    resolved = conditions(d)["ResolvedRefs"]
+    assert (resolved["status"], resolved["reason"], resolved["message"]) == (
+        "False",
+        "ClaimNotFound",
+        'spec.storage.data.claimName: PersistentVolumeClaim "alr-data" not found in ns',
+    )
+    assert d.status["phase"] == "Pending"
+    assert {e.reason for e in d.events if e.type == "Warning"} == {"ClaimNotFound"}
+
+
+def test_too_few_gpus_for_the_group_gives_a_pods_reason_beside_the_groups():
+    verdict = "minCount (3) cannot be satisfied: 1 scheduled, 1 remaining, pod group preemption: not eligible"
+    insufficient = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu. preemption: 0/3 nodes are available."
+    pods = [refused(0, "Unschedulable", insufficient)] + [refused(i, "Unschedulable", verdict) for i in (1, 2)]
+    d = gang(pods, group_verdict=verdict)
+    schedulable = conditions(d)["Schedulable"]
+    assert (schedulable["status"], schedulable["reason"]) == ("False", "Unschedulable")
+    assert schedulable["message"] == (
+        f"3/3 pods: PodGroup alr-a1: {verdict}; {insufficient} (all-or-nothing: none of the 3 pods holds a GPU)"
+    )
+    assert conditions(d)["ResolvedRefs"]["status"] == "True"
+
+
+def test_a_group_larger_than_the_cluster_is_named_by_the_reference_check():
+    d = gang([unplaced(i) for i in range(3)], nodes=NODES[:2])
+    resolved = conditions(d)["ResolvedRefs"]
+    assert (resolved["status"], resolved["reason"], resolved["message"]) == (
+        "False",
+        "NoMatchingNode",
+        "spec.resources.nodes: 3 pods need a node each with 8 nvidia.com/gpu, but only 2 node(s) offer that many "
+        "(sim-gpu-0, sim-gpu-1)",
+    )
+    assert conditions(d)["Schedulable"]["reason"] == "NoMatchingNode"
+    assert any(
+        e.type == "Warning" and e.message.startswith("ResolvedRefs=False: spec.resources.nodes") for e in d.events
+    )
+
+
+def test_references_that_resolve_again_are_news_once():
+    missing = decide(Observation(**{**observe_().__dict__, "seen": references.Seen(claims={}, nodes=NODES)}))
+    assert conditions(missing)["ResolvedRefs"]["reason"] == "ClaimNotFound"
+    found = decide(
+        Observation(**{**observe_(status=missing.status).__dict__, "seen": references.Seen(claims=BOUND, nodes=NODES)})
+    )
+    assert conditions(found)["ResolvedRefs"]["status"] == "True"
+    assert [e.reason for e in found.events if "ResolvedRefs" in e.message] == ["Resolved"]
+
+
+@pytest.mark.parametrize(
+    ("reason", "message"),
+    [
+        ("CreateContainerConfigError", 'secret "hf-token" not found'),
+        ("ImagePullBackOff", 'Back-off pulling image "registry.invalid/trainer:1"'),
+        ("ErrImagePull", 'failed to pull image "registry.invalid/trainer:1": not found'),
+    ],
+)
+def test_a_trainer_container_that_cannot_start_gives_its_reason_and_the_pods_message(reason, message):
+    waiting = pod(0, phase="Pending")
+    waiting["status"]["containerStatuses"] = [
+        {"name": "trainer", "restartCount": 0, "state": {"waiting": {"reason": reason, "message": message}}}
+    ]
+    d = decide(observe_(jobs=[job()], pods=[waiting]))
+    running = conditions(d)["Running"]
+    assert (running["status"], running["reason"]) == ("False", reason)
+    assert running["message"] == f"0/1 pods running; pod alr-a1-0-x {reason}: {message}"
+    assert d.status["phase"] == "Pending"
+    assert any(e.type == "Warning" and e.reason == reason for e in d.events)

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 from soundmind_operator import metrics
 from soundmind_operator.cache import Owned
 from soundmind_operator.kube import Invalid, Kube
-from soundmind_operator.training.reconcile import TrainingReconciler
+from soundmind_operator.training.reconcile import TrainingCache, TrainingReconciler
 
 REFUSAL = (
     'Job.batch "bad-a1" is invalid: spec.template.spec.nodeSelector: Invalid value: "ü": name part must '
@@ -48,7 +48,7 @@ def training(phase=None) -> dict:
 def test_a_refused_child_fails_the_training_once_naming_the_field():
     kube = RefusingKube()
     reconciler = TrainingReconciler(kube, metrics.OperatorMetrics(CollectorRegistry()))
-    outcome = reconciler.reconcile(training(), Owned(), logging.getLogger("test"))
+    outcome = reconciler.reconcile(training(), TrainingCache(Owned()), logging.getLogger("test"))
     assert outcome.settled
     (patch,) = kube.status_patches
     assert patch["status"]["phase"] == "Failed"
@@ -56,7 +56,7 @@ def test_a_refused_child_fails_the_training_once_naming_the_field():
     assert failed["reason"] == "InvalidSpec" and "spec.template.spec.nodeSelector" in failed["message"]
     assert [e.reason for e in outcome.events] == ["InvalidSpec"]
 
-    again = reconciler.reconcile(training("Failed"), Owned(), logging.getLogger("test"))
+    again = reconciler.reconcile(training("Failed"), TrainingCache(Owned()), logging.getLogger("test"))
     assert again.settled and len(kube.status_patches) == 1, "a failed training is not written again"
 
 

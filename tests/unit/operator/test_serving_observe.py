@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 import pytest
 
 from soundmind.api.serving import ServingSpec
+from soundmind_operator import references
 from soundmind_operator.serving import builders
 from soundmind_operator.serving.observe import Observation, TrainingView, decide
 
@@ -179,3 +180,108 @@ def test_a_refused_change_leaves_the_previous_version_serving_degraded():
     assert serving.model is None, "the refused version is not applied"
     assert serving.status["phase"] == "Degraded"
     assert cond(serving, "Available")["status"] == "True" and cond(serving, "ConfigError")["status"] == "True"
+
+
+# -- what blocks the replicas: the scheduler, the references, a container that cannot start --------
+
+NODES = (references.node_view({"metadata": {"name": "sim-gpu-0"}, "status": {"allocatable": {"nvidia.com/gpu": "8"}}}),)
+NO_CLAIM = 'persistentvolumeclaim "models" not found'
+
+
+def unplaced_pod(index: int, message: str) -> dict:
+    scheduled = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}
+    return {
+        "metadata": {"name": f"s-abc-{index}"},
+        "spec": {},
+        "status": {"phase": "Pending", "conditions": [scheduled]},
+    }
+
+
+def waiting_pod(reason: str, message: str) -> dict:
+    waiting = {"reason": reason, "message": message}
+    return {
+        "metadata": {"name": "s-abc-1"},
+        "spec": {"nodeName": "real"},
+        "status": {"phase": "Pending", "containerStatuses": [{"name": "vllm", "state": {"waiting": waiting}}]},
+    }
+
+
+def test_replicas_the_scheduler_cannot_place_for_a_missing_claim_are_pending_and_say_why():
+    pods = [unplaced_pod(1, NO_CLAIM), unplaced_pod(2, NO_CLAIM)]
+    seen = references.Seen(claims={}, nodes=NODES)
+    decision = decide(observe_(deployment=deployment(replicas=2), pods=pods, seen=seen))
+    assert decision.status["phase"] == "Pending"
+    schedulable = cond(decision, "Schedulable")
+    assert (schedulable["status"], schedulable["reason"]) == ("False", "ClaimNotFound")
+    assert schedulable["message"] == (
+        '2/2 replicas cannot be placed: spec.storage.models.claimName: PersistentVolumeClaim "models" not found '
+        f"in ns; {NO_CLAIM} (2 pods)"
+    )
+    resolved = cond(decision, "ResolvedRefs")
+    assert (resolved["status"], resolved["reason"]) == ("False", "ClaimNotFound")
+    assert resolved["message"] == 'spec.storage.models.claimName: PersistentVolumeClaim "models" not found in ns'
+    progressing = cond(decision, "Progressing")
+    assert (progressing["status"], progressing["reason"]) == ("False", "ClaimNotFound")
+    warnings = {(e.reason, e.message) for e in decision.events if e.type == "Warning"}
+    assert ("ClaimNotFound", f"Schedulable=False: {schedulable['message']}") in warnings
+    assert ("ClaimNotFound", f"ResolvedRefs=False: {resolved['message']}") in warnings
+
+
+def test_a_gpu_resource_no_node_offers_is_named_beside_the_schedulers_words():
+    insufficient = "0/3 nodes are available: 3 Insufficient amd.com/gpu. preemption: 0/3 nodes are available."
+    serving = spec(resources={"gpuResource": "amd.com/gpu"}, autoscaling={"enabled": False})
+    seen = references.Seen(claims={"models": references.ClaimView("Bound")}, nodes=NODES)
+    decision = decide(
+        observe_(serving, deployment=deployment(replicas=1), pods=[unplaced_pod(1, insufficient)], seen=seen)
+    )
+    schedulable = cond(decision, "Schedulable")
+    assert (schedulable["status"], schedulable["reason"]) == ("False", "NoMatchingNode")
+    assert schedulable["message"] == (
+        f"1/1 replicas cannot be placed: spec.resources.gpuResource: no node offers amd.com/gpu; {insufficient}"
+    )
+    resolved = cond(decision, "ResolvedRefs")
+    assert resolved["reason"] == "NoMatchingNode"
+    assert resolved["message"] == "spec.resources.gpuResource: no node offers amd.com/gpu"
+    assert decision.status["phase"] == "Pending"
+
+
+def test_unplaced_replicas_beside_ready_ones_are_degraded_with_the_schedulers_reason():
+    busy = "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."
+    decision = decide(observe_(deployment=deployment(replicas=3, ready=2), pods=[unplaced_pod(3, busy)]))
+    assert decision.status["phase"] == "Degraded"
+    schedulable = cond(decision, "Schedulable")
+    assert (schedulable["status"], schedulable["reason"], schedulable["message"]) == (
+        "False",
+        "Unschedulable",
+        f"1/3 replicas cannot be placed: {busy}",
+    )
+    assert any(e.type == "Warning" and e.reason == "Degraded" for e in decision.events)
+
+
+def test_placed_replicas_are_schedulable_and_only_a_recovery_is_an_event():
+    placed = {"metadata": {"name": "s-abc-1"}, "spec": {"nodeName": "sim-gpu-0"}, "status": {"phase": "Running"}}
+    first = decide(observe_(deployment=deployment(replicas=1, ready=1), pods=[placed]))
+    assert (cond(first, "Schedulable")["status"], cond(first, "Schedulable")["reason"]) == ("True", "Scheduled")
+    assert not [e for e in first.events if "Schedulable" in e.message]
+    stuck = decide(observe_(deployment=deployment(replicas=1), pods=[unplaced_pod(1, "0/2 nodes")]))
+    recovered = decide(observe_(status=stuck.status, deployment=deployment(replicas=1, ready=1), pods=[placed]))
+    assert [e.message for e in recovered.events if e.reason == "Scheduled"] == [
+        "Schedulable=True: 1/1 replica pods placed"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("reason", "message"),
+    [
+        ("CreateContainerConfigError", 'secret "hf-token" not found'),
+        ("ErrImagePull", 'failed to pull and unpack image "registry.invalid/vllm:1": not found'),
+        ("ImagePullBackOff", 'Back-off pulling image "registry.invalid/vllm:1"'),
+    ],
+)
+def test_a_container_that_cannot_start_gives_its_reason_and_the_pods_message(reason, message):
+    decision = decide(observe_(deployment=deployment(replicas=1), pods=[waiting_pod(reason, message)]))
+    progressing = cond(decision, "Progressing")
+    assert (progressing["status"], progressing["reason"]) == ("False", reason)
+    assert progressing["message"] == f"pod s-abc-1 {reason}: {message}"
+    assert decision.status["phase"] == "Degraded"
+    assert any(e.type == "Warning" and message in e.message for e in decision.events)

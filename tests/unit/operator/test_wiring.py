@@ -17,7 +17,7 @@ from soundmind.api.serving import SERVING, ServingSpec
 from soundmind.api.training import TRAINING, TrainingSpec
 from soundmind.serve.render import checked_arguments
 from soundmind.train import contract
-from soundmind_operator import main, metrics
+from soundmind_operator import main, metrics, references
 from soundmind_operator.cache import WATCHED
 from soundmind_operator.labels import MANAGED_SELECTOR
 from soundmind_operator.loop import Wakeups
@@ -246,3 +246,58 @@ def test_peer_identity_needs_no_password_database_entry(monkeypatch):
     monkeypatch.setattr(pwd, "getpwuid", unknown)
     monkeypatch.setattr(main.socket, "gethostname", lambda: "soundmind-operator-7d9f-abcde")
     assert main.peer_identity() == f"soundmind-operator-7d9f-abcde/{main.os.getpid()}"
+
+
+def test_claim_and_node_events_wake_only_the_objects_they_concern():
+    """A claim's event wakes the objects that mount it; a node's, only when its labels or
+    allocatable change, and only the objects whose verdict that changes (heartbeats: none)."""
+    fits = references.needs_of(TRAINING.kind, {"image": "x"})
+    big = references.needs_of(TRAINING.kind, {"image": "x", "resources": {"gpusPerNode": 16}})
+    omni = references.needs_of(SERVING.kind, {"model": "m"})
+
+    def index(*entries: dict) -> dict:
+        """kopf's index: each key -> the values of every object that has it."""
+        merged: dict = {}
+        for entry in entries:
+            for key, value in entry.items():
+                merged.setdefault(key, []).append(value)
+        return merged
+
+    indices = {
+        "training_references": index(references.users("ns", "fits", fits), references.users("ns", "big", big)),
+        "serving_references": index(references.users("ns", "omni", omni)),
+    }
+    memo = kopf.Memo(
+        loop=main.loop.LoopContext(metrics=None, resync_seconds=1), node_verdicts=references.NodeVerdicts()
+    )
+
+    def node(gpus: str, heartbeat: str, name: str = "n") -> dict:
+        return {
+            "metadata": {"name": name, "labels": {}},
+            "status": {"allocatable": {"nvidia.com/gpu": gpus}, "conditions": [{"lastHeartbeatTime": heartbeat}]},
+        }
+
+    async def woken_by(event) -> set[str]:
+        loops = {
+            name: memo.loop.wakeups.subscribe(kind, "ns", name)
+            for kind, name in ((TRAINING.kind, "fits"), (TRAINING.kind, "big"), (SERVING.kind, "omni"))
+        }
+        for wake in loops.values():
+            wake.clear()
+        await event
+        return {name for name, wake in loops.items() if wake.is_set()}
+
+    async def run() -> None:
+        claim = main.wake_claim_users
+        assert await woken_by(claim(namespace="ns", name="models", memo=memo, **indices)) == {"fits", "big", "omni"}
+        assert await woken_by(claim(namespace="ns", name="alr-data", memo=memo, **indices)) == {"fits", "big"}
+        seen = main.wake_node_users
+        assert await woken_by(seen(type=None, name="n", body=node("8", "t0"), memo=memo, **indices)) == {"big"}
+        assert await woken_by(seen(type="MODIFIED", name="n", body=node("8", "t1"), memo=memo, **indices)) == set()
+        big_node = node("16", "t2", "m")
+        assert await woken_by(seen(type="ADDED", name="m", body=big_node, memo=memo, **indices)) == {"big"}
+        assert await woken_by(seen(type="MODIFIED", name="n", body=node("16", "t3"), memo=memo, **indices)) == set()
+        assert await woken_by(seen(type="DELETED", name="m", body=big_node, memo=memo, **indices)) == set()
+        assert await woken_by(seen(type="MODIFIED", name="n", body=node("8", "t4"), memo=memo, **indices)) == {"big"}
+
+    asyncio.run(run())
