@@ -11,7 +11,10 @@ Per image:
    ``.build/project/`` (:mod:`hack.images.wheels`);
 3. ``docker build --network none --build-arg BASE=<base>``, on Docker's BuildKit, whose
    ``RUN --mount=type=bind`` reads those folders from the build context;
-4. ``docker save`` to ``<cache>/images/soundmind-<image>-dev.tar``, written whole or not at all.
+4. ``docker save`` to ``<cache>/images/soundmind-<image>-dev.tar``, written whole or not at all;
+5. for the trainer and the server, whose layers are gigabytes, the private engine's copies removed
+   (the image, and the build cache, which holds the build context's wheels and its own copy of the
+   layers): the tarball is what a node imports, and the machine's disk holds only so many copies.
 
 An image whose inputs (its folder under images/, its wheels, the project's sources, the base, this
 tool) are those its tarball was made from is not built again, and no Docker engine is started.
@@ -45,6 +48,9 @@ class Image:
     name: str
     extra_wheels: tuple[str, ...] = ()  # installed with --no-deps beside the lock
     project: bool = True  # installs the soundmind wheel
+    # False: once its tarball is written, the private engine keeps nothing of it (a change rebuilds it
+    # from the wheels); True: its build cache stays, so a source change rebuilds it in seconds.
+    keep_in_engine: bool = True
 
     @property
     def folder(self) -> Path:
@@ -70,8 +76,8 @@ IMAGES = {
     # verl without its dependency tree: the operator checks trainings' overrides against its config schema.
     "operator": Image("operator", extra_wheels=(f"verl=={VERL_VERSION}",)),
     "standin": Image("standin"),
-    "trainer": Image("trainer"),
-    "server": Image("server", project=False),
+    "trainer": Image("trainer", keep_in_engine=False),
+    "server": Image("server", project=False, keep_in_engine=False),
 }
 
 
@@ -169,9 +175,15 @@ def _rebuild(cache: Path, stale: list[tuple[Image, bases.Base | bases.GivenBase,
             tarball = image.tarball(cache)
             _sidecar(tarball).unlink(missing_ok=True)  # never names a tarball it was not written for
             partial = tarball.with_name(tarball.name + ".partial")
+            started = time.monotonic()
             docker("save", f"--output={partial}", image.tag)
             partial.replace(tarball)
             _sidecar(tarball).write_text(inputs + "\n")
+            _note(f"{image.tag}: saved {tarball.stat().st_size / 1e9:.1f} GB in {time.monotonic() - started:.0f} s")
+            if docker.private and not image.keep_in_engine:
+                # Before the next image is built: the engine's copies and the tarball would not fit together.
+                docker("image", "rm", image.tag)
+                docker("builder", "prune", "--all", "--force")
         # The images and bases these builds replaced, by their labels: the engine may be the user's own.
         for label in (INPUTS_LABEL, bases.KEY_LABEL):
             docker("image", "prune", "--force", f"--filter=label={label}")
