@@ -12,9 +12,10 @@ Per image:
 3. ``docker build --network none --build-arg BASE=<base>``, on Docker's BuildKit, whose
    ``RUN --mount=type=bind`` reads those folders from the build context;
 4. ``docker save`` to ``<cache>/images/soundmind-<image>-dev.tar``, written whole or not at all;
-5. for the trainer and the server, whose layers are gigabytes, the private engine's copies removed
-   (the image, and the build cache, which holds the build context's wheels and its own copy of the
-   layers): the tarball is what a node imports, and the machine's disk holds only so many copies.
+5. for the trainer and the server, whose layers are gigabytes, the private engine's copies removed:
+   its build cache (which holds the build context's wheels and its own copy of the layers) before the
+   save, the image after it. The tarball is what a node imports, and a machine's disk holds only so
+   many copies of 10 GB.
 
 An image whose inputs (its folder under images/, its wheels, the project's sources, the base, this
 tool) are those its tarball was made from is not built again, and no Docker engine is started.
@@ -172,6 +173,9 @@ def _rebuild(cache: Path, stale: list[tuple[Image, bases.Base | bases.GivenBase,
                 started = time.monotonic()
                 docker(*build_command(image, base.tag, inputs))
                 _note(f"{image.tag}: built in {time.monotonic() - started:.0f} s")
+            if docker.private and not image.keep_in_engine:
+                # Before the save: the cache's copies and the tarball would not fit beside the image.
+                docker("builder", "prune", "--all", "--force")
             tarball = image.tarball(cache)
             _sidecar(tarball).unlink(missing_ok=True)  # never names a tarball it was not written for
             partial = tarball.with_name(tarball.name + ".partial")
@@ -181,9 +185,7 @@ def _rebuild(cache: Path, stale: list[tuple[Image, bases.Base | bases.GivenBase,
             _sidecar(tarball).write_text(inputs + "\n")
             _note(f"{image.tag}: saved {tarball.stat().st_size / 1e9:.1f} GB in {time.monotonic() - started:.0f} s")
             if docker.private and not image.keep_in_engine:
-                # Before the next image is built: the engine's copies and the tarball would not fit together.
                 docker("image", "rm", image.tag)
-                docker("builder", "prune", "--all", "--force")
         # The images and bases these builds replaced, by their labels: the engine may be the user's own.
         for label in (INPUTS_LABEL, bases.KEY_LABEL):
             docker("image", "prune", "--force", f"--filter=label={label}")
