@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from hack.images import wheels
-from hack.images.build import IMAGES, build, cache_dir
+from hack.images.build import IMAGES, INPUTS_LABEL, Image, build, cache_dir
 from hack.images.docker import Docker, Dockerd, remove_tree
 from soundmind.serve import vllm_args
 from tests.support import alr
@@ -53,22 +53,31 @@ def _missing() -> list[str]:
 
 @pytest.fixture(scope="module")
 def docker() -> Iterator[Docker]:
-    """A private dockerd with the trainer and server images loaded from their tarballs (built first
-    unless cached)."""
+    """A private dockerd for the checks; the images are built first unless their tarballs are current."""
     lacking = _missing()
     if lacking:
         missing(f"building and running images needs {', '.join(lacking)} (apt-get install docker.io debootstrap)")
-    tarballs = build([TRAINER.name, SERVER.name])
+    build([TRAINER.name, SERVER.name])
     home = Path(tempfile.mkdtemp(prefix="smd-gpu-", dir="/tmp"))  # short: dockerd's socket path
     try:
         with Dockerd(home) as engine:
-            for tarball in tarballs:
-                started = time.monotonic()
-                engine("load", f"--input={tarball}")
-                print(f"loaded {tarball.name} in {time.monotonic() - started:.0f} s", file=sys.stderr)
             yield engine
     finally:
         remove_tree(home)
+
+
+def _only(docker: Docker, image: Image) -> str:
+    """``image``'s tag in the test's engine, loaded from its tarball, with the other GPU image removed
+    first: `docker load` unpacks a whole tarball before it copies the layers, so one 10 GB image at a
+    time is what the disk takes."""
+    if docker.image_label(image.tag, INPUTS_LABEL) is None:
+        for other in (TRAINER, SERVER):
+            if other is not image and docker.image_label(other.tag, INPUTS_LABEL) is not None:
+                docker("image", "rm", other.tag)
+        started = time.monotonic()
+        docker("load", f"--input={image.tarball(cache_dir())}")
+        print(f"loaded {image.tag} in {time.monotonic() - started:.0f} s", file=sys.stderr)
+    return image.tag
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +130,7 @@ def _installed(docker: Docker, image) -> dict[str, str]:
         "import json, re; from importlib.metadata import distributions\n"
         "print(json.dumps({re.sub(r'[-_.]+', '-', d.metadata['Name']).lower(): d.version for d in distributions()}))"
     )
-    return json.loads(_run(docker, image.tag, "-c", script).stdout)
+    return json.loads(_run(docker, _only(docker, image), "-c", script).stdout)
 
 
 def _holds_its_lock(docker: Docker, image) -> None:
@@ -140,7 +149,7 @@ def _holds_its_lock(docker: Docker, image) -> None:
 def test_the_trainer_image_imports_its_stack_at_the_locked_versions(docker):
     stack = ("verl", "vllm", "ray", "torch", "transformers")
     script = f"import json, {', '.join(stack)}; print(json.dumps({{m: m.__version__ for m in [{', '.join(stack)}]}}))"
-    versions = json.loads(_run(docker, TRAINER.tag, "-c", script).stdout.splitlines()[-1])
+    versions = json.loads(_run(docker, _only(docker, TRAINER), "-c", script).stdout.splitlines()[-1])
     pins = _pins(TRAINER)
     # torch's own version string carries the CUDA build (2.11.0+cu130); the distribution's is the lock's.
     assert {name: v.split("+")[0] for name, v in versions.items()} == {name: pins[name] for name in stack}
@@ -150,7 +159,7 @@ def test_the_trainer_image_imports_its_stack_at_the_locked_versions(docker):
 def test_the_trainer_images_dry_run_renders_what_this_checkout_renders(docker):
     """`soundmind train --dry-run` of examples/training.yaml: the image's soundmind is this checkout's."""
     args = ["--config", f"{REPO}/examples/training.yaml", "--dry-run"]
-    in_image = _run(docker, TRAINER.tag, *args, mounts={ROOT: REPO}, entrypoint=None)  # `soundmind train`
+    in_image = _run(docker, _only(docker, TRAINER), *args, mounts={ROOT: REPO}, entrypoint=None)  # `soundmind train`
     here_args = [arg.replace(REPO, str(ROOT)) for arg in args]
     environment = {key: value for key, value in os.environ.items() if not key.startswith("SOUNDMIND_")}
     here = subprocess.run([sys.executable, "-m", "soundmind", "train", *here_args], capture_output=True, text=True,
@@ -183,7 +192,9 @@ print(triton.__version__, include, compile_module_from_src(src, "soundmind_probe
 
 
 def test_the_trainer_image_has_python_headers_and_triton_builds_a_launcher(docker):
-    out = _run(docker, TRAINER.tag, "-c", _TRITON_BUILD, env={"TRITON_CACHE_DIR": "/tmp/triton"}).stdout.split()
+    out = _run(
+        docker, _only(docker, TRAINER), "-c", _TRITON_BUILD, env={"TRITON_CACHE_DIR": "/tmp/triton"}
+    ).stdout.split()
     assert out == [_pins(TRAINER)["triton"], "/usr/include/python3.11", "42"]
 
 
@@ -192,7 +203,7 @@ def tiny_omni_proofs(docker, work, test_deps) -> subprocess.CompletedProcess:
     """tests/unit/models and the export test, run by pytest inside the trainer image; their files
     (the tiny Omni, the export) stay under WORK/pytest."""
     return _run(
-        docker, TRAINER.tag, "-m", "pytest", "-p", "no:cacheprovider", f"--basetemp={WORK}/pytest", "-q",
+        docker, _only(docker, TRAINER), "-m", "pytest", "-p", "no:cacheprovider", f"--basetemp={WORK}/pytest", "-q",
         *TINY_OMNI_PROOFS,
         mounts={ROOT: REPO, test_deps: "/test-deps", work: WORK},
         env={"PYTHONPATH": f"/test-deps:{REPO}", "HOME": "/tmp", "HF_HOME": "/tmp/hf"},
@@ -210,7 +221,7 @@ def test_the_tiny_omni_proofs_pass_inside_the_trainer_image(tiny_omni_proofs):
 @pytest.mark.skip(reason="REHEARSAL HOOK: enable when `soundmind train --rehearse` (branch rehearsal) is merged")
 def test_the_rehearsal_of_the_real_run_passes_inside_the_trainer_image(docker):
     # REHEARSAL HOOK (issue 24, part 1): remove the skip marker above once `--rehearse` exists.
-    _run(docker, TRAINER.tag, "--config", f"{REPO}/examples/training.yaml", "--rehearse",
+    _run(docker, _only(docker, TRAINER), "--config", f"{REPO}/examples/training.yaml", "--rehearse",
          mounts={ROOT: REPO}, entrypoint=None, env={"HOME": "/tmp"})  # fmt: skip
 
 
@@ -219,13 +230,20 @@ def alr_clip(docker, work) -> Path:
     """One ALR dev row, spoken by `soundmind data synth` in the trainer image (espeak-ng is there)."""
     rows = alr.dev_rows()[:1]
     (work / "alr.jsonl").write_text(json.dumps(rows[0]) + "\n")
-    _run(docker, TRAINER.tag, "data", "synth", "--from", f"{WORK}/alr.jsonl", "--out", f"{WORK}/alr", "--limit", "1",
-         "--workers", "1", mounts={work: WORK}, entrypoint="soundmind")  # fmt: skip
+    synth = ["data", "synth", "--from", f"{WORK}/alr.jsonl", "--out", f"{WORK}/alr", "--limit", "1", "--workers", "1"]
+    _run(docker, _only(docker, TRAINER), *synth, mounts={work: WORK}, entrypoint="soundmind")
     (clip,) = (work / "alr").glob(f"*/{rows[0]['id']}/question.wav")
     return clip
 
 
-# --- the server image
+def test_the_trainer_image_speaks_an_alr_row(alr_clip):
+    import soundfile
+
+    info = soundfile.info(alr_clip)
+    assert (info.samplerate, info.channels) == (16000, 1) and info.duration > 1
+
+
+# --- the server image (after the trainer's: its checks read what the trainer image wrote)
 
 
 def test_the_server_image_holds_its_lock(docker):
@@ -235,7 +253,7 @@ def test_the_server_image_holds_its_lock(docker):
 def test_vllm_serve_help_in_the_server_image_is_the_description_soundmind_validates_with(docker):
     """`vllm serve --help=all` lists exactly the flags of soundmind/serve/vllm_serve_args.json, and
     the description generated from the image's own vLLM is that file, byte for byte."""
-    help_text = _run(docker, SERVER.tag, "serve", "--help=all", entrypoint="vllm").stdout
+    help_text = _run(docker, _only(docker, SERVER), "serve", "--help=all", entrypoint="vllm").stdout
     listed = {flag for line in help_text.splitlines() for flag in re.findall(r"^\s+(-[-\w.]+)", line)}
     listed |= {flag for line in help_text.splitlines() if line.lstrip().startswith("-")
                for flag in re.findall(r"(?:^|, )(--?[A-Za-z][-\w.]*)", line.strip())}  # fmt: skip
@@ -244,7 +262,9 @@ def test_vllm_serve_help_in_the_server_image_is_the_description_soundmind_valida
     assert flags - listed == set(), "described but not in vllm serve --help"
     assert {f for f in listed if f.startswith("--") and not f.startswith("--no-")} - flags - {"--help"} == set()
     describe = "from soundmind.serve import vllm_args as v; print(v.render(v.describe()), end='')"
-    generated = _run(docker, SERVER.tag, "-c", describe, mounts={ROOT: REPO}, env={"PYTHONPATH": REPO, "HOME": "/tmp"})
+    generated = _run(
+        docker, _only(docker, SERVER), "-c", describe, mounts={ROOT: REPO}, env={"PYTHONPATH": REPO, "HOME": "/tmp"}
+    )
     assert generated.stdout == vllm_args.DATA_FILE.read_text()
 
 
@@ -268,7 +288,7 @@ def test_vllms_registry_in_the_server_image_resolves_the_export_and_maps_every_w
     assert tiny_omni_proofs.returncode == 0, "the trainer image's export test did not pass"
     (export,) = work.glob(f"pytest/{EXPORT_GLOB}")
     inside = f"{WORK}/{export.relative_to(work)}"
-    out = _run(docker, SERVER.tag, "-c", _REGISTRY, inside, mounts={work: WORK}, env={"HOME": "/tmp"}).stdout
+    out = _run(docker, _only(docker, SERVER), "-c", _REGISTRY, inside, mounts={work: WORK}, env={"HOME": "/tmp"}).stdout
     found = json.loads(out.splitlines()[-1])
     assert found["class"] == "Qwen2_5OmniThinkerForConditionalGeneration"
     assert found["mapped"] == found["weights"] > 0
@@ -299,7 +319,9 @@ def test_the_omni_processor_in_the_server_image_reads_an_alr_clip_as_this_enviro
     assert tiny_omni_proofs.returncode == 0, "the trainer image's export test did not pass"
     (export,) = work.glob(f"pytest/{EXPORT_GLOB}")
     inside = [f"{WORK}/{export.relative_to(work)}", f"{WORK}/{alr_clip.relative_to(work)}"]
-    out = _run(docker, SERVER.tag, "-c", _PROCESSOR, *inside, mounts={work: WORK}, env={"HOME": "/tmp"}).stdout
+    out = _run(
+        docker, _only(docker, SERVER), "-c", _PROCESSOR, *inside, mounts={work: WORK}, env={"HOME": "/tmp"}
+    ).stdout
     found = json.loads(out.splitlines()[-1])
     here = subprocess.run([sys.executable, "-c", _PROCESSOR, str(export), str(alr_clip)], capture_output=True,
                           text=True, check=True)  # fmt: skip
