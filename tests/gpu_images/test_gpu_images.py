@@ -7,8 +7,8 @@ the two images takes about an hour and tens of GB of disk (README, "Images"). Ne
 dockerd and debootstrap, like tests/integration/test_built_images.py.
 
 The tiny-Omni proofs (tests/unit/models, tests/unit/train/test_export.py) run inside the trainer image
-with pytest from wheels of this environment's versions, unpacked into a folder that is mounted, not
-installed: the image stays what a node runs. The export they write is what the server checks load.
+with the image's own pytest (verl's lock brings it): nothing is added to the image. The export they
+write is what the server checks load.
 """
 
 from __future__ import annotations
@@ -21,9 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from collections.abc import Iterator
-from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -39,8 +37,6 @@ ROOT = Path(__file__).resolve().parents[2]
 TRAINER, SERVER = IMAGES["trainer"], IMAGES["server"]
 REPO = "/repo"  # where the checkout is mounted, read-only
 WORK = "/work"  # a folder of the test's, writable by the images' user (uid 1000)
-# pytest and what it needs beyond the trainer image, at this environment's versions (all pure Python).
-TEST_DISTRIBUTIONS = ("pytest", "pluggy", "iniconfig", "pytest-timeout")
 TINY_OMNI_PROOFS = ("tests/unit/models", "tests/unit/train/test_export.py")
 EXPORT_GLOB = "**/checkpoints/export/global_step_*"
 
@@ -85,20 +81,6 @@ def work() -> Iterator[Path]:
     """Where the containers write (the tiny export, the synthesized clip): the images' user is uid 1000."""
     folder = Path(tempfile.mkdtemp(prefix="smd-gpu-work-"))
     folder.chmod(0o777)
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def test_deps() -> Iterator[Path]:
-    """pytest's wheels (from the images' shared pool, fetched by pip if it lacks them), unpacked."""
-    pool = wheels.Pool(cache_dir() / "wheels")
-    files = pool.ensure([f"{name}=={version(name)}" for name in TEST_DISTRIBUTIONS])
-    folder = Path(tempfile.mkdtemp(prefix="smd-gpu-pytest-"))
-    for wheel in files:
-        with zipfile.ZipFile(wheel) as archive:
-            archive.extractall(folder)
-    folder.chmod(0o755)
     yield folder
     shutil.rmtree(folder, ignore_errors=True)
 
@@ -199,14 +181,14 @@ def test_the_trainer_image_has_python_headers_and_triton_builds_a_launcher(docke
 
 
 @pytest.fixture(scope="module")
-def tiny_omni_proofs(docker, work, test_deps) -> subprocess.CompletedProcess:
+def tiny_omni_proofs(docker, work) -> subprocess.CompletedProcess:
     """tests/unit/models and the export test, run by pytest inside the trainer image; their files
     (the tiny Omni, the export) stay under WORK/pytest."""
     return _run(
         docker, _only(docker, TRAINER), "-m", "pytest", "-p", "no:cacheprovider", f"--basetemp={WORK}/pytest", "-q",
         *TINY_OMNI_PROOFS,
-        mounts={ROOT: REPO, test_deps: "/test-deps", work: WORK},
-        env={"PYTHONPATH": f"/test-deps:{REPO}", "HOME": "/tmp", "HF_HOME": "/tmp/hf"},
+        mounts={ROOT: REPO, work: WORK},
+        env={"PYTHONPATH": REPO, "HOME": "/tmp", "HF_HOME": "/tmp/hf"},
         check=False,
     )  # fmt: skip
 
