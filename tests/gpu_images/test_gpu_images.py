@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from hack.images import wheels
-from hack.images.build import IMAGES, INPUTS_LABEL, Image, build, cache_dir
+from hack.images.build import IMAGES, INPUTS_LABEL, Image, build
 from hack.images.docker import Docker, Dockerd, remove_tree
 from soundmind.serve import vllm_args
 from tests.support import alr
@@ -49,11 +49,10 @@ def _missing() -> list[str]:
 
 @pytest.fixture(scope="module")
 def docker() -> Iterator[Docker]:
-    """A private dockerd for the checks; the images are built first unless their tarballs are current."""
+    """A private dockerd for the checks (the images come in through :func:`_only`)."""
     lacking = _missing()
     if lacking:
         missing(f"building and running images needs {', '.join(lacking)} (apt-get install docker.io debootstrap)")
-    build([TRAINER.name, SERVER.name])
     home = Path(tempfile.mkdtemp(prefix="smd-gpu-", dir="/tmp"))  # short: dockerd's socket path
     try:
         with Dockerd(home) as engine:
@@ -63,15 +62,17 @@ def docker() -> Iterator[Docker]:
 
 
 def _only(docker: Docker, image: Image) -> str:
-    """``image``'s tag in the test's engine, loaded from its tarball, with the other GPU image removed
-    first: `docker load` unpacks a whole tarball before it copies the layers, so one 10 GB image at a
-    time is what the disk takes."""
+    """``image``'s tag in the test's engine, the other GPU image removed first, then ``image`` built
+    (unless its tarball is current) and loaded from its tarball: a build, or `docker load` (which
+    unpacks a whole tarball before it copies the layers), beside the other image's 10 GB would not
+    fit a disk that holds the tarballs too."""
     if docker.image_label(image.tag, INPUTS_LABEL) is None:
         for other in (TRAINER, SERVER):
             if other is not image and docker.image_label(other.tag, INPUTS_LABEL) is not None:
                 docker("image", "rm", other.tag)
+        (tarball,) = build([image.name])
         started = time.monotonic()
-        docker("load", f"--input={image.tarball(cache_dir())}")
+        docker("load", f"--input={tarball}")
         print(f"loaded {image.tag} in {time.monotonic() - started:.0f} s", file=sys.stderr)
     return image.tag
 
