@@ -149,12 +149,14 @@ def test_the_trainer_images_dry_run_renders_what_this_checkout_renders(docker):
     here = subprocess.run([sys.executable, "-m", "soundmind", "train", *here_args], capture_output=True, text=True,
                           env=environment, cwd=ROOT)  # fmt: skip
     assert here.returncode == 0, here.stderr
-    assert re.search(r"^/opt/venv/bin/python[.\d]* -m verl\.trainer\.main_ppo ", in_image.stdout, re.M)
-
-    def interpreter_named(text: str) -> str:  # the command starts with the running interpreter's path
-        return re.sub(r"^\S+ -m verl\.trainer\.main_ppo ", "PYTHON -m verl.trainer.main_ppo ", text, flags=re.M)
-
-    assert interpreter_named(in_image.stdout) == interpreter_named(here.stdout.replace(str(ROOT), REPO))
+    # Each side names its own interpreter and its own copy of soundmind (the reward function's file):
+    # the image's installed wheel, this checkout here. Everything else must be the same.
+    image_python, image_package = "/opt/venv/bin/python3", "/opt/venv/lib/python3.11/site-packages/soundmind/"
+    assert f"{image_python} -m verl.trainer.main_ppo " in in_image.stdout
+    assert f"reward.custom_reward_function.path={image_package}reward/__init__.py" in in_image.stdout
+    in_image_named = in_image.stdout.replace(image_python, "PYTHON").replace(image_package, "SOUNDMIND/")
+    here_named = here.stdout.replace(sys.executable, "PYTHON").replace(f"{ROOT}/soundmind/", "SOUNDMIND/")
+    assert in_image_named == here_named
 
 
 # Triton's own launcher build (triton/runtime/build.py, the step that fails without Python.h): a
@@ -188,7 +190,7 @@ def tiny_omni_proofs(docker, work) -> subprocess.CompletedProcess:
     (the tiny Omni, the export) stay under WORK/pytest."""
     return _run(
         docker, _only(docker, TRAINER), "-m", "pytest", "-p", "no:cacheprovider", f"--basetemp={WORK}/pytest", "-q",
-        *TINY_OMNI_PROOFS,
+        *(f"{REPO}/{path}" for path in TINY_OMNI_PROOFS),
         mounts={ROOT: REPO, work: WORK},
         env={"PYTHONPATH": REPO, "HOME": "/tmp", "HF_HOME": "/tmp/hf"},
         check=False,
