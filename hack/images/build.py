@@ -49,8 +49,9 @@ class Image:
     name: str
     extra_wheels: tuple[str, ...] = ()  # installed with --no-deps beside the lock
     project: bool = True  # installs the soundmind wheel
-    # False: once its tarball is written, the private engine keeps nothing of it (a change rebuilds it
-    # from the wheels); True: its build cache stays, so a source change rebuilds it in seconds.
+    # False: the private engine keeps nothing of it once its tarball is written (a change rebuilds it
+    # from the wheels); the engine's whole build cache goes with it, the other images' too, so their
+    # next change also rebuilds from the wheels once. True: a source change rebuilds it in seconds.
     keep_in_engine: bool = True
 
     @property
