@@ -19,7 +19,7 @@ PY = $(eval PY := $(shell hack/venv.sh)/bin/python)$(PY)
 # runs the first: $(PY) further down would build the environment before anything else started.
 PARALLEL := --no-print-directory --jobs --output-sync=target
 
-.PHONY: help demo test test-kind unit integration lint deps venv tools images images-all cluster-up cluster-down bench
+.PHONY: help demo test test-kind test-gpu-images unit integration lint deps venv tools images images-all cluster-up cluster-down bench
 .PHONY: setup-test setup-demo setup-integration
 
 help: ## list the targets
@@ -54,6 +54,9 @@ test: setup-test ## lint, then all tests: unit and integration
 
 setup-test:
 	@$(MAKE) $(PARALLEL) tools images lint
+
+test-gpu-images: deps venv ## build the trainer and server images, then check them inside, on CPU (cold: an hour; not in make test)
+	$(PY) -m pytest tests/gpu_images
 
 test-kind: ## the integration tests on a kind cluster (needs Docker; KEEP_CLUSTER=1 keeps the cluster)
 	@hack/test-kind.sh

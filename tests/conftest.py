@@ -53,6 +53,10 @@ MIN_SERVER_VERSION = (1, 33)
 
 _cluster_report: list[str] = []
 
+# The GPU images' in-image checks build and load the trainer and server images (an hour and tens of GB
+# cold): `make test-gpu-images` runs them by path; `pytest tests` (make test) leaves them out.
+collect_ignore = ["gpu_images"]
+
 
 def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("true", "1")

@@ -11,7 +11,11 @@ Per image:
    ``.build/project/`` (:mod:`hack.images.wheels`);
 3. ``docker build --network none --build-arg BASE=<base>``, on Docker's BuildKit, whose
    ``RUN --mount=type=bind`` reads those folders from the build context;
-4. ``docker save`` to ``<cache>/images/soundmind-<image>-dev.tar``, written whole or not at all.
+4. ``docker save`` to ``<cache>/images/soundmind-<image>-dev.tar``, written whole or not at all;
+5. for the trainer and the server, whose layers are gigabytes, the private engine's copies removed:
+   its build cache (which holds the build context's wheels and its own copy of the layers) before the
+   save, the image after it. The tarball is what a node imports, and a machine's disk holds only so
+   many copies of 10 GB.
 
 An image whose inputs (its folder under images/, its wheels, the project's sources, the base, this
 tool) are those its tarball was made from is not built again, and no Docker engine is started.
@@ -43,6 +47,10 @@ BUILD_CACHE_HOURS = 7 * 24
 class Image:
     name: str
     project: bool = True  # installs the soundmind wheel
+    # False: the private engine keeps nothing of it once its tarball is written (a change rebuilds it
+    # from the wheels); the engine's whole build cache goes with it, the other images' too, so their
+    # next change also rebuilds from the wheels once. True: a source change rebuilds it in seconds.
+    keep_in_engine: bool = True
 
     @property
     def folder(self) -> Path:
@@ -67,8 +75,8 @@ class Image:
 IMAGES = {
     "operator": Image("operator"),
     "standin": Image("standin"),
-    "trainer": Image("trainer"),
-    "server": Image("server", project=False),
+    "trainer": Image("trainer", keep_in_engine=False),
+    "server": Image("server", project=False, keep_in_engine=False),
 }
 
 
@@ -163,12 +171,19 @@ def _rebuild(cache: Path, stale: list[tuple[Image, bases.Base | bases.GivenBase,
                 started = time.monotonic()
                 docker(*build_command(image, base.tag, inputs))
                 _note(f"{image.tag}: built in {time.monotonic() - started:.0f} s")
+            if docker.private and not image.keep_in_engine:
+                # Before the save: the cache's copies and the tarball would not fit beside the image.
+                docker("builder", "prune", "--all", "--force")
             tarball = image.tarball(cache)
             _sidecar(tarball).unlink(missing_ok=True)  # never names a tarball it was not written for
             partial = tarball.with_name(tarball.name + ".partial")
+            started = time.monotonic()
             docker("save", f"--output={partial}", image.tag)
             partial.replace(tarball)
             _sidecar(tarball).write_text(inputs + "\n")
+            _note(f"{image.tag}: saved {tarball.stat().st_size / 1e9:.1f} GB in {time.monotonic() - started:.0f} s")
+            if docker.private and not image.keep_in_engine:
+                docker("image", "rm", image.tag)
         # The images and bases these builds replaced, by their labels: the engine may be the user's own.
         for label in (INPUTS_LABEL, bases.KEY_LABEL):
             docker("image", "prune", "--force", f"--filter=label={label}")
