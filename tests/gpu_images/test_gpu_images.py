@@ -25,12 +25,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from hack.images import wheels
 from hack.images.build import IMAGES, INPUTS_LABEL, Image, build
 from hack.images.docker import Docker, Dockerd, remove_tree
 from soundmind.serve import vllm_args
-from tests.support import alr
+from soundmind.train.rehearse import BUILT, STOPPED
+from tests.support import alr, smoke
 from tests.support.prerequisite import missing
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -204,11 +206,27 @@ def test_the_tiny_omni_proofs_pass_inside_the_trainer_image(tiny_omni_proofs):
     assert re.fullmatch(r"=* ?\d+ passed(, \d+ warnings?)? in .*", summary), out[-2000:]  # nothing skipped
 
 
-@pytest.mark.skip(reason="REHEARSAL HOOK: enable when `soundmind train --rehearse` (branch rehearsal) is merged")
-def test_the_rehearsal_of_the_real_run_passes_inside_the_trainer_image(docker):
-    # REHEARSAL HOOK (issue 24, part 1): remove the skip marker above once `--rehearse` exists.
-    _run(docker, _only(docker, TRAINER), "--config", f"{REPO}/examples/training.yaml", "--rehearse",
-         mounts={ROOT: REPO}, entrypoint=None, env={"HOME": "/tmp"})  # fmt: skip
+def test_the_rehearsal_of_the_smoke_run_passes_inside_the_trainer_image(docker, work):
+    """The smoke run's setup steps (examples/smoke/setup.yaml: the tiny Omni, spoken data, prepared)
+    and then `soundmind train --rehearse` of its training, all inside the trainer image, with the
+    volumes' mount points under WORK: every step of the rehearsal is built or stopped on CPU."""
+    image = _only(docker, TRAINER)
+    mounts = {"/models": Path(WORK) / "models", "/data": Path(WORK) / "data"}
+    for argv in smoke.setup_steps():
+        _run(docker, image, *smoke.relocated(argv, mounts)[1:], mounts={work: WORK}, entrypoint="soundmind",
+             env={"HOME": "/tmp"})  # fmt: skip
+    training = smoke.manifest("training.yaml")
+    spec = training["spec"]
+    spec["model"] = smoke.relocated([spec["model"]], mounts)[0]
+    spec["dataset"]["path"] = smoke.relocated([spec["dataset"]["path"]], mounts)[0]
+    (work / "training.yaml").write_text(yaml.safe_dump(training))
+    done = _run(docker, image, "--config", f"{WORK}/training.yaml", "--rehearse", mounts={work: WORK},
+                entrypoint=None, env={"HOME": "/tmp"})  # fmt: skip
+    statuses = dict(line.split(": ")[:2] for line in done.stdout.splitlines() if ": " in line)
+    assert statuses == {
+        "verl-config": BUILT, "model-config": BUILT, "actor-and-reference": BUILT, "grpo-checks": BUILT,
+        "rollout-server": STOPPED, "reward": BUILT, "dataset": BUILT,
+    }, done.stdout  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -243,6 +261,7 @@ def test_the_server_image_holds_its_lock(docker):
 _SERVE_HELP = r"""
 import contextlib, io, json
 from soundmind.serve import vllm_args
+from soundmind.train.rehearse import BUILT, STOPPED
 top, _ = vllm_args.vllm_serve_parser()
 text = io.StringIO()
 with contextlib.redirect_stdout(text):
