@@ -140,24 +140,28 @@ def mark_finished(log_path: str | Path, exit_code: int) -> None:
     marker.write_text(f"{exit_code}\n")
 
 
-def wait_for_port(host: str, port: int, timeout: float, poll: float = 1.0) -> bool:
+def wait_for_port(host: str, port: int, timeout: float, poll: float = 1.0) -> str | None:
+    """The address `host` resolved to once `port` accepts a connection there; None after `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with socket.create_connection((host, port), timeout=min(poll, 5.0)):
-                return True
+            with socket.create_connection((host, port), timeout=min(poll, 5.0)) as connection:
+                return connection.getpeername()[0]
         except OSError:
             if time.monotonic() >= deadline:
-                return False
+                return None
             time.sleep(poll)
 
 
 def run_worker(head: str, gpus_per_node: int, object_store: int, log_path: str, join_timeout: float, port: int) -> int:
     """Join the head, block until the Ray worker ends, and say whether the head finished or was lost."""
-    if not wait_for_port(head, port, join_timeout):
+    address = wait_for_port(head, port, join_timeout)
+    if address is None:
         print(f"soundmind: the Ray head {head}:{port} was not reachable within {join_timeout:g}s", file=sys.stderr)
         return contract.EXIT_HEAD_LOST
-    command = [RAY, "start", f"--address={head}:{port}", *_node_arguments(gpus_per_node, object_store)]
+    # Ray joins the address that just answered: its gRPC resolver does not read /etc/hosts, so a head
+    # name only the system's resolver knows (a pod's hostAliases, a test's hosts file) would never join.
+    command = [RAY, "start", f"--address={address}:{port}", *_node_arguments(gpus_per_node, object_store)]
     print("soundmind: " + " ".join([*command, "--block"]), flush=True)
     code = subprocess.run([*command, "--block"]).returncode
     if finished_marker(log_path).exists():
