@@ -23,7 +23,7 @@ from collections.abc import Callable
 from copy import deepcopy
 
 from soundmind.train.render import VERL_ENTRYPOINT, LaunchPlan
-from soundmind.train.verl_config import schema_path
+from soundmind.train.verl_config import installed_schema
 
 BUILT, FAILED, STOPPED = "built", "failed", "stopped-on-CPU"
 VERL_CONFIG_NAME = "ppo_trainer"  # main_ppo's @hydra.main(config_name=...)
@@ -73,7 +73,7 @@ def compose(arguments: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    config_dir = str(schema_path().parent)  # verl/trainer/config in the pinned wheel
+    config_dir = str(installed_schema().parent)  # verl/trainer/config in the pinned wheel, not the shipped copy
     with initialize_config_dir(config_dir=config_dir, version_base=None):
         return hydra_compose(config_name=VERL_CONFIG_NAME, overrides=arguments)
 

@@ -20,7 +20,8 @@ def test_it_takes_a_path_and_measures_every_shape(tmp_path):
     annotations = tmp_path / "few.jsonl"
     annotations.write_text("".join(json.dumps(row) + "\n" for row in rows))
     done = _bench("--annotations", str(annotations), "--passes", "1")
-    assert done.returncode == 0, done.stderr
+    # Its verdict, not this machine's speed, decides the exit status (a loaded CI machine may miss).
+    assert done.returncode == (1 if "MISSES the target" in done.stdout else 0), done.stderr
     for shape in ("reference", "one-line", "cut-off", "max-length", "100 kB"):
         assert f"\n{shape} " in done.stdout
     assert "median of 1 passes" in done.stdout

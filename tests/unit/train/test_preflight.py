@@ -20,7 +20,7 @@ from tests.unit.train.test_roles import NODE, ray_calls, train
 fake_ray = test_roles.fake_ray  # the fixture: a fake `ray` first on PATH
 
 NEEDED = "580 or newer is needed (the trainer image's CUDA 13 wheels)"
-TWO_NODES = {"resources": {"nodes": 2, "gpusPerNode": 8, "shmSize": "1Mi"}}
+TWO_NODES = {"resources": {"nodes": 2, "gpusPerNode": 8, "shmSize": "1Gi"}}
 
 
 def shm_here() -> str:
