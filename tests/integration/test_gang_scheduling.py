@@ -346,8 +346,12 @@ def test_level1_too_few_free_gpus_names_a_pods_reason_beside_the_groups(
             kube,
             ns,
             "big",
-            lambda t: "Insufficient nvidia.com/gpu" in condition(t, "Schedulable").get("message", ""),
-            "Schedulable=False with a pod's reason",
+            # ResolvedRefs too: the operator's node watch may see the two added nodes after the first pass.
+            lambda t: (
+                "Insufficient nvidia.com/gpu" in condition(t, "Schedulable").get("message", "")
+                and condition(t, "ResolvedRefs").get("status") == "True"
+            ),
+            "Schedulable=False with a pod's reason, once the added nodes are seen",
         )
     finally:
         resources.capture(kube, TRAINING, ns, "big", "training under gang scheduling with too few free GPUs")
