@@ -142,6 +142,11 @@ class Problem:
     reason: str
     message: str
     warn: bool = True
+    note: str = ""  # said in ResolvedRefs, in parentheses, not where the scheduler's words explain it
+
+    @property
+    def text(self) -> str:
+        return f"{self.message} ({self.note})" if self.note else self.message
 
 
 def claim_problems(namespace: str, needs: Needs, claims: Mapping[str, ClaimView]) -> list[Problem]:
@@ -161,9 +166,9 @@ def claim_problems(namespace: str, needs: Needs, claims: Mapping[str, ClaimView]
             problems.append(
                 Problem(
                     CLAIM_NOT_BOUND,
-                    f'{spec_field}: PersistentVolumeClaim "{name}" is {found.phase}, not bound to a volume '
-                    "(normal until the first pod is scheduled when its StorageClass binds on first use)",
+                    f'{spec_field}: PersistentVolumeClaim "{name}" is {found.phase}, not bound to a volume',
                     warn=False,
+                    note="normal until the first pod is scheduled when its StorageClass binds on first use",
                 )
             )
     return problems
@@ -252,7 +257,7 @@ def set_condition(status: StatusBuilder, found: Sequence[Problem]) -> None:
         message = "the claims the spec names are bound and nodes offer what its pods ask for"
         status.set_condition(RESOLVED_REFS, "True", RESOLVED, message, announce=recovered)
         return
-    message = "; ".join(p.message for p in found)
+    message = "; ".join(p.text for p in found)
     status.set_condition(RESOLVED_REFS, "False", found[0].reason, message, warn=any(p.warn for p in found))
 
 
@@ -269,11 +274,16 @@ def explain(said: Sequence[str], found: Sequence[Problem], reason: str) -> tuple
     """The scheduler's messages `said` and the reason to give them (`reason`, its own), made as
     specific as the check allows: the worst problem the check found, when it is a certain one
     (not a Pending claim), is the reason and comes first, in place of the messages that name only
-    a scheduler plugin (kept in parentheses); the scheduler's other messages follow."""
+    a scheduler plugin (kept in parentheses); the scheduler's other messages follow. A Pending
+    claim counts as the cause only where a message names only a plugin."""
+    hidden = [m for m in said if opaque(m)]
     cause = next((p for p in found if p.warn), None)
+    if cause is None and hidden:
+        # A Pending claim is normal while its StorageClass waits for the first pod, but not once the
+        # scheduler has failed in a plugin: the claim is then the one cause the operator can name.
+        cause = next((p for p in found if p.reason == CLAIM_NOT_BOUND), None)
     if cause is None:
         return reason, list(said)
-    hidden = [m for m in said if opaque(m)]
     first = f"{cause.message} (the scheduler says: {'; '.join(hidden)})" if hidden else cause.message
     return cause.reason, [first, *(m for m in said if not opaque(m))]
 

@@ -332,6 +332,44 @@ def test_level1_a_missing_claim_is_named_instead_of_the_schedulers_plugin_error(
     assert ("ClaimNotFound", f"ResolvedRefs=False: {missing_claim}") in warnings, warnings
 
 
+def test_level1_a_claim_that_never_binds_is_named_instead_of_the_schedulers_plugin_error(
+    kube: Kube, gang_cluster, ns: str
+):
+    """A claim of a StorageClass that does not exist stays Pending; the scheduler again says only
+    `error in "DynamicResources" PodGroupPostFilter plugins: not found`. The Pending claim, normal
+    while a StorageClass waits for the first pod, is then the cause the operator names."""
+    claim = {
+        "metadata": {"name": "never-bound"},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "no-such-class",
+            "resources": {"requests": {"storage": "1Gi"}},
+        },
+    }
+    kube.core_v1.create_namespaced_persistent_volume_claim(ns, claim)
+    create_training(kube, ns, "unbound", storage={"models": {"claimName": "never-bound"}}, **PAIR)
+    try:
+        waiting = wait_training(
+            kube,
+            ns,
+            "unbound",
+            lambda t: condition(t, "Schedulable").get("reason") == "ClaimNotBound",
+            "Schedulable=False ClaimNotBound",
+        )
+    finally:
+        resources.capture(kube, TRAINING, ns, "unbound", "training under gang scheduling with a claim that never binds")
+    pending = 'spec.storage.models.claimName: PersistentVolumeClaim "never-bound" is Pending, not bound to a volume'
+    first_use = "normal until the first pod is scheduled when its StorageClass binds on first use"
+    assert condition(waiting, "ResolvedRefs")["message"] == f"{pending} ({first_use})"
+    schedulable = condition(waiting, "Schedulable")
+    assert schedulable["status"] == "False", schedulable
+    assert re.match(
+        rf"[12]/2 pods: {re.escape(pending)} \(the scheduler says: PodGroup unbound-a1: error in ",
+        schedulable["message"],
+    ), schedulable
+    assert phase(waiting) == "Pending"
+
+
 def test_level1_too_few_free_gpus_names_a_pods_reason_beside_the_groups(
     kube: Kube, gang_cluster, ns: str, nodes: Nodes
 ):

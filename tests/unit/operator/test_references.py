@@ -48,9 +48,9 @@ def test_missing_lost_and_pending_claims_name_the_spec_field_and_the_claim():
         ),
         Problem(
             "ClaimNotBound",
-            'spec.storage.models.claimName: PersistentVolumeClaim "models" is Pending, not bound to a volume '
-            "(normal until the first pod is scheduled when its StorageClass binds on first use)",
+            'spec.storage.models.claimName: PersistentVolumeClaim "models" is Pending, not bound to a volume',
             warn=False,
+            note="normal until the first pod is scheduled when its StorageClass binds on first use",
         ),
     ]
 
@@ -137,10 +137,24 @@ def test_a_certain_cause_leads_even_where_the_scheduler_says_something_clear():
     )
 
 
-def test_without_a_certain_cause_the_schedulers_words_stay():
-    pending = Problem("ClaimNotBound", "...", warn=False)
-    assert references.explain([OPAQUE], [pending], "Unschedulable") == ("Unschedulable", [OPAQUE])
+PENDING = 'spec.storage.models.claimName: PersistentVolumeClaim "m" is Pending'
+
+
+def test_without_a_certain_cause_the_schedulers_clear_words_stay():
+    pending = Problem("ClaimNotBound", PENDING, warn=False)
+    assert references.explain(["0/2 nodes"], [pending], "Unschedulable") == ("Unschedulable", ["0/2 nodes"])
     assert references.explain(["0/2 nodes"], [], "Unschedulable") == ("Unschedulable", ["0/2 nodes"])
+    assert references.explain([OPAQUE], [], "Unschedulable") == ("Unschedulable", [OPAQUE])
+
+
+def test_a_plugins_bare_error_beside_a_pending_claim_names_the_claim():
+    """A claim whose StorageClass does not exist stays Pending, and the scheduler says only
+    `error in "DynamicResources" PodGroupPostFilter plugins: not found` (seen on the local cluster)."""
+    pending = Problem("ClaimNotBound", PENDING, warn=False)
+    assert references.explain([OPAQUE, "0/3 nodes"], [pending], "Unschedulable") == (
+        "ClaimNotBound",
+        [f"{PENDING} (the scheduler says: {OPAQUE})", "0/3 nodes"],
+    )
 
 
 def test_needs_of_a_raw_spec_and_the_index_entries_that_route_watch_events():
