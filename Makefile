@@ -49,8 +49,8 @@ integration: setup-integration ## integration tests against the local control pl
 setup-integration:
 	@$(MAKE) $(PARALLEL) tools images
 
-test: setup-test ## lint, then all tests: unit and integration
-	$(PY) -m pytest tests
+test: setup-test ## lint, then all tests: the integration and unit tests side by side (hack/test.sh)
+	@hack/test.sh "$(PY)"
 
 setup-test:
 	@$(MAKE) $(PARALLEL) tools images lint

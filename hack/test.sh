@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# `make test`'s run, after its set-up: the integration tests and the unit tests at once, in two pytest
+# processes. The integration tests mostly wait on the local cluster; the unit tests mostly compute
+# (torch, verl, vLLM on tiny models), so together they take about as long as the longer of the two.
+# The unit tests run at a lower CPU priority, so the cluster's components and the operator under test
+# get the CPU first. The integration tests report as they go; the unit tests' report is printed whole
+# once both have ended. Exits non-zero when either failed.
+# Usage: hack/test.sh <python of the project's environment> [pytest arguments for both...]
+set -uo pipefail
+python=${1:?usage: $0 <python> [pytest arguments...]}
+shift
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+unit_log=$(mktemp "${TMPDIR:-/tmp}/soundmind-unit-XXXXXX.log")
+trap 'rm -f "$unit_log"' EXIT
+
+nice -n 10 "$python" -m pytest tests/unit -p no:cacheprovider "$@" >"$unit_log" 2>&1 &
+unit=$!
+trap 'kill "$unit" 2>/dev/null; rm -f "$unit_log"' EXIT INT TERM
+
+"$python" -m pytest tests/integration "$@"
+integration_status=$?
+wait "$unit"
+unit_status=$?
+
+echo
+echo "==================== unit tests (ran beside the integration tests) ===================="
+cat "$unit_log"
+echo
+echo "make test: integration tests exit ${integration_status}, unit tests exit ${unit_status}"
+[ "$integration_status" -eq 0 ] && [ "$unit_status" -eq 0 ]
