@@ -307,20 +307,21 @@ def test_level1_servings_get_the_gpus_a_waiting_group_does_not_hold(
     assert bindings.of("big") == {}
 
 
+def unschedulable(kube: Kube, ns: str, name: str, reason: str, case: str) -> dict:
+    """The training once Schedulable has `reason`; kubectl's view of it captured either way (`resources.capture`)."""
+    try:
+        return wait_training(
+            kube, ns, name, lambda t: condition(t, "Schedulable").get("reason") == reason, f"Schedulable {reason}"
+        )
+    finally:
+        resources.capture(kube, TRAINING, ns, name, case)
+
+
 def test_level1_a_missing_claim_is_named_instead_of_the_schedulers_plugin_error(kube: Kube, gang_cluster, ns: str):
     """Every pod of the group carries the scheduler's `error in "DynamicResources" PodGroupPostFilter
     plugins: not found`, which names a plugin; the reference check names the claim (issue 21)."""
     create_training(kube, ns, "noclaim", storage={"data": {"claimName": "no-data"}}, **PAIR)
-    try:
-        waiting = wait_training(
-            kube,
-            ns,
-            "noclaim",
-            lambda t: condition(t, "Schedulable").get("reason") == "ClaimNotFound",
-            "Schedulable=False ClaimNotFound",
-        )
-    finally:
-        resources.capture(kube, TRAINING, ns, "noclaim", "training under gang scheduling with a missing claim")
+    waiting = unschedulable(kube, ns, "noclaim", "ClaimNotFound", "training under gang scheduling with a missing claim")
     missing_claim = f'spec.storage.data.claimName: PersistentVolumeClaim "no-data" not found in {ns}'
     resolved = condition(waiting, "ResolvedRefs")
     assert (resolved["status"], resolved["reason"], resolved["message"]) == ("False", "ClaimNotFound", missing_claim)
@@ -348,16 +349,9 @@ def test_level1_a_claim_that_never_binds_is_named_instead_of_the_schedulers_plug
     }
     kube.core_v1.create_namespaced_persistent_volume_claim(ns, claim)
     create_training(kube, ns, "unbound", storage={"models": {"claimName": "never-bound"}}, **PAIR)
-    try:
-        waiting = wait_training(
-            kube,
-            ns,
-            "unbound",
-            lambda t: condition(t, "Schedulable").get("reason") == "ClaimNotBound",
-            "Schedulable=False ClaimNotBound",
-        )
-    finally:
-        resources.capture(kube, TRAINING, ns, "unbound", "training under gang scheduling with a claim that never binds")
+    waiting = unschedulable(
+        kube, ns, "unbound", "ClaimNotBound", "training under gang scheduling with a claim that never binds"
+    )
     pending = 'spec.storage.models.claimName: PersistentVolumeClaim "never-bound" is Pending, not bound to a volume'
     first_use = "normal until the first pod is scheduled when its StorageClass binds on first use"
     assert condition(waiting, "ResolvedRefs")["message"] == f"{pending} ({first_use})"
