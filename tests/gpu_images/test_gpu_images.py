@@ -25,12 +25,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
+from kubernetes.utils.quantity import parse_quantity
 
 from hack.images import wheels
 from hack.images.build import IMAGES, INPUTS_LABEL, Image, build
 from hack.images.docker import Docker, Dockerd, remove_tree
 from soundmind.serve import vllm_args
+from soundmind.train import contract
 from soundmind.train.rehearse import BUILT, STOPPED
 from tests.support import alr, smoke
 from tests.support.prerequisite import missing
@@ -41,6 +42,8 @@ REPO = "/repo"  # where the checkout is mounted, read-only
 WORK = "/work"  # a folder of the test's, writable by the images' user (uid 1000)
 TINY_OMNI_PROOFS = ("tests/unit/models", "tests/unit/train/test_export.py")
 EXPORT_GLOB = "**/export/global_step_*"
+# The volumes a training pod mounts (soundmind.train.contract), writable where a check mounts them.
+POD_VOLUMES = (contract.MODELS_MOUNT, contract.DATA_MOUNT)
 
 
 def _missing() -> list[str]:
@@ -89,15 +92,18 @@ def work() -> Iterator[Path]:
 
 
 def _run(docker: Docker, image: str, *args: str, mounts: dict[Path, str] | None = None,
-         env: dict[str, str] | None = None, entrypoint: str | None = "python",
+         env: dict[str, str] | None = None, entrypoint: str | None = "python", shm_size: str | None = None,
          check: bool = True) -> subprocess.CompletedProcess:  # fmt: skip
     """``args`` run in a fresh container of ``image`` (removed after), as the image's user, with no
     network, through ``entrypoint`` (None: the image's own); ``mounts``: host folder -> container
-    path, read-only unless the path is WORK."""
-    volumes = [f"--volume={host}:{path}{'' if path == WORK else ':ro'}" for host, path in (mounts or {}).items()]
+    path, read-only unless the path is WORK or a pod volume's; ``shm_size``: /dev/shm's size, a
+    Kubernetes quantity (Docker's default is 64 MB)."""
+    writable = (WORK, *POD_VOLUMES)
+    volumes = [f"--volume={host}:{path}{'' if path in writable else ':ro'}" for host, path in (mounts or {}).items()]
     environment = [f"--env={key}={value}" for key, value in {"PYTHONDONTWRITEBYTECODE": "1", **(env or {})}.items()]
     override = [f"--entrypoint={entrypoint}"] if entrypoint else []
-    result = docker("run", "--rm", "--network=none", *volumes, *environment, *override, image, *args,
+    shm = [f"--shm-size={int(parse_quantity(shm_size))}b"] if shm_size else []
+    result = docker("run", "--rm", "--network=none", *volumes, *environment, *override, *shm, image, *args,
                     capture=True, check=False)  # fmt: skip
     if check and result.returncode != 0:
         pytest.fail(f"{entrypoint or 'the entrypoint'} {' '.join(args)} in {image} exited {result.returncode}:\n"
@@ -208,20 +214,21 @@ def test_the_tiny_omni_proofs_pass_inside_the_trainer_image(tiny_omni_proofs):
 
 def test_the_rehearsal_of_the_smoke_run_passes_inside_the_trainer_image(docker, work):
     """The smoke run's setup steps (examples/smoke/setup.yaml: the tiny Omni, spoken data, prepared)
-    and then `soundmind train --rehearse` of its training, all inside the trainer image, with the
-    volumes' mount points under WORK: every step of the rehearsal is built or stopped on CPU."""
+    and then `soundmind train --rehearse` of examples/smoke/training.yaml as it is, all inside the
+    trainer image, as the pods run them: the models and data volumes mounted where the pods mount
+    them (the image's HF_HOME is on the models volume), /dev/shm the training's shmSize. Every step
+    of the rehearsal is built or stopped on CPU."""
     image = _only(docker, TRAINER)
-    mounts = {"/models": Path(WORK) / "models", "/data": Path(WORK) / "data"}
+    volumes = {work / Path(mount).name: mount for mount in POD_VOLUMES}
+    for folder in volumes:
+        folder.mkdir(mode=0o777)
+        folder.chmod(0o777)  # the images' user (uid 1000) writes there, as the pods' fsGroup allows
     for argv in smoke.setup_steps():
-        _run(docker, image, *smoke.relocated(argv, mounts)[1:], mounts={work: WORK}, entrypoint="soundmind",
-             env={"HOME": "/tmp"})  # fmt: skip
-    training = smoke.manifest("training.yaml")
-    spec = training["spec"]
-    spec["model"] = smoke.relocated([spec["model"]], mounts)[0]
-    spec["dataset"]["path"] = smoke.relocated([spec["dataset"]["path"]], mounts)[0]
-    (work / "training.yaml").write_text(yaml.safe_dump(training))
-    done = _run(docker, image, "--config", f"{WORK}/training.yaml", "--rehearse", mounts={work: WORK},
-                entrypoint=None, env={"HOME": "/tmp"})  # fmt: skip
+        _run(docker, image, *argv[1:], mounts=volumes, entrypoint="soundmind", env={"HOME": "/tmp"})
+    training = f"{REPO}/{smoke.SMOKE.relative_to(ROOT)}/training.yaml"
+    shm_size = smoke.manifest("training.yaml")["spec"]["resources"]["shmSize"]
+    done = _run(docker, image, "--config", training, "--rehearse", mounts={**volumes, ROOT: REPO}, entrypoint=None,
+                env={"HOME": "/tmp"}, shm_size=shm_size)  # fmt: skip
     statuses = dict(line.split(": ")[:2] for line in done.stdout.splitlines() if ": " in line)
     assert statuses == {
         "verl-config": BUILT, "model-config": BUILT, "actor-and-reference": BUILT, "grpo-checks": BUILT,
@@ -261,7 +268,6 @@ def test_the_server_image_holds_its_lock(docker):
 _SERVE_HELP = r"""
 import contextlib, io, json
 from soundmind.serve import vllm_args
-from soundmind.train.rehearse import BUILT, STOPPED
 top, _ = vllm_args.vllm_serve_parser()
 text = io.StringIO()
 with contextlib.redirect_stdout(text):
@@ -287,6 +293,13 @@ def test_vllm_serve_help_in_the_server_image_is_the_description_soundmind_valida
     assert found["described"] == vllm_args.DATA_FILE.read_text()
 
 
+def _export(work: Path) -> Path:
+    """The export test_export.py's `exported` fixture wrote in the trainer image: the one complete
+    export (the merger-failure test leaves an export folder without config.json)."""
+    (export,) = {path.resolve() for path in work.glob(f"pytest/{EXPORT_GLOB}") if (path / "config.json").is_file()}
+    return export
+
+
 _REGISTRY = r"""
 import json, sys
 from safetensors import safe_open
@@ -305,7 +318,7 @@ print(json.dumps({"class": model_class.__name__, "architecture": architecture, "
 
 def test_vllms_registry_in_the_server_image_resolves_the_export_and_maps_every_weight(tiny_omni_proofs, work, docker):
     assert tiny_omni_proofs.returncode == 0, "the trainer image's export test did not pass"
-    (export,) = work.glob(f"pytest/{EXPORT_GLOB}")
+    export = _export(work)
     inside = f"{WORK}/{export.relative_to(work)}"
     out = _run(docker, _only(docker, SERVER), "-c", _REGISTRY, inside, mounts={work: WORK}, env={"HOME": "/tmp"}).stdout
     found = json.loads(out.splitlines()[-1])
@@ -336,7 +349,7 @@ def test_the_omni_processor_in_the_server_image_reads_an_alr_clip_as_this_enviro
     """The exported processor, in the server image, on one spoken ALR row: the same tokens and
     feature shape as transformers here (the same version: both locked)."""
     assert tiny_omni_proofs.returncode == 0, "the trainer image's export test did not pass"
-    (export,) = work.glob(f"pytest/{EXPORT_GLOB}")
+    export = _export(work)
     inside = [f"{WORK}/{export.relative_to(work)}", f"{WORK}/{alr_clip.relative_to(work)}"]
     out = _run(
         docker, _only(docker, SERVER), "-c", _PROCESSOR, *inside, mounts={work: WORK}, env={"HOME": "/tmp"}
