@@ -200,17 +200,25 @@ def test_deleting_the_operator_pod_mid_burst_loses_and_duplicates_nothing(
         # The twelve fit on the two simulated nodes (8 GPUs, 96 CPUs each) at once.
         create(kube, TRAINING, volumes, f"burst-{i}", {"image": SIMULATED_TRAINER, "resources": SMALL})
     first = ready_operator_pod(kube)
-    wait_for(lambda: jobs_of_burst(kube, volumes) >= 1, timeout=60, what="the first Job of the burst")
+    wait_for(lambda: jobs_of_burst(kube, volumes) >= 1, timeout=60, interval=0.05, what="the first Job of the burst")
     kube.core_v1.delete_namespaced_pod(first.metadata.name, RELEASE_NAMESPACE, grace_period_seconds=0)
     replacement = ready_operator_pod(kube, other_than=first.metadata.name, timeout=180)
     assert replacement.spec.node_name == node
 
     for i in range(count):
         wait_training(kube, volumes, f"burst-{i}", phase_is("Running"), "Running", timeout=120)
+    made = []
     for i in range(count):
         (job,) = jobs(kube, volumes, f"burst-{i}")  # exactly one Job: nothing duplicated by the new pod
         assert job.metadata.name == f"burst-{i}-a1"
         assert resources.get(kube, TRAINING, volumes, f"burst-{i}")["status"]["attempt"] == 1
+        made.append(job.metadata.creation_timestamp)
+    # The pod went mid-burst, as test_faults' kills must happen: some Jobs were made by the replacement,
+    # after its container started (the deleted pod's container was gone by then).
+    started = replacement.status.container_statuses[0].state.running.started_at
+    by_replacement = [made_at for made_at in made if made_at > started]
+    print(f"operator pod deleted mid-burst: {count - len(by_replacement)} Jobs before, {len(by_replacement)} after")
+    assert by_replacement, f"all {count} Jobs existed before the replacement started ({started}): nothing was left"
 
 
 def jobs_of_burst(kube: Kube, namespace: str) -> int:
