@@ -103,7 +103,7 @@ class Rolled:
     """A child whose pods roll because its kind's pod template version was bumped."""
 
     name: str
-    before: int | None  # None: applied by an operator older than template versions
+    before: int
     after: int
 
 
@@ -119,9 +119,9 @@ def plan(desired: Iterable[Manifest], observed: Mapping[ChildKey, Manifest], *, 
     """What to apply of the stamped `desired` children, given the `observed` ones by (kind, name).
 
     `spec_reconciled`: whether the object's current spec has been reconciled before (its status'
-    observedGeneration is its generation). It decides for a child stamped by an operator older than
-    this policy (no pod inputs): its template is held if the spec has not changed since, and rolled
-    if it has.
+    observedGeneration is its generation). It decides for a child that an operator older than this
+    policy applied (no pod inputs stamped) and built otherwise than this one would: its template is
+    held if the spec has not changed since, and rolled if it has.
     """
     desired = tuple(desired)
     apply: list[Manifest] = []
@@ -130,28 +130,44 @@ def plan(desired: Iterable[Manifest], observed: Mapping[ChildKey, Manifest], *, 
     for child in desired:
         key = (child["kind"], child["metadata"]["name"])
         found = observed.get(key)
-        template = _pod_template(child)
-        if found is None or template is None:
+        if found is None or _pod_template(child) is None:
             if found is None or applied_hash(found) != applied_hash(child):
                 apply.append(copy.deepcopy(child))
             continue
-        wanted, running = _annotations(child), _annotations(found)
-        inputs, running_inputs = wanted[POD_INPUTS_ANNOTATION], running.get(POD_INPUTS_ANNOTATION)
-        same_inputs = inputs == running_inputs or (running_inputs is None and spec_reconciled)
-        if not same_inputs:  # the spec asks for other pods, or the template version was bumped
+        ours, running = _annotations(child), _annotations(found)
+        inputs, running_inputs = ours[POD_INPUTS_ANNOTATION], running.get(POD_INPUTS_ANNOTATION)
+        running_template = running.get(POD_TEMPLATE_ANNOTATION, "")
+        if running_inputs is None and applied_hash(found) == _pre_policy_hash(child):
+            running_inputs, running_template = inputs, ours[POD_TEMPLATE_ANNOTATION]  # built as we build it
+        if inputs != running_inputs and (running_inputs is not None or not spec_reconciled):
+            # The spec asks for other pods, or the template version was bumped: they roll.
             apply.append(copy.deepcopy(child))
             before, after = template_version(running_inputs or ""), template_version(inputs)
-            if before != after and after is not None:
+            if before is not None and after is not None and before != after:
                 rolled.append(Rolled(key[1], before, after))
             continue
-        running_template = running.get(POD_TEMPLATE_ANNOTATION, "")
-        holding = running_template != wanted[POD_TEMPLATE_ANNOTATION]
+        holding = running_template != ours[POD_TEMPLATE_ANNOTATION]
         if holding:
             held.append(key[1])
         if applied_hash(found) != applied_hash(child):
             apply.append(_keeping_pods(child, found, running_template) if holding else copy.deepcopy(child))
     wanted = frozenset((child["kind"], child["metadata"]["name"]) for child in desired)
     return Plan(wanted, tuple(apply), tuple(held), tuple(rolled))
+
+
+def _pre_policy_hash(child: Manifest) -> str:
+    """The applied hash an operator older than this policy gave a manifest built as `child` is,
+    which carried no other annotations: a child it applied with this hash runs our template."""
+    unstamped = copy.deepcopy(child)
+    annotations = unstamped["metadata"].pop("annotations", {})
+    rest = {
+        k: v
+        for k, v in annotations.items()
+        if k not in (HASH_ANNOTATION, POD_INPUTS_ANNOTATION, POD_TEMPLATE_ANNOTATION)
+    }
+    if rest:
+        unstamped["metadata"]["annotations"] = rest
+    return _digest(unstamped)
 
 
 def _keeping_pods(child: Manifest, found: Mapping[str, Any], running_template: str) -> Manifest:
