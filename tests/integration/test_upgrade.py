@@ -34,6 +34,7 @@ PREVIOUS = "b4ce7c0"  # main before the pod template policy (children.plan)
 SMALL = {"gpusPerNode": 1, "cpu": "4", "memory": "16Gi"}  # fits a kwok node beside the others
 SERVER_IMAGE = "registry.invalid/soundmind/server:sim"  # never pulled: kwok runs no containers
 RECONCILED_WITHIN = 30.0
+GROWING = ("gpuSeconds", "gpuSecondsUpdatedAt")  # a running training's, rewritten every resync
 PHASE_ORDER = {  # a status may move on, never back
     TRAINING.kind: ["Pending", "Queued", "Running", "Suspended", "Succeeded", "Failed"],
     SERVING.kind: ["Pending", "Progressing", "Degraded", "Available", "Failed"],
@@ -51,7 +52,18 @@ def previous_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def volumes(kube: Kube, namespace: str) -> Iterator[str]:
+def operators(kube: Kube) -> Iterator[list[op.OperatorProcess]]:
+    """The test's operators, stopped after its namespace's objects are gone (they hold finalizers),
+    and the current CRDs put back."""
+    started: list[op.OperatorProcess] = []
+    yield started
+    for process in started:
+        process.stop()
+    op.install_crds(kube)
+
+
+@pytest.fixture
+def volumes(kube: Kube, namespace: str, operators) -> Iterator[str]:
     yield from op.with_volumes(kube, namespace)
 
 
@@ -85,12 +97,12 @@ def state(kube: Kube, ns: str) -> dict:
 
 
 def lost_or_set_back(kind: str, before: dict, after: dict) -> list[str]:
-    """Status fields of `before` that `after` lost or set back (GPU-seconds only grow; conditions may
-    be added, and each keeps its status)."""
+    """Status fields of `before` that `after` lost or set back (GPU-seconds and their time only grow;
+    conditions may be added, and each keeps its status)."""
     found = []
     for field, value in before.items():
         now = after.get(field)
-        if field == "gpuSeconds":
+        if field in GROWING:
             ok = now is not None and now >= value
         elif field == "conditions":
             kept = {c["type"]: c["status"] for c in now or []}
@@ -148,50 +160,47 @@ def hand_over(
 
 
 def test_an_upgrade_and_its_rollback_restart_nothing_and_lose_nothing(
-    kube: Kube, volumes: str, previous_source: Path, tmp_path: Path
+    kube: Kube, operators: list[op.OperatorProcess], volumes: str, previous_source: Path, tmp_path: Path
 ):
     ns = volumes
     previous_crds = previous_source / "charts" / "soundmind-crds" / "templates"
     op.install_crds(kube, previous_crds)
     op.install_rbac(kube)
     kubeconfig = op.service_account_kubeconfig(kube, tmp_path / "operator.kubeconfig")
-    previous = op.OperatorProcess(kubeconfig, tmp_path / "previous.log", source=previous_source).start()
+    previous = op.OperatorProcess(kubeconfig, tmp_path / "previous.log", source=previous_source)
     current = op.OperatorProcess(kubeconfig, tmp_path / "current.log")
     rolled_back = op.OperatorProcess(kubeconfig, tmp_path / "rolled-back.log", source=previous_source)
-    try:
-        create_training(kube, ns, "running", resources=SMALL)
-        create_training(kube, ns, "unplaced", resources={**SMALL, "nodeSelector": {"example.com/pool": "none"}})
-        create_training(kube, ns, "refused", extraArgs=["trainer.totl_epochs=3"])
-        serving(kube, ns, "fixed", autoscaling={"enabled": False}, replicas=2)
-        serving(kube, ns, "scaled", autoscaling={"minReplicas": 1, "maxReplicas": 3})
-        wait_training(kube, ns, "running", phase_is("Running"), "Running", timeout=60)
-        wait_training(kube, ns, "unplaced", phase_is("Pending"), "Pending")
-        wait_training(kube, ns, "refused", phase_is("Failed"), "Failed")
-        for name, replicas in (("fixed", 2), ("scaled", 1)):
-            resources.wait(
-                kube,
-                SERVING,
-                ns,
-                name,
-                lambda s, n=replicas: (
-                    (s.get("status") or {}).get("phase") == "Available" and s["status"].get("readyReplicas") == n
-                ),
-                f"Available with {replicas}",
-                timeout=60,
-            )
-        before = state(kube, ns)
+    operators += [previous, current, rolled_back]
+    previous.start()
+    create_training(kube, ns, "running", resources=SMALL)
+    create_training(kube, ns, "unplaced", resources={**SMALL, "nodeSelector": {"example.com/pool": "none"}})
+    create_training(kube, ns, "refused", extraArgs=["trainer.totl_epochs=3"])
+    serving(kube, ns, "fixed", autoscaling={"enabled": False}, replicas=2)
+    serving(kube, ns, "scaled", autoscaling={"minReplicas": 1, "maxReplicas": 3})
+    wait_training(kube, ns, "running", phase_is("Running"), "Running", timeout=60)
+    wait_training(kube, ns, "unplaced", phase_is("Pending"), "Pending")
+    wait_training(kube, ns, "refused", phase_is("Failed"), "Failed")
+    for name, replicas in (("fixed", 2), ("scaled", 1)):
+        resources.wait(
+            kube,
+            SERVING,
+            ns,
+            name,
+            lambda s, n=replicas: (
+                (s.get("status") or {}).get("phase") == "Available" and s["status"].get("readyReplicas") == n
+            ),
+            f"Available with {replicas}",
+            timeout=60,
+        )
+    before = state(kube, ns)
 
-        took = hand_over(kube, ns, previous, current, op.CRD_DIR, objects=5)
-        time.sleep(5)  # five resyncs: time for any roll or retry the new operator would wrongly start
-        upgraded = state(kube, ns)
-        counts = assert_undisturbed(before, upgraded, "upgrade")
-        print(f"upgrade {PREVIOUS} -> this checkout: all reconciled {took:.1f} s after start; kept {counts}")
+    took = hand_over(kube, ns, previous, current, op.CRD_DIR, objects=5)
+    time.sleep(5)  # five resyncs: time for any roll or retry the new operator would wrongly start
+    upgraded = state(kube, ns)
+    counts = assert_undisturbed(before, upgraded, "upgrade")
+    print(f"upgrade {PREVIOUS} -> this checkout: all reconciled {took:.1f} s after start; kept {counts}")
 
-        took = hand_over(kube, ns, current, rolled_back, previous_crds, objects=5)
-        time.sleep(5)
-        counts = assert_undisturbed(upgraded, state(kube, ns), "rollback")
-        print(f"rollback this checkout -> {PREVIOUS}: all reconciled {took:.1f} s after start; kept {counts}")
-    finally:
-        for process in (previous, current, rolled_back):
-            process.stop()
-        op.install_crds(kube)
+    took = hand_over(kube, ns, current, rolled_back, previous_crds, objects=5)
+    time.sleep(5)
+    counts = assert_undisturbed(upgraded, state(kube, ns), "rollback")
+    print(f"rollback this checkout -> {PREVIOUS}: all reconciled {took:.1f} s after start; kept {counts}")
