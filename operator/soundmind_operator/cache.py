@@ -18,7 +18,7 @@ from typing import Any
 
 from soundmind_operator import labels as standard
 from soundmind_operator import references
-from soundmind_operator.children import ChildKey, applied_hash
+from soundmind_operator.children import ChildKey
 
 Manifest = dict[str, Any]
 OwnerKey = tuple[str, str, str]  # (namespace, component, instance)
@@ -84,13 +84,9 @@ class Owned:
     def of(self, kind: str) -> list[Manifest]:
         return self.by_kind.get(kind, [])
 
-    def applied(self) -> dict[ChildKey, str]:
-        """(kind, name) -> the hash it was applied with, for every child."""
-        return {
-            (kind, body["metadata"]["name"]): applied_hash(body)
-            for kind, bodies in self.by_kind.items()
-            for body in bodies
-        }
+    def by_key(self) -> dict[ChildKey, Manifest]:
+        """(kind, name) -> the child, for every child."""
+        return {(kind, body["metadata"]["name"]): body for kind, bodies in self.by_kind.items() for body in bodies}
 
 
 def read(indices: Mapping[str, Any], key: OwnerKey) -> Owned:

@@ -27,6 +27,7 @@ def cached(maxsize: int) -> Callable[[Callable[P, R]], Callable[P, R]]:
                 return memo(*args, **kwargs)
 
         call.cache_info = memo.cache_info  # type: ignore[attr-defined]
+        call.cache_clear = memo.cache_clear  # type: ignore[attr-defined]
         return call
 
     return decorate

@@ -160,14 +160,21 @@ def serving_crd() -> dict[str, Any]:
 NAME_PATTERN = "^[a-z]([-a-z0-9]*[a-z0-9])?$"
 
 
-def _name_rules(kind: ResourceKind, max_length: int, derived: str) -> list[dict[str, str]]:
+def _name_rules(kind: ResourceKind, max_length: int, derived: str) -> list[dict[str, Any]]:
+    """Rules on the name, checked when the object is created. They sit at the object's root, which
+    every write changes (a status write too), so the API server would evaluate them on each: a
+    later release that tightened one would refuse every status write to objects created before,
+    and the operator could no longer report on them. A name never changes, so creation is enough
+    (`optionalOldSelf`: on create `oldSelf` has no value)."""
     return [
         {
-            "rule": f"self.metadata.name.size() <= {max_length}",
+            "rule": f"oldSelf.hasValue() || self.metadata.name.size() <= {max_length}",
+            "optionalOldSelf": True,
             "message": f"metadata.name must be at most {max_length} characters: {derived} must fit in 63",
         },
         {
-            "rule": f"self.metadata.name.matches('{NAME_PATTERN}')",
+            "rule": f"oldSelf.hasValue() || self.metadata.name.matches('{NAME_PATTERN}')",
+            "optionalOldSelf": True,
             "message": "metadata.name must start with a letter and hold only lower-case letters, digits and '-' "
             f"(it names the {kind.kind}'s Service)",
         },

@@ -64,6 +64,12 @@ class Options:
     kopf_connections: int = 16
 
 
+# With peering, a replica that stops renewing its peering record is taken for dead this long after
+# its last renewal, and a standby then takes over (kopf renews every lifetime - 5..10 s). kopf's 60 s
+# left a killed replica's objects unattended for most of a minute (52 s measured); 15 s is the
+# hand-over of a lease-based controller, at the cost of a peering PATCH every 5-10 s per replica.
+PEERING_LIFETIME_SECONDS = 15
+
 # One long-lived watch per kind of child, one per custom resource kind, peering's, and the
 # referenced PVCs' and nodes'.
 WATCH_STREAMS = len(cache.WATCHED) + 5
@@ -117,6 +123,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **
     settings.watching.server_timeout = options.watch_server_timeout
     settings.watching.client_timeout = options.watch_server_timeout + 30
     settings.watching.connect_timeout = 30
+    settings.peering.lifetime = PEERING_LIFETIME_SECONDS
     # Only the operator's own children are streamed, filtered by the API server.
     for watched in cache.WATCHED:
         settings.watching.label_selectors[watched.group or watched.version, watched.plural] = MANAGED_SELECTOR

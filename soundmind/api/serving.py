@@ -242,7 +242,9 @@ class ServingStatus(ApiModel):
 
     phase: ServingPhase | None = Field(None, description="Pending, Progressing, Available, Degraded or Failed.")
     conditions: list[Condition] = Field(
-        [], description="Available, Progressing, Schedulable, ResolvedRefs, ScalingActive, ModelReady, ConfigError."
+        [],
+        description="Available, Progressing, Schedulable, ResolvedRefs, ScalingActive, ModelReady, ConfigError, "
+        "PodTemplateCurrent.",
     )
     observed_generation: int | None = Field(None, description="The spec generation last reconciled.")
     replicas: int | None = Field(None, ge=0, description="Replicas of the Deployment (the scale subresource's).")

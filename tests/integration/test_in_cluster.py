@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,7 +55,7 @@ from tests.support.trainings import (
     phase_is,
     wait_training,
 )
-from tests.unit.charts.helm import OPERATOR_CHART, helm
+from tests.unit.charts.helm import OPERATOR_CHART, helm, helm_binary
 
 pytestmark = pytest.mark.integration
 
@@ -195,22 +196,75 @@ def test_the_operator_pod_checks_verl_overrides_against_the_schema_in_its_image(
 def test_deleting_the_operator_pod_mid_burst_loses_and_duplicates_nothing(
     kube: Kube, node: str, in_cluster_operator, volumes: str
 ):
-    count = 12
-    for i in range(count):
-        # The twelve fit on the two simulated nodes (8 GPUs, 96 CPUs each) at once.
+    # The twelve fit on the two simulated nodes (8 GPUs, 96 CPUs each) at once. The pod goes once the
+    # first Job of the burst exists and before the rest of the burst is created: the operator makes
+    # a dozen Jobs within a second or two, so a pod deleted after the whole burst was created went
+    # after the burst (12 Jobs before, 0 after, when this test first asserted it).
+    count, first_part = 12, 4
+    for i in range(first_part):
         create(kube, TRAINING, volumes, f"burst-{i}", {"image": SIMULATED_TRAINER, "resources": SMALL})
     first = ready_operator_pod(kube)
-    wait_for(lambda: jobs_of_burst(kube, volumes) >= 1, timeout=60, what="the first Job of the burst")
+    wait_for(lambda: jobs_of_burst(kube, volumes) >= 1, timeout=60, interval=0.05, what="the first Job of the burst")
     kube.core_v1.delete_namespaced_pod(first.metadata.name, RELEASE_NAMESPACE, grace_period_seconds=0)
+    for i in range(first_part, count):
+        create(kube, TRAINING, volumes, f"burst-{i}", {"image": SIMULATED_TRAINER, "resources": SMALL})
     replacement = ready_operator_pod(kube, other_than=first.metadata.name, timeout=180)
     assert replacement.spec.node_name == node
 
     for i in range(count):
         wait_training(kube, volumes, f"burst-{i}", phase_is("Running"), "Running", timeout=120)
+    made = []
     for i in range(count):
         (job,) = jobs(kube, volumes, f"burst-{i}")  # exactly one Job: nothing duplicated by the new pod
         assert job.metadata.name == f"burst-{i}-a1"
         assert resources.get(kube, TRAINING, volumes, f"burst-{i}")["status"]["attempt"] == 1
+        made.append(job.metadata.creation_timestamp)
+    # The pod went mid-burst, as test_faults' kills must happen: some Jobs were made by the replacement,
+    # after its container started (the deleted pod's container was gone by then).
+    started = replacement.status.container_statuses[0].state.running.started_at
+    by_replacement = [made_at for made_at in made if made_at > started]
+    print(f"operator pod deleted mid-burst: {count - len(by_replacement)} Jobs before, {len(by_replacement)} after")
+    assert by_replacement, f"all {count} Jobs existed before the replacement started ({started}): nothing was left"
+
+
+# A lease-based controller's hand-over (15 s lease) is what users compare an upgrade's gap with.
+LEASE_HANDOVER_SECONDS = 15
+
+
+def test_a_helm_upgrade_leaves_no_operator_for_less_than_a_lease_hand_over(kube: Kube, node: str, in_cluster_operator):
+    """`helm upgrade` with a new pod template: the Recreate strategy ends the old pod before the new
+    one starts. The window is from the last moment the old pod was seen Ready (not terminating) to
+    the first moment the new one is, polled every 0.1 s."""
+    old = ready_operator_pod(kube)
+    upgrade = subprocess.Popen(
+        [
+            helm_binary(),
+            "--kubeconfig", str(kube.kubeconfig),
+            "upgrade", RELEASE, str(OPERATOR_CHART), "--namespace", RELEASE_NAMESPACE, "--reuse-values",
+            "--set", "operator.resyncSeconds=3",
+        ]
+    )  # fmt: skip
+    last_old = time.monotonic()
+    try:
+        while True:
+            pods = operator_pods(kube)
+            if any(p.metadata.name == old.metadata.name and ready(p) for p in pods):
+                last_old = time.monotonic()
+            elif any(p.metadata.name != old.metadata.name and ready(p) for p in pods):
+                window = time.monotonic() - last_old
+                break
+            assert time.monotonic() - last_old < 180, "no new operator pod Ready within 180 s"
+            time.sleep(0.1)
+    finally:
+        assert upgrade.wait(timeout=180) == 0
+    print(f"helm upgrade: no operator pod Ready for {window:.1f} s (Recreate)")
+    assert window < LEASE_HANDOVER_SECONDS, f"{window:.1f} s without an operator"
+
+
+def ready(pod) -> bool:
+    return not pod.metadata.deletion_timestamp and any(
+        c.type == "Ready" and c.status == "True" for c in pod.status.conditions or []
+    )
 
 
 def jobs_of_burst(kube: Kube, namespace: str) -> int:

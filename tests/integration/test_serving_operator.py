@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from kubernetes import client
 from soundmind.api.base import GROUP, VERSION
 from soundmind.api.serving import SERVING
 from soundmind.api.training import TRAINING
+from soundmind_operator import children
 from soundmind_operator.serving import names
 from tests.support import operator as op
 from tests.support import realnode, resources, sim
@@ -282,6 +284,79 @@ def test_spec_change_rolls_deleted_child_returns_and_deletion_cleans_up(kube: Ku
         ),
         timeout=60,
         what="the serving's children garbage-collected",
+    )
+
+
+def replica_sets(kube: Kube, ns: str, name: str) -> list[str]:
+    return sorted(
+        r.metadata.name for r in kube.apps_v1.list_namespaced_replica_set(ns, label_selector=names.selector(name)).items
+    )
+
+
+def grace_seconds(kube: Kube, ns: str, name: str) -> int:
+    return deployment(kube, ns, name).spec.template.spec.termination_grace_period_seconds
+
+
+def rolled_out(kube: Kube, ns: str, name: str, replicas: int) -> bool:
+    dep = deployment(kube, ns, name)
+    state = dep.status
+    return (
+        state.observed_generation == dep.metadata.generation
+        and (state.updated_replicas, state.ready_replicas, state.replicas) == (replicas,) * 3
+    )
+
+
+def test_a_pod_template_from_an_earlier_operator_is_kept_until_the_serving_rolls(kube: Kube, ns: str):
+    """What an operator upgrade finds: a Deployment whose replicas run a template the operator would
+    not build (here another grace period), stamped as an earlier operator's. The operator applies the
+    rest in place, keeps the replicas' template and says so; the rollout annotation rolls them onto
+    its own."""
+    create_serving(kube, ns, "kept", autoscaling={"enabled": False}, replicas=2)
+    wait_serving(kube, ns, "kept", available(2), "Available with 2 replicas", timeout=60)
+    ours = grace_seconds(kube, ns, "kept")
+    earlier = {children.POD_TEMPLATE_ANNOTATION: "earlier-operator", children.HASH_ANNOTATION: "earlier-operator"}
+    earlier_template = {"spec": {"terminationGracePeriodSeconds": ours + 1}}
+    body = {"metadata": {"annotations": earlier}, "spec": {"template": earlier_template}}
+    kube.apps_v1.patch_namespaced_deployment(names.deployment("kept"), ns, body)
+    wait_for(lambda: rolled_out(kube, ns, "kept", 2), timeout=60, what="the earlier operator's template rolled out")
+
+    held = wait_serving(
+        kube,
+        ns,
+        "kept",
+        lambda s: (condition(s, "PodTemplateCurrent") or {}).get("reason") == "OperatorChangeHeld",
+        "PodTemplateCurrent=False, OperatorChangeHeld",
+    )
+    assert (
+        f"kubectl annotate sms kept {children.ROLLOUT_ANNOTATION}=" in condition(held, "PodTemplateCurrent")["message"]
+    )
+    wait_for(lambda: any(e.reason == "OperatorChangeHeld" for e in events_of(kube, ns, "kept")), what="an event")
+    wait_for(
+        lambda: deployment(kube, ns, "kept").metadata.annotations[children.HASH_ANNOTATION] != "earlier-operator",
+        what="the rest of the Deployment applied",
+    )
+    sets, pods = replica_sets(kube, ns, "kept"), sorted(p.metadata.uid for p in server_pods(kube, ns, "kept"))
+    time.sleep(3)  # a roll would have made a ReplicaSet and replaced pods by now
+    assert deployment(kube, ns, "kept").metadata.annotations[children.POD_TEMPLATE_ANNOTATION] == "earlier-operator"
+    assert grace_seconds(kube, ns, "kept") == ours + 1, "the replicas' template was replaced"
+    assert replica_sets(kube, ns, "kept") == sets, "the held template rolled the replicas"
+    assert sorted(p.metadata.uid for p in server_pods(kube, ns, "kept")) == pods
+
+    kube.kubectl("annotate", "sms", "kept", "-n", ns, f"{children.ROLLOUT_ANNOTATION}=1765130000")
+    wait_for(lambda: grace_seconds(kube, ns, "kept") == ours, what="the operator's own template applied")
+    wait_serving(
+        kube,
+        ns,
+        "kept",
+        lambda s: (condition(s, "PodTemplateCurrent") or {}).get("status") == "True" and available(2)(s),
+        "rolled onto the operator's template, Available again",
+        timeout=90,
+    )
+    # (the Deployment controller scales the first ReplicaSet up again: its template is the operator's)
+    wait_for(
+        lambda: not set(pods) & {p.metadata.uid for p in server_pods(kube, ns, "kept")},
+        timeout=60,
+        what="every replica replaced",
     )
 
 

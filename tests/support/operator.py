@@ -187,8 +187,10 @@ class OperatorProcess:
         resync_seconds: float = 1.0,
         prometheus_url: str | None = None,
         extra_args: tuple[str, ...] = (),
+        source: Path = ROOT,
     ):
         self.kubeconfig = kubeconfig
+        self.source = source  # the checkout whose operator runs (an older commit's, for upgrades)
         self.extra_args = extra_args  # e.g. ("--peering=NAME", "--priority=2")
         self.log_path = log_path
         self.resync_seconds = resync_seconds
@@ -198,8 +200,8 @@ class OperatorProcess:
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60) -> OperatorProcess:
-        # This checkout's packages, whichever checkout the environment's editable install points at.
-        sources = [str(ROOT), str(ROOT / "operator"), *filter(None, [os.environ.get("PYTHONPATH")])]
+        # The source checkout's packages, whichever checkout the environment's editable install points at.
+        sources = [str(self.source), str(self.source / "operator"), *filter(None, [os.environ.get("PYTHONPATH")])]
         env = {
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
@@ -222,7 +224,7 @@ class OperatorProcess:
         log.write(f"\n=== start {' '.join(command)}\n")
         log.flush()
         self.process = subprocess.Popen(
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.source, start_new_session=True
         )
         log.close()
         wait_for(self.healthy, timeout=timeout, interval=0.2, what=f"operator liveness (log: {self.log_path})")

@@ -13,8 +13,8 @@ from typing import Any
 from soundmind.api.serving import ServingSpec
 from soundmind.serve import render
 from soundmind.train import contract as training_contract
+from soundmind_operator import children, pods
 from soundmind_operator import labels as standard
-from soundmind_operator import pods
 from soundmind_operator.serving import names
 
 Manifest = dict[str, Any]
@@ -29,6 +29,13 @@ PROBE_PERIOD_SECONDS = 10
 DEFAULT_PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"
 KEDA_POLLING_SECONDS = 15
 METRICS_PATH = "/metrics"
+
+# Bump this only for a change to the pod template that running replicas must get (a fix of safety
+# or correctness): every serving's replicas then roll. Any other change to `_pod_metadata` or
+# `_pod_spec` reaches a serving's pods when they roll anyway (`children`).
+POD_TEMPLATE_VERSION = 1
+# Spec fields that size the Deployment but never shape a pod: changing them rolls no replica.
+SCALING_FIELDS = frozenset({"replicas", "autoscaling"})
 
 # What the autoscaler can be.
 KEDA, HPA, NO_AUTOSCALER = "KEDA", "HPA", "None"
@@ -69,9 +76,23 @@ def _metadata(name: str, serving: str) -> Manifest:
     return {"name": name, "labels": names.labels(serving)}
 
 
-def build_deployment(serving: str, spec: ServingSpec, model: ModelSource, platform: Platform) -> Manifest:
+def pod_template_inputs(spec: ServingSpec, model: ModelSource, platform: Platform, rollout: str) -> Manifest:
+    """Everything the pod template is built from but the operator's code: the spec (less its
+    scaling), the model, what the platform offers the pods, and the serving's rollout annotation."""
+    return {
+        "spec": spec.model_dump(mode="json", by_alias=True, exclude=set(SCALING_FIELDS)),
+        "model": [model.path, model.checkpoints_claim],
+        "serviceMonitors": platform.service_monitors,
+        "rollout": rollout,
+    }
+
+
+def build_deployment(
+    serving: str, spec: ServingSpec, model: ModelSource, platform: Platform, rollout: str = ""
+) -> Manifest:
     """`vllm serve` behind probes sized for slow weight loads, drained gracefully, rolled with no
-    replica lost. `replicas` is left out while an autoscaler owns it."""
+    replica lost. `replicas` is left out while an autoscaler owns it. `rollout` is the serving's
+    `children.ROLLOUT_ANNOTATION`: a new value rolls the replicas onto this operator's template."""
     deployment_spec: Manifest = {
         "selector": {"matchLabels": names.match_labels(serving)},
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
@@ -82,12 +103,13 @@ def build_deployment(serving: str, spec: ServingSpec, model: ModelSource, platfo
     }
     if not spec.autoscaling.enabled:
         deployment_spec["replicas"] = spec.replicas
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": _metadata(names.deployment(serving), serving),
-        "spec": deployment_spec,
+    metadata = _metadata(names.deployment(serving), serving)
+    metadata["annotations"] = {
+        children.POD_INPUTS_ANNOTATION: children.pod_inputs(
+            POD_TEMPLATE_VERSION, pod_template_inputs(spec, model, platform, rollout)
+        )
     }
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata, "spec": deployment_spec}
 
 
 def _pod_metadata(serving: str, platform: Platform) -> Manifest:
@@ -293,17 +315,17 @@ def build_service_monitor(serving: str) -> Manifest:
 
 
 def build_children(
-    serving: str, namespace: str, spec: ServingSpec, model: ModelSource, platform: Platform
+    serving: str, namespace: str, spec: ServingSpec, model: ModelSource, platform: Platform, rollout: str = ""
 ) -> list[Manifest]:
     """Everything the serving needs, in apply order (the Deployment after its Service)."""
-    children = [build_service(serving), build_deployment(serving, spec, model, platform)]
+    built = [build_service(serving), build_deployment(serving, spec, model, platform, rollout)]
     if max_replicas(spec) > 1:
-        children.append(build_disruption_budget(serving))
+        built.append(build_disruption_budget(serving))
     match autoscaler_kind(spec, platform):
         case "KEDA":
-            children.append(build_scaled_object(serving, namespace, spec, platform))
+            built.append(build_scaled_object(serving, namespace, spec, platform))
         case "HPA":
-            children.append(build_hpa(serving, namespace, spec))
+            built.append(build_hpa(serving, namespace, spec))
     if platform.service_monitors:
-        children.append(build_service_monitor(serving))
-    return children
+        built.append(build_service_monitor(serving))
+    return built

@@ -3,7 +3,8 @@
 `decide` is a pure function of the serving (spec, generation, status), the model it resolves to
 (or why it cannot), whether vLLM's parser accepts the command, its Deployment, pods and autoscaler
 as the watches last saw them, the claims and nodes its spec refers to, what the platform offers,
-and the time.
+what the pass will apply (`children.Plan`: which pod templates it holds back or rolls for the
+operator), and the time.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from soundmind.api.serving import ServingSpec
-from soundmind_operator import pod_status, references
+from soundmind_operator import children, pod_status, references
 from soundmind_operator.conditions import Event, StatusBuilder, StatusShape, condition, status_patch
 from soundmind_operator.serving import builders, names
 
@@ -30,6 +31,8 @@ AVAILABLE_CONDITION, PROGRESSING_CONDITION, SCHEDULABLE, SCALING_ACTIVE, MODEL_R
     "ModelReady",
     "ConfigError",
 )
+# Whether the replicas run the pod template this operator builds (not a contract condition).
+POD_TEMPLATE_CURRENT = "PodTemplateCurrent"
 UNSCHEDULABLE = "Unschedulable"
 # ModelReady=False reasons (contract).
 TRAINING_NOT_FOUND, TRAINING_NOT_FINISHED, TRAINING_FAILED = "TrainingNotFound", "TrainingNotFinished", "TrainingFailed"
@@ -55,6 +58,7 @@ SERVING_STATUS = StatusShape(
         SCALING_ACTIVE,
         MODEL_READY,
         CONFIG_ERROR,
+        POD_TEMPLATE_CURRENT,
     ),
     warning_phases=(DEGRADED, FAILED),
 )
@@ -85,6 +89,7 @@ class Observation:
     pods: list[Obj] = field(default_factory=list)  # the serving's pods
     hpa: Obj | None = None  # ours, or the one KEDA made for our ScaledObject
     seen: references.Seen = references.Seen()  # the claims and nodes the spec refers to
+    plan: children.Plan = children.Plan()  # what the pass applies, if it applies
 
 
 @dataclass
@@ -97,15 +102,16 @@ class Decision:
         return status_patch(self.status, current)
 
 
-def resolve_model(obs: Observation) -> tuple[builders.ModelSource | None, str, str]:
-    """The model to serve, or None with the reason and message of ModelReady=False."""
-    spec = obs.spec
+def resolve_model(
+    spec: ServingSpec, namespace: str, training: TrainingView | None
+) -> tuple[builders.ModelSource | None, str, str]:
+    """The model to serve, or None with the reason and message of ModelReady=False. `training`: the
+    one `spec.fromTraining` names, None when it does not exist."""
     if spec.model is not None:
         return builders.ModelSource(spec.model), "Specified", f"serving {spec.model}"
     training_name = spec.from_training.name
-    training = obs.training
     if training is None:
-        return None, TRAINING_NOT_FOUND, f"SoundMindTraining {training_name!r} does not exist in {obs.namespace}"
+        return None, TRAINING_NOT_FOUND, f"SoundMindTraining {training_name!r} does not exist in {namespace}"
     if training.phase == "Failed":
         return None, TRAINING_FAILED, f"SoundMindTraining {training_name!r} failed; it has no model to serve"
     if training.phase != "Succeeded" or not training.model_path:
@@ -122,7 +128,7 @@ def decide(obs: Observation) -> Decision:
     status.fields["url"] = names.url(obs.name, obs.namespace)
     decision = Decision(status={})
 
-    model, reason, message = resolve_model(obs)
+    model, reason, message = resolve_model(obs.spec, obs.namespace, obs.training)
     if model is None:
         status.set_condition(MODEL_READY, "False", reason, message, warn=reason == TRAINING_FAILED)
     else:
@@ -147,6 +153,7 @@ def decide(obs: Observation) -> Decision:
     else:
         decision.model = model
         _rollout(obs, status, problems)
+        _pod_template(obs, status)
 
     decision.status = status.result()
     decision.events = status.events
@@ -275,6 +282,39 @@ def _rollout(
         status.set_phase(phase, f"{ready}/{desired} replicas ready: {progress.get('message', '')}")
     else:
         status.set_phase(PROGRESSING, f"{updated}/{desired} replicas updated, {ready}/{desired} ready")
+
+
+def _pod_template(obs: Observation, status: StatusBuilder) -> None:
+    """Whether the replicas run this operator's pod template (`children`: a new operator's template
+    is held until the pods roll anyway), and an event for each roll a bumped template version forces."""
+    for rolled in obs.plan.rolled:
+        before = "none" if rolled.before is None else rolled.before
+        status.events.append(
+            Event(
+                "Normal",
+                "PodTemplateVersion",
+                f"rolling Deployment {rolled.name} onto the operator's pod template version {rolled.after} "
+                f"(was {before}): a change the operator needs on running replicas",
+            )
+        )
+    if obs.deployment is None:
+        return
+    name = obs.deployment["metadata"]["name"]
+    held_before = (status.condition(POD_TEMPLATE_CURRENT) or {}).get("status") == "False"
+    if name in obs.plan.held:
+        message = (
+            f"Deployment {name}'s replicas keep the pod template an earlier operator built; this operator's "
+            "reaches them when the spec changes, or now with: kubectl annotate sms "
+            f'{obs.name} {children.ROLLOUT_ANNOTATION}="$(date +%s)" --overwrite'
+        )
+        # A first False is no news to StatusBuilder; a held template is, once.
+        status.set_condition(POD_TEMPLATE_CURRENT, "False", "OperatorChangeHeld", message, announce=False)
+        if not held_before:
+            status.events.append(Event("Normal", "OperatorChangeHeld", f"{POD_TEMPLATE_CURRENT}=False: {message}"))
+    else:
+        message = f"Deployment {name}'s pod template is the one this operator builds"
+        # Only the end of a hold is news, not every new serving's first template.
+        status.set_condition(POD_TEMPLATE_CURRENT, "True", "Current", message, announce=held_before)
 
 
 def _schedulable(

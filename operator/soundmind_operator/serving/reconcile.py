@@ -55,11 +55,16 @@ def _config_error(spec_json: str, model: str) -> str | None:
 
 @cached(maxsize=4096)
 def _desired_children(
-    serving: str, namespace: str, spec_json: str, model: builders.ModelSource, platform: builders.Platform
+    serving: str,
+    namespace: str,
+    spec_json: str,
+    model: builders.ModelSource,
+    platform: builders.Platform,
+    rollout: str,
 ) -> tuple[Manifest, ...]:
     """The stamped children (see `children`): pure in these inputs."""
     spec = ServingSpec.model_validate_json(spec_json)
-    return children.stamp_all(builders.build_children(serving, namespace, spec, model, platform))
+    return children.stamp_all(builders.build_children(serving, namespace, spec, model, platform, rollout))
 
 
 @dataclass
@@ -98,10 +103,20 @@ class ServingReconciler:
         hpa_name = f"keda-hpa-{names.autoscaler(name)}" if self.platform.keda else names.autoscaler(name)
         spec_json = spec.model_dump_json()
         model_hint = spec.model or (cache.training.model_path if cache.training else None) or PENDING_MODEL
+        generation = body["metadata"].get("generation", 1)
+        model = observe.resolve_model(spec, namespace, cache.training)[0]
+        plan = children.Plan()
+        if model is not None:
+            rollout = (body["metadata"].get("annotations") or {}).get(children.ROLLOUT_ANNOTATION, "")
+            plan = children.plan(
+                _desired_children(name, namespace, spec_json, model, self.platform, rollout),
+                owned.by_key(),
+                spec_reconciled=status.get("observedGeneration") == generation,
+            )
         obs = observe.Observation(
             name=name,
             namespace=namespace,
-            generation=body["metadata"].get("generation", 1),
+            generation=generation,
             spec=spec,
             status=status,
             now=datetime.now(UTC),
@@ -112,11 +127,12 @@ class ServingReconciler:
             pods=owned.of("Pod"),
             hpa=next((h for h in owned.of("HorizontalPodAutoscaler") if h["metadata"]["name"] == hpa_name), None),
             seen=cache.seen,
+            plan=plan,
         )
         decision = observe.decide(obs)
         if decision.model is not None:
             try:
-                self._apply(body, spec_json, decision.model, owned, logger)
+                self._apply(body, plan, owned, logger)
             except Invalid as refused:
                 return invalid.refused_child(kube, SERVING, body, refused, observe.CONFIG_ERROR)
         patch = decision.status_patch(status)
@@ -139,17 +155,15 @@ class ServingReconciler:
             ),
         )
 
-    def _apply(self, body: Manifest, spec_json: str, model: builders.ModelSource, owned: Owned, logger) -> None:
+    def _apply(self, body: Manifest, plan: children.Plan, owned: Owned, logger) -> None:
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-        desired = _desired_children(name, namespace, spec_json, model, self.platform)
-        applied = owned.applied()
-        stale = children.out_of_date(desired, applied)
+        stale = list(plan.apply)
         kopf.adopt(stale, owner=body)
         for child in stale:
             self.kube.apply(namespace, child)
-        wanted = {(c["kind"], c["metadata"]["name"]) for c in desired}
+        present = owned.by_key()
         optional = [(kind, make(name)) for kind, make in OPTIONAL_CHILDREN.items()]
-        unwanted = [key for key in optional if key in applied and key not in wanted]
+        unwanted = [key for key in optional if key in present and key not in plan.wanted]
         for kind, child in unwanted:
             self.kube.delete(API_VERSIONS[kind], kind, namespace, child)
         changed = [f"applied {c['kind']}/{c['metadata']['name']}" for c in stale]

@@ -145,9 +145,10 @@ class TrainingReconciler:
         )
 
     def _apply_children(self, body: Manifest, spec_json: str, cache: Owned, logger) -> None:
-        """Everything but the Job, (re-)applied when missing or out of date."""
+        """Everything but the Job, (re-)applied when missing or out of date: none of them holds a
+        pod template (a Job's is fixed for its attempt, and a new operator's reaches the next one)."""
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-        stale = children.out_of_date(_desired_children(name, spec_json), cache.applied())
+        stale = children.plan(_desired_children(name, spec_json), cache.by_key()).apply
         kopf.adopt(stale, owner=body)
         for child in stale:
             self.kube.apply(namespace, child)
