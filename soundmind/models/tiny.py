@@ -68,6 +68,9 @@ def tokenizer():
     )
 
 
+AUDIO_CHUNK_SECONDS = 300
+
+
 def processor():
     from transformers import (
         Qwen2_5OmniProcessor,
@@ -79,7 +82,9 @@ def processor():
     return Qwen2_5OmniProcessor(
         image_processor=Qwen2VLImageProcessor(),
         video_processor=Qwen2VLVideoProcessor(),
-        feature_extractor=WhisperFeatureExtractor(feature_size=128),
+        # Qwen/Qwen2.5-Omni-7B's feature extractor: 128 mel bins over chunks of 300 s (Whisper's default,
+        # 30 s, would cut ALR's 60-130 s questions short, unlike the real model's processor).
+        feature_extractor=WhisperFeatureExtractor(feature_size=128, chunk_length=AUDIO_CHUNK_SECONDS),
         tokenizer=tokenizer(),
         chat_template=CHAT_TEMPLATE,
     )

@@ -55,3 +55,21 @@ def test_an_output_that_cannot_be_written_is_named(tmp_path):
     done = soundmind("model", "tiny-omni", "--out", str(blocker / "tiny-omni"))
     assert done.returncode == EXIT_CANNOT_WRITE
     assert done.stderr == f"soundmind model tiny-omni: cannot write {blocker}: it exists and is not a directory\n"
+
+
+def test_the_processor_hears_a_whole_alr_length_question(tiny_omni_dir):
+    """ALR's questions last 60-130 s. The tiny Omni's processor, like the real model's, turns all of a
+    100 s clip into audio tokens (25 a second, the prompt budget's rate), not only its first 30 s."""
+    import numpy as np
+    from transformers import AutoProcessor
+
+    from soundmind.train.budget import AUDIO_TOKENS_PER_SECOND
+
+    processor = AutoProcessor.from_pretrained(tiny_omni_dir)
+    messages = [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": "Entailed?"}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    seconds = 100
+    clip = np.random.default_rng(0).uniform(-0.1, 0.1, seconds * 16000).astype(np.float32)
+    ids = processor(text=text, audio=[clip], sampling_rate=16000, return_tensors="np")["input_ids"][0].tolist()
+    audio_tokens = ids.count(processor.tokenizer.convert_tokens_to_ids(processor.tokenizer.audio_token))
+    assert abs(audio_tokens - AUDIO_TOKENS_PER_SECOND * seconds) <= 2, audio_tokens
