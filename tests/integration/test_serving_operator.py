@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -487,6 +487,22 @@ def warnings_of(kube: Kube, ns: str, name: str) -> set[tuple[str, str]]:
     return {(e.reason, e.message) for e in events_of(kube, ns, name) if e.type == "Warning"}
 
 
+def warned(kube: Kube, ns: str, name: str, told: Callable[[set[tuple[str, str]]], bool], what: str) -> None:
+    """Wait until the serving's warning events (reason, message) satisfy `told`: the operator posts a
+    pass's events after the status it writes, so a test that has just seen the status may be early."""
+    said: set[tuple[str, str]] = set()
+
+    def check() -> bool:
+        said.clear()
+        said.update(warnings_of(kube, ns, name))
+        return told(said)
+
+    try:
+        wait_for(check, what=f"{what} among the warning events of {ns}/{name}")
+    except AssertionError as error:
+        raise AssertionError(f"{error}; they were: {sorted(said)}") from None
+
+
 def blocked(kube: Kube, ns: str, name: str, reason: str, case: str, timeout: float = 30) -> dict:
     """The serving once both Schedulable and ResolvedRefs are False with `reason`; kubectl's view
     of it captured either way (`resources.capture`)."""
@@ -517,9 +533,11 @@ def test_a_serving_whose_claim_does_not_exist_is_pending_and_names_it(kube: Kube
     assert schedulable["status"] == "False"
     assert schedulable["message"].startswith("1/1 replicas cannot be placed: "), schedulable
     assert 'persistentvolumeclaim "no-models" not found' in schedulable["message"], schedulable
-    said = warnings_of(kube, ns, "noclaim")
-    assert ("ClaimNotFound", f"ResolvedRefs=False: {resolved['message']}") in said, said
-    assert ("ClaimNotFound", f"Schedulable=False: {schedulable['message']}") in said, said
+    both = {
+        ("ClaimNotFound", f"ResolvedRefs=False: {resolved['message']}"),
+        ("ClaimNotFound", f"Schedulable=False: {schedulable['message']}"),
+    }
+    warned(kube, ns, "noclaim", lambda said: both <= said, "ResolvedRefs=False and Schedulable=False")
 
     # The claim appears: its watch event wakes the serving, which then serves.
     op.create_volumes(kube, ns, ("no-models",))
@@ -601,7 +619,7 @@ def test_a_missing_token_secret_on_a_real_node_is_create_container_config_error(
         progressing["message"] == f'pod {pod.metadata.name} CreateContainerConfigError: secret "no-hf-token" not found'
     )
     assert serving["status"]["phase"] == "Degraded"
-    assert any(r == "Degraded" and "no-hf-token" in m for r, m in warnings_of(kube, ns, "notoken"))
+    warned(kube, ns, "notoken", lambda said: any(r == "Degraded" and "no-hf-token" in m for r, m in said), "Degraded")
 
 
 def test_the_operator_cannot_read_secrets(kube: Kube, operator: op.OperatorProcess):
