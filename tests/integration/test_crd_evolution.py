@@ -34,6 +34,28 @@ NOW = "2026-12-07T10:00:00Z"
 
 
 @pytest.fixture
+def namespace(kube: Kube, namespace: str) -> Iterator[str]:
+    """The usual test namespace, emptied of this module's custom resources before the test ends. The
+    namespace controller deletes them only seconds after the namespace, and an operator the next
+    module starts (it watches all namespaces) would reconcile them meanwhile: CI once counted its
+    refused children of `trained-before-the-limit-fell` as reconcile errors in another test."""
+    yield namespace
+    kinds = (TRAINING, SERVING)
+    for kind in kinds:
+        kube.custom_objects.delete_collection_namespaced_custom_object(GROUP, VERSION, namespace, kind.plural)
+    wait_for(
+        lambda: (
+            not any(
+                kube.custom_objects.list_namespaced_custom_object(GROUP, VERSION, namespace, kind.plural)["items"]
+                for kind in kinds
+            )
+        ),
+        timeout=30,
+        what=f"the custom resources of {namespace} deleted",
+    )
+
+
+@pytest.fixture
 def current_crds_after(kube: Kube) -> Iterator[None]:
     yield
     op.install_crds(kube)
