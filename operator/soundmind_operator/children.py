@@ -43,6 +43,10 @@ HASH_ANNOTATION = f"{GROUP}/applied-hash"  # the whole manifest as built
 # "<pod template version>/<hash of what the spec asks of the pods>", set by the child's builder.
 POD_INPUTS_ANNOTATION = f"{GROUP}/pod-inputs"
 POD_TEMPLATE_ANNOTATION = f"{GROUP}/pod-template"  # the pod template the child runs, as built
+# The condition saying whether a kind's pods run the template this operator builds (False:
+# OPERATOR_CHANGE_HELD, an earlier operator's template is kept until the pods are made again).
+POD_TEMPLATE_CURRENT = "PodTemplateCurrent"
+OPERATOR_CHANGE_HELD = "OperatorChangeHeld"
 # On a custom resource: a new value rolls its pods onto the operator's current template (it is one of
 # the pod inputs). `kubectl annotate sms NAME soundmind.ai/rollout="$(date +%s)" --overwrite`
 ROLLOUT_ANNOTATION = f"{GROUP}/rollout"
@@ -58,6 +62,11 @@ def _annotations(body: Mapping[str, Any]) -> Mapping[str, str]:
 
 def _pod_template(manifest: Mapping[str, Any]) -> Manifest | None:
     return (manifest.get("spec") or {}).get("template")
+
+
+def pod_template_hash(manifest: Mapping[str, Any]) -> str:
+    """The hash of a child's pod template as built (`POD_TEMPLATE_ANNOTATION`'s value)."""
+    return _digest(_pod_template(manifest))
 
 
 def pod_inputs(version: int, inputs: Any) -> str:
@@ -85,7 +94,7 @@ def stamped(manifest: Manifest) -> Manifest:
     out = copy.deepcopy(manifest)
     annotations = out["metadata"].setdefault("annotations", {})
     if template is not None:
-        annotations[POD_TEMPLATE_ANNOTATION] = _digest(template)
+        annotations[POD_TEMPLATE_ANNOTATION] = pod_template_hash(manifest)
     annotations[HASH_ANNOTATION] = _digest(out)
     return out
 

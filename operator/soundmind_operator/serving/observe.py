@@ -32,7 +32,7 @@ AVAILABLE_CONDITION, PROGRESSING_CONDITION, SCHEDULABLE, SCALING_ACTIVE, MODEL_R
     "ConfigError",
 )
 # Whether the replicas run the pod template this operator builds (not a contract condition).
-POD_TEMPLATE_CURRENT = "PodTemplateCurrent"
+POD_TEMPLATE_CURRENT = children.POD_TEMPLATE_CURRENT
 UNSCHEDULABLE = "Unschedulable"
 # ModelReady=False reasons (contract).
 TRAINING_NOT_FOUND, TRAINING_NOT_FINISHED, TRAINING_FAILED = "TrainingNotFound", "TrainingNotFinished", "TrainingFailed"
@@ -308,9 +308,11 @@ def _pod_template(obs: Observation, status: StatusBuilder) -> None:
             f'{obs.name} {children.ROLLOUT_ANNOTATION}="$(date +%s)" --overwrite'
         )
         # A first False is no news to StatusBuilder; a held template is, once.
-        status.set_condition(POD_TEMPLATE_CURRENT, "False", "OperatorChangeHeld", message, announce=False)
+        status.set_condition(POD_TEMPLATE_CURRENT, "False", children.OPERATOR_CHANGE_HELD, message, announce=False)
         if not held_before:
-            status.events.append(Event("Normal", "OperatorChangeHeld", f"{POD_TEMPLATE_CURRENT}=False: {message}"))
+            status.events.append(
+                Event("Normal", children.OPERATOR_CHANGE_HELD, f"{POD_TEMPLATE_CURRENT}=False: {message}")
+            )
     else:
         message = f"Deployment {name}'s pod template is the one this operator builds"
         # Only the end of a hold is news, not every new serving's first template.

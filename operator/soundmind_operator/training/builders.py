@@ -13,7 +13,7 @@ from typing import Any
 from soundmind.api.training import TrainingSpec
 from soundmind.train import contract
 from soundmind.train.config import dump_spec
-from soundmind_operator import pods
+from soundmind_operator import children, pods
 from soundmind_operator.training import names
 
 Manifest = dict[str, Any]
@@ -184,12 +184,15 @@ def build_job(
         job_spec["activeDeadlineSeconds"] = active_deadline_seconds
     if spec.ttl_seconds_after_finished is not None:
         job_spec["ttlSecondsAfterFinished"] = spec.ttl_seconds_after_finished
-    return {
+    job = {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": _metadata(job_name, training, **job_labels),
         "spec": job_spec,
     }
+    # What its pods run, recorded: a later operator tells whether it would build them otherwise.
+    job["metadata"]["annotations"] = {children.POD_TEMPLATE_ANNOTATION: children.pod_template_hash(job)}
+    return job
 
 
 def _pod_spec(training: str, namespace: str, spec: TrainingSpec, attempt: int) -> Manifest:

@@ -20,7 +20,7 @@ from typing import Any
 
 from soundmind.api.training import TrainingSpec
 from soundmind.train import contract
-from soundmind_operator import pod_status, references
+from soundmind_operator import children, pod_status, references
 from soundmind_operator.conditions import (
     Event,
     StatusBuilder,
@@ -56,6 +56,7 @@ CREATED, SCHEDULABLE, RUNNING_CONDITION, STALLED, COMPLETE, FAILED_CONDITION = (
     "Failed",
 )
 RETRIED = "Retried"  # why the current attempt exists (True from the first retry on)
+POD_TEMPLATE_CURRENT = children.POD_TEMPLATE_CURRENT  # the attempt's pods run this operator's template
 POD_LOST = "PodLost"  # a pod of the running group was evicted, preempted or lost with its node
 BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
 CONFIG_ERROR = "ConfigError"
@@ -150,6 +151,7 @@ class Observation:
     jobs: list[Obj] = field(default_factory=list)  # every Job of the training (any attempt)
     pods: list[Obj] = field(default_factory=list)  # the pods of the current attempt's Job
     workload: Obj | None = None  # Kueue's Workload for the current Job, when queued
+    job_template: str | None = None  # the hash of the pod template this operator builds for the current Job
     pod_group_api: bool = False  # the cluster serves scheduling.k8s.io/v1beta1 PodGroups (found at start-up)
     pod_groups: list[Obj] = field(default_factory=list)  # every PodGroup of the training (any attempt)
     # Why the verl command the pods would run is invalid (bad extraArgs), checked before any Job exists.
@@ -172,6 +174,7 @@ TRAINING_STATUS = StatusShape(
         STALLED,
         COMPLETE,
         FAILED_CONDITION,
+        POD_TEMPLATE_CURRENT,
     ),
     warning_phases=(FAILED,),
 )
@@ -203,12 +206,41 @@ def decide(obs: Observation) -> Decision:
         _attempt_failed(obs, status, decision, attempt, None, "JobDeleted", f"Job {job_name} was deleted")
     else:
         _observe_job(obs, status, decision, attempt, job)
+        _pod_template_current(obs, status, job)
 
     _account_gpu_seconds(obs, status)
     decision.periodic = bool(obs.spec.queue_name) or any(_holds_gpus(p) for p in obs.pods)
     decision.status = status.result()
     decision.events = decision.events + status.events  # a retry is announced before its new attempt
     return decision
+
+
+def _pod_template_current(obs: Observation, status: StatusBuilder, job: Obj) -> None:
+    """Whether the attempt's pods run the template this operator builds. A Job's template is fixed
+    for its attempt, so a newer operator's reaches the training at its next attempt; the condition
+    says so, and how to make that attempt now."""
+    if obs.job_template is None:  # not known to this pass
+        return
+    name = job["metadata"]["name"]
+    recorded = (job["metadata"].get("annotations") or {}).get(children.POD_TEMPLATE_ANNOTATION)
+    held_before = (status.condition(POD_TEMPLATE_CURRENT) or {}).get("status") == "False"
+    if recorded == obs.job_template:
+        message = f"Job {name}'s pods run the template this operator builds"
+        status.set_condition(POD_TEMPLATE_CURRENT, "True", "Current", message, announce=held_before)
+        return
+    next_attempt = (
+        f"this operator's template reaches the training at its next attempt, or now with: kubectl delete job "
+        f"{name} -n {obs.namespace} (attempt {status.fields['attempt'] + 1} resumes from the last checkpoint, "
+        "and counts against maxRetries)"
+    )
+    if recorded is None:  # made by an operator that did not record it
+        message = f"Job {name} does not say which pod template it runs; {next_attempt}"
+        status.set_condition(POD_TEMPLATE_CURRENT, "Unknown", "NotRecorded", message)
+        return
+    message = f"Job {name}'s pods run the template an earlier operator built; {next_attempt}"
+    status.set_condition(POD_TEMPLATE_CURRENT, "False", children.OPERATOR_CHANGE_HELD, message, announce=False)
+    if not held_before:  # a first False is no news to StatusBuilder; a held template is, once
+        status.events.append(Event("Normal", children.OPERATOR_CHANGE_HELD, f"{POD_TEMPLATE_CURRENT}=False: {message}"))
 
 
 def _stale(children: list[Obj], attempt: int) -> list[Obj]:

@@ -66,6 +66,14 @@ def _desired_children(training: str, spec_json: str) -> tuple[Manifest, ...]:
     return children.stamp_all(builders.build_children(training, TrainingSpec.model_validate_json(spec_json)))
 
 
+@cached(maxsize=4096)
+def _job_template(training: str, namespace: str, spec_json: str, attempt: int, pod_group: bool) -> str:
+    """The hash of the pod template this operator builds for an attempt's Job (pure in its inputs;
+    a deadline is the Job's, not its pods')."""
+    spec = TrainingSpec.model_validate_json(spec_json)
+    return children.pod_template_hash(builders.build_job(training, namespace, spec, attempt, pod_group=pod_group))
+
+
 @dataclass
 class TrainingCache:
     owned: Owned  # the training's children
@@ -102,6 +110,10 @@ class TrainingReconciler:
         pods = [p for p in cache.of("Pod") if (p["metadata"].get("labels") or {}).get(names.JOB_NAME_LABEL) == job_name]
         job = next((j for j in jobs if j["metadata"]["name"] == job_name), None)
         workload = self._kueue_workload(namespace, job) if spec.queue_name and job is not None else None
+        job_template = None
+        if job is not None:
+            joins_group = bool(job["spec"]["template"]["spec"].get("schedulingGroup"))
+            job_template = _job_template(name, namespace, spec_json, attempt, joins_group)
 
         now = datetime.now(UTC)
         decision = observe.decide(
@@ -115,6 +127,7 @@ class TrainingReconciler:
                 jobs=jobs,
                 pods=pods,
                 workload=workload,
+                job_template=job_template,
                 pod_group_api=self.pod_group_api,
                 pod_groups=list(cache.of("PodGroup")),
                 config_error=None if job else _config_error(spec_json),

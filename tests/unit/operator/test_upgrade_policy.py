@@ -22,6 +22,7 @@ from soundmind_operator.serving import builders, names
 from soundmind_operator.serving import reconcile as serving_reconcile
 from soundmind_operator.serving.observe import POD_TEMPLATE_CURRENT
 from soundmind_operator.training import builders as training_builders
+from soundmind_operator.training import reconcile as training_reconcile
 
 PLATFORM = builders.Platform(keda=True, service_monitors=True)
 MODEL = builders.ModelSource("Qwen/Qwen2.5-Omni-7B")
@@ -253,12 +254,17 @@ def serving_body(status: dict, annotations: dict | None = None) -> dict:
     }
 
 
+MEMOS = (serving_reconcile._desired_children, training_reconcile._desired_children, training_reconcile._job_template)
+
+
 @pytest.fixture(autouse=True)
 def fresh_memo():
     """A process runs one operator version; these tests run two, so the built children's memo goes."""
-    serving_reconcile._desired_children.cache_clear()
+    for memo in MEMOS:
+        memo.cache_clear()
     yield
-    serving_reconcile._desired_children.cache_clear()
+    for memo in MEMOS:
+        memo.cache_clear()
 
 
 def owned(children_by_key: dict) -> Owned:
@@ -319,3 +325,82 @@ def test_a_bumped_template_version_is_an_event_on_each_serving(monkeypatch):
     after = builders.POD_TEMPLATE_VERSION
     assert f"version {after} (was {after - 1})" in event.message
     assert any(c["kind"] == "Deployment" for c in kube.applied)
+
+
+# -- a training's pass: its running attempt keeps its Job, and says whose template its pods run ----------
+
+TRAINING_SPEC = TrainingSpec.model_validate({"image": "t", "resources": {"nodes": 2}})
+
+
+def test_a_job_records_the_pod_template_it_was_built_with():
+    job = training_builders.build_job("t", "ns", TRAINING_SPEC, 1)
+    recorded = job["metadata"]["annotations"][children.POD_TEMPLATE_ANNOTATION]
+    assert recorded == children.pod_template_hash(job)
+    assert (
+        training_builders.build_job("t", "ns", TRAINING_SPEC, 1, active_deadline_seconds=60)["metadata"]
+        == (job["metadata"])
+    ), "a deadline is the Job's, not its pods'"
+    other = training_builders.build_job("t", "ns", TRAINING_SPEC.model_copy(update={"image": "u"}), 1)
+    assert other["metadata"]["annotations"][children.POD_TEMPLATE_ANNOTATION] != recorded
+
+
+def training_body(status: dict) -> dict:
+    return {
+        "metadata": {"name": "t", "namespace": "ns", "uid": "u", "resourceVersion": "1", "generation": 1},
+        "spec": TRAINING_SPEC.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "status": status,
+    }
+
+
+def training_pass(kube: RecordingKube, status: dict, job: dict):
+    """A pass over a training whose attempt 1 is `job`, suspended (no pods to observe)."""
+    reconciler = training_reconcile.TrainingReconciler(kube, metrics.OperatorMetrics(CollectorRegistry()))
+    stored = {**job, "metadata": {**job["metadata"], "uid": "j"}, "status": {}}
+    cache = training_reconcile.TrainingCache(Owned({"Job": [stored]}))
+    outcome = reconciler.reconcile(training_body(status), cache, logging.getLogger("test"))
+    decided = outcome.detail.status  # the status the pass decided (written when it changed)
+    found = next((c for c in decided["conditions"] if c["type"] == POD_TEMPLATE_CURRENT), None)
+    return outcome, found
+
+
+def test_a_training_under_a_new_operator_keeps_its_jobs_template_and_says_so(monkeypatch):
+    earlier = training_builders.build_job("t", "ns", TRAINING_SPEC, 1)
+    status = {"phase": "Running", "attempt": 1, "jobName": "t-a1", "observedGeneration": 1}
+    kube = RecordingKube()
+    _, current = training_pass(kube, status, earlier)
+    assert (current["status"], current["reason"]) == ("True", "Current")
+
+    # The next release builds the pods otherwise; the running attempt's Job stays as it is.
+    monkeypatch.setattr(training_builders, "METRICS_PORT_NAME", "trainer-metrics")
+    assert children.pod_template_hash(training_builders.build_job("t", "ns", TRAINING_SPEC, 1)) != (
+        children.pod_template_hash(earlier)
+    ), "the new operator must build another template"
+    training_reconcile._job_template.cache_clear()
+    kube = RecordingKube()
+    outcome, held = training_pass(kube, status, earlier)
+    assert not [c for c in kube.applied if c["kind"] == "Job"], "a Job is never applied again"
+    assert (held["status"], held["reason"]) == ("False", children.OPERATOR_CHANGE_HELD)
+    assert "next attempt" in held["message"] and "kubectl delete job t-a1 -n ns" in held["message"]
+    assert [e.reason for e in outcome.events if e.reason == children.OPERATOR_CHANGE_HELD] == [
+        children.OPERATOR_CHANGE_HELD
+    ]
+
+    # Said once: the next pass keeps the condition and posts no event.
+    again, still = training_pass(kube, {**status, "conditions": [held]}, earlier)
+    assert still == held
+    assert not [e for e in again.events if e.reason == children.OPERATOR_CHANGE_HELD]
+
+    # The next attempt's Job is this operator's: the hold ends, and that is news.
+    status_a2 = {**status, "attempt": 2, "jobName": "t-a2", "conditions": [held]}
+    ended, current = training_pass(kube, status_a2, training_builders.build_job("t", "ns", TRAINING_SPEC, 2))
+    assert (current["status"], current["reason"]) == ("True", "Current")
+    assert [e.reason for e in ended.events if e.reason == "Current"] == ["Current"]
+
+
+def test_a_job_that_does_not_record_its_template_is_unknown_not_current():
+    job = training_builders.build_job("t", "ns", TRAINING_SPEC, 1)
+    del job["metadata"]["annotations"]  # as an operator before the record made it
+    status = {"phase": "Running", "attempt": 1, "jobName": "t-a1", "observedGeneration": 1}
+    _, found = training_pass(RecordingKube(), status, job)
+    assert (found["status"], found["reason"]) == ("Unknown", "NotRecorded")
+    assert "kubectl delete job t-a1 -n ns" in found["message"]
