@@ -96,7 +96,10 @@ def write_htpasswd(path: Path, username: str, password: str) -> None:
     program = shutil.which("htpasswd")
     if program is None:
         missing("htpasswd is missing: run hack/apt.sh (apache2-utils)")
-    subprocess.run([program, "-B", "-i", "-c", str(path), username], input=password, text=True, check=True)
+    command = [program, "-B", "-i", "-c", str(path), username]  # -i: the password from stdin, not argv
+    done = subprocess.run(command, input=password, text=True, capture_output=True)
+    if done.returncode != 0:
+        raise AssertionError(f"htpasswd could not write {path}: {done.stderr.strip()}")
 
 
 @contextmanager
