@@ -5,7 +5,7 @@
 # on stderr and the PATH-ready directory (<cache>/bin/current) on stdout, last.
 #
 # Versions: k8s and etcd come from the wrapper modules under hack/tools/ (go.mod + go.sum are the
-# pins); kwok and helm are `go install`ed at the versions below (their own go.sum is checked
+# pins); kwok, helm and the registry are `go install`ed at the versions below (their own go.sum is checked
 # against the Go checksum database). It also fetches the third-party CRDs the integration tests
 # install (pins in hack/third-party-crds.txt) into <cache>/crds/.
 set -euo pipefail
@@ -15,6 +15,8 @@ bin="$cache/bin"
 current="$bin/current"
 KWOK_VERSION=v0.8.0
 HELM_VERSION=v3.22.0
+# The CNCF distribution registry: the integration tests' image and chart registry (tests/support/registry.py).
+REGISTRY_VERSION=v3.1.2
 
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 # A module that asks for a newer Go than the local one fetches that toolchain from the proxy.
@@ -113,6 +115,10 @@ for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
   helm_ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$k8s_minor"
 done
 build helm "$HELM_VERSION" go_install "$helm_ldflags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+
+registry_module=github.com/distribution/distribution/v3
+build registry "$REGISTRY_VERSION" go_install "-s -w -X $registry_module/version.version=$REGISTRY_VERSION" \
+  "$registry_module/cmd/registry@$REGISTRY_VERSION"
 
 keda_build() { # <cmd dir>
   if [ -n "$keda_prefetch" ]; then

@@ -53,7 +53,8 @@ from tests.support.pki import NodePKI
 # The real node carries this label ("true"); kwok manages only nodes labelled sim.MANAGED_NODE_LABEL.
 REAL_NODE_LABEL = "soundmind.ai/real-node"
 NODE_NAME = "real-node"
-# Images every real node has, imported at start (there is no registry to pull from).
+# Images every real node has, imported at start (other images it pulls from a registry that
+# :meth:`RealNode.trust_registry` configured).
 PAUSE_IMAGE = "soundmind-pause:dev"  # the sandbox image, built from the kubernetes module's pause.c
 BUSYBOX_IMAGE = "soundmind-busybox:dev"  # sh, httpd, wget, nc..., from Debian's busybox-static
 # From hack/tools.sh, beside the control plane's binaries.
@@ -315,6 +316,23 @@ class RealNode:
             write_image_archive(directory / "busybox.tar", BUSYBOX_IMAGE, busybox, ["/bin/sh"], env=("PATH=/bin",)),
         ]
 
+    @property
+    def registry_config_dir(self) -> Path:
+        """containerd's registry host configuration (its CRI ``config_path``): a folder per ``host:port``."""
+        return self.dir / "certs.d"
+
+    def trust_registry(self, host: str, ca: Path) -> None:
+        """Let containerd pull from the HTTPS registry at ``host`` (host:port), whose certificate ``ca``
+        signed; containerd reads the folder at each pull, no restart.
+
+        The CA goes in as ``<host:port>/ca.crt``, which containerd reads where the folder has no
+        hosts.toml. containerd 1.6 (Debian 12's) ignores a hosts.toml's top-level ``ca``, and a
+        ``[host]`` entry with one leaves the server itself as a last, CA-less fallback: a digest the
+        registry lacks then reads as "certificate signed by unknown authority" instead of "not found"."""
+        directory = self.registry_config_dir / host
+        directory.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ca, directory / "ca.crt")
+
     def import_argv(self, archive: Path) -> list[str]:
         """The command that imports an image archive (``docker save`` or OCI layout) for the CRI."""
         return ["ctr", f"--address={self.containerd_socket}", "--namespace=k8s.io", "images", "import", str(archive)]
@@ -346,6 +364,9 @@ temp = {q(base / "tmp")}
   restrict_oom_score_adj = true
   # Pod network namespaces under <state>/netns, not /var/run/netns.
   netns_mounts_under_state_dir = true
+
+{cri}.registry]
+  config_path = {q(self.registry_config_dir)}
 
 {cri}.cni]
   bin_dir = {q(CNI_BIN_DIR)}

@@ -81,9 +81,22 @@ def test_containerd_keeps_everything_under_the_cluster_directory():
         config["grpc"]["address"],
         config["plugins"]["io.containerd.internal.v1.opt"]["path"],
         runc["options"]["Root"],
+        cri["registry"]["config_path"],
     ]
     assert all(Path(path).is_relative_to(WORKDIR) for path in paths), paths
     assert config["grpc"]["address"] == str(NODE.containerd_socket)
+
+
+def test_a_trusted_registry_gets_its_ca_in_containerd_s_host_configuration(tmp_path):
+    node = RealNode(tmp_path / "cluster", NodeNetwork(207))
+    (tmp_path / "ca.crt").write_text("the CA")
+    node.trust_registry("10.207.255.1:5443", tmp_path / "ca.crt")
+
+    host_dir = tmp_path / "cluster" / "node" / "certs.d" / "10.207.255.1:5443"
+    assert sorted(p.name for p in host_dir.iterdir()) == ["ca.crt"]  # no hosts.toml: see trust_registry
+    assert (host_dir / "ca.crt").read_text() == "the CA"
+    cri = tomllib.loads(node.containerd_config())["plugins"]["io.containerd.grpc.v1.cri"]
+    assert cri["registry"]["config_path"] == str(host_dir.parent)
 
 
 def test_pods_get_a_bridge_of_the_slot_s_pod_range_without_masquerading():
