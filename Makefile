@@ -19,7 +19,7 @@ PY = $(eval PY := $(shell hack/venv.sh)/bin/python)$(PY)
 # runs the first: $(PY) further down would build the environment before anything else started.
 PARALLEL := --no-print-directory --jobs --output-sync=target
 
-.PHONY: help demo test test-kind test-gpu-images unit integration lint deps venv tools images images-all release-dry-run cluster-up cluster-down bench
+.PHONY: help demo test test-kind test-gpu-images unit integration lint deps venv tools images images-all push release-dry-run cluster-up cluster-down bench
 .PHONY: setup-test setup-demo setup-integration
 
 help: ## list the targets
@@ -78,6 +78,10 @@ images: deps venv ## the operator and vLLM stand-in images, built offline (root:
 
 images-all: deps venv ## the trainer and server images too (CUDA wheels: several GB)
 	@$(PY) -m hack.images operator standin trainer server
+
+push: images ## push the built images to REGISTRY=host[:port][/path] with skopeo (skopeo login first); prints them by digest
+	@[ -n "$(REGISTRY)" ] || { echo "make push: set REGISTRY=host[:port][/path], e.g. make push REGISTRY=registry.example:5000/team" >&2; exit 1; }
+	@$(PY) -m hack.push "$(REGISTRY)"
 
 # The release workflow's steps (hack/release.py) against REGISTRY with a local key, made on first use
 # (COSIGN_KEY, default .build/release/cosign.key; COSIGN_PASSWORD protects it); REGISTRY_CA: its CA, if

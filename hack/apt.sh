@@ -8,6 +8,9 @@ pkgs+=(containerd runc containernetworking-plugins iproute2 nftables util-linux 
 # make images (hack/images): debootstrap and the keys it checks bookworm with (not on Ubuntu by default), and
 # a Docker engine to build with.
 pkgs+=(debootstrap debian-archive-keyring docker.io)
+# The local registry (tests/support/registry.py, make push): skopeo copies the image tarballs into it,
+# htpasswd (apache2-utils) writes its bcrypt password file.
+pkgs+=(skopeo apache2-utils)
 # A machine with Docker CE (a GitHub runner, a kind user's) has its containerd.io and docker-ce, which
 # conflict with Debian's containerd, runc and docker.io: installing those would remove that Docker.
 # Where the program is there, whoever installed it, it is used as it is.

@@ -181,7 +181,8 @@ def release(
             cert_dir.mkdir()
             shutil.copy(ca_file, cert_dir / "ca.crt")
         try:
-            images = push(registry, present, cert_dir=cert_dir)
+            authfile = Path(os.environ["REGISTRY_AUTH_FILE"]) if "REGISTRY_AUTH_FILE" in os.environ else None
+            images = push(registry, present, cert_dir=cert_dir, authfile=authfile)
         except PushError as error:
             raise ReleaseError(str(error)) from None
         for name, reference in images.items():

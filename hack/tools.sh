@@ -5,8 +5,8 @@
 # on stderr and the PATH-ready directory (<cache>/bin/current) on stdout, last.
 #
 # Versions: k8s and etcd come from the wrapper modules under hack/tools/ (go.mod + go.sum are the
-# pins); kwok, helm, cosign, syft and actionlint are `go install`ed at the versions below (their own
-# go.sum is checked against the Go checksum database). It also fetches the third-party CRDs the
+# pins); kwok, helm, the registry, cosign, syft and actionlint are `go install`ed at the versions
+# below (their own go.sum is checked against the Go checksum database). It also fetches the third-party CRDs the
 # integration tests install (pins in hack/third-party-crds.txt) into <cache>/crds/.
 #
 # `hack/tools.sh TOOL...` builds only the tools named (the release workflow needs helm, cosign and
@@ -18,13 +18,15 @@ bin="$cache/bin"
 current="$bin/current"
 KWOK_VERSION=v0.8.0
 HELM_VERSION=v3.22.0
-# Signing and SBOMs (hack/release.sh, tests/integration/test_signing.py). cosign v3 needs Go 1.27.
+# The CNCF distribution registry: the integration tests' image and chart registry (tests/support/registry.py).
+REGISTRY_VERSION=v3.1.2
+# Signing and SBOMs (hack/release.py, tests/integration/test_signing.py). cosign v3 needs Go 1.27.
 COSIGN_VERSION=v2.6.5
 SYFT_VERSION=v1.57.2
 # The workflows' linter (tests/unit/test_workflows.py).
 ACTIONLINT_VERSION=v1.7.12
 known=" kube-apiserver kubelet kube-proxy kube-controller-manager kube-scheduler kubectl pause etcd kwok helm"
-known+=" cosign syft actionlint keda-operator keda-adapter crds "
+known+=" registry cosign syft actionlint keda-operator keda-adapter crds "
 for tool in "$@"; do
   [[ $known == *" $tool "* ]] || { echo "tools.sh: no tool '$tool'; there are:$known" >&2; exit 2; }
 done
@@ -147,6 +149,12 @@ fi
 if wanted actionlint; then
   build actionlint "$ACTIONLINT_VERSION" go_install "-s -w -X github.com/rhysd/actionlint.version=$ACTIONLINT_VERSION" \
     "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION"
+fi
+
+if wanted registry; then
+  registry_module=github.com/distribution/distribution/v3
+  build registry "$REGISTRY_VERSION" go_install "-s -w -X $registry_module/version.version=$REGISTRY_VERSION" \
+    "$registry_module/cmd/registry@$REGISTRY_VERSION"
 fi
 
 keda_build() { # <cmd dir>

@@ -94,6 +94,14 @@ def keda_bin_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def registry_bin_dir() -> Path:
+    """The directory of the distribution registry (tests/support/registry.py; built on demand outside CI)."""
+    from tests.support.registry import BINARY
+
+    return _cluster_binaries((BINARY,))
+
+
+@pytest.fixture(scope="session")
 def actionlint() -> Path:
     """actionlint, the workflows' linter (built on demand outside CI)."""
     return _cluster_binaries(("actionlint",)) / "actionlint"

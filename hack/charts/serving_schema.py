@@ -25,6 +25,24 @@ CHART_KEYS: dict[str, Any] = {
     "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
     "global": {"type": "object"},
 }
+# `image` may also be given in parts, as in the operator chart: the template joins them into the
+# spec's string, repository@digest when a digest is set (the tag is then not used), else
+# repository:tag (default tag: the chart's appVersion).
+IMAGE_PARTS: dict[str, Any] = {
+    "type": "object",
+    "description": "The image in parts: repository, and a tag or a digest (the digest wins).",
+    "additionalProperties": False,
+    "required": ["repository"],
+    "properties": {
+        "repository": {"type": "string", "minLength": 1},
+        "tag": {"type": "string"},
+        "digest": {
+            "type": "string",
+            "pattern": "^(sha256:[a-f0-9]{64})?$",
+            "description": "sha256:<64 hex digits>; when set, the image is repository@digest",
+        },
+    },
+}
 
 
 def values_schema() -> dict[str, Any]:
@@ -32,6 +50,7 @@ def values_schema() -> dict[str, Any]:
     # values.yaml leaves `model` empty so that fromTraining can be chosen instead; the template
     # refuses neither-or-both with a message.
     spec["properties"]["model"].pop("minLength")
+    spec["properties"]["image"] = {"oneOf": [spec["properties"]["image"], IMAGE_PARTS]}
     return {
         "$schema": "https://json-schema.org/draft-07/schema#",
         "title": "soundmind-serving values: a SoundMindServing's spec, plus name, labels and annotations",

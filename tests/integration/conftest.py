@@ -1,16 +1,19 @@
 """Fixtures of the operator's integration tests: the operator itself, installed as a user would
-install it (CRDs, RBAC) and running as its own ServiceAccount, one per test module; and a namespace
-holding the volumes trainings and servings mount."""
+install it (CRDs, RBAC) and running as its own ServiceAccount, one per test module; a namespace
+holding the volumes trainings and servings mount; and a private registry the real node pulls from."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.support import operator as op
 from tests.support.kube import Kube, serves_pod_groups
+from tests.support.localcluster import LocalCluster
 from tests.support.prerequisite import missing
+from tests.support.registry import Registry, running_registry
 
 
 @pytest.fixture(scope="module")
@@ -20,6 +23,18 @@ def operator(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[o
     yield process
     process.stop()
     print(f"operator log: {process.log_path}")
+
+
+@pytest.fixture(scope="session")
+def registry(
+    local_cluster: LocalCluster, registry_bin_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Registry]:
+    """A private registry (HTTPS from the cluster's CA, a password) on the host side of the real
+    node's veth, which the node's containerd trusts."""
+    with running_registry(local_cluster, registry_bin_dir, tmp_path_factory.mktemp("registry")) as started:
+        local_cluster.real_node.trust_registry(started.host, started.ca)
+        yield started
+    print(f"registry log: {started.process.log}")
 
 
 @pytest.fixture

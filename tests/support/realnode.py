@@ -53,7 +53,8 @@ from tests.support.pki import NodePKI
 # The real node carries this label ("true"); kwok manages only nodes labelled sim.MANAGED_NODE_LABEL.
 REAL_NODE_LABEL = "soundmind.ai/real-node"
 NODE_NAME = "real-node"
-# Images every real node has, imported at start (there is no registry to pull from).
+# Images every real node has, imported at start (other images it pulls from a registry that
+# :meth:`RealNode.trust_registry` configured).
 PAUSE_IMAGE = "soundmind-pause:dev"  # the sandbox image, built from the kubernetes module's pause.c
 BUSYBOX_IMAGE = "soundmind-busybox:dev"  # sh, httpd, wget, nc..., from Debian's busybox-static
 # From hack/tools.sh, beside the control plane's binaries.
@@ -315,6 +316,21 @@ class RealNode:
             write_image_archive(directory / "busybox.tar", BUSYBOX_IMAGE, busybox, ["/bin/sh"], env=("PATH=/bin",)),
         ]
 
+    @property
+    def registry_config_dir(self) -> Path:
+        """containerd's registry host configuration (its CRI ``config_path``): ``<host:port>/hosts.toml``."""
+        return self.dir / "certs.d"
+
+    def trust_registry(self, host: str, ca: Path) -> None:
+        """Let containerd pull from the HTTPS registry at ``host`` (host:port), whose certificate ``ca``
+        signed. containerd reads the file at each pull: no restart."""
+        directory = self.registry_config_dir / host
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "hosts.toml").write_text(
+            f'server = "https://{host}"\n\n[host."https://{host}"]\n  capabilities = ["pull", "resolve"]\n'
+            f"  ca = {json.dumps(str(ca))}\n"
+        )
+
     def import_argv(self, archive: Path) -> list[str]:
         """The command that imports an image archive (``docker save`` or OCI layout) for the CRI."""
         return ["ctr", f"--address={self.containerd_socket}", "--namespace=k8s.io", "images", "import", str(archive)]
@@ -346,6 +362,9 @@ temp = {q(base / "tmp")}
   restrict_oom_score_adj = true
   # Pod network namespaces under <state>/netns, not /var/run/netns.
   netns_mounts_under_state_dir = true
+
+{cri}.registry]
+  config_path = {q(self.registry_config_dir)}
 
 {cri}.cni]
   bin_dir = {q(CNI_BIN_DIR)}

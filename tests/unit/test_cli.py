@@ -1,18 +1,15 @@
-"""The `soundmind` command as a newcomer meets it: --version, argument errors in our words, and a
-help text with its default for every option of every sub-command."""
+"""The `soundmind` command as a newcomer meets it: argument errors in our words, and a help text with
+its default for every option of every sub-command (its --version: test_version.py)."""
 
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 
 import pytest
 
 from soundmind.cli import build_parser, main
 from soundmind.errors import EXIT_CONFIG, EXIT_USAGE
 from soundmind.train import contract
-from soundmind.version import VERSION
 
 
 def _parsers(parser: argparse.ArgumentParser, path: str = "soundmind"):
@@ -21,11 +18,6 @@ def _parsers(parser: argparse.ArgumentParser, path: str = "soundmind"):
         if isinstance(action, argparse._SubParsersAction):
             for name, child in action.choices.items():
                 yield from _parsers(child, f"{path} {name}")
-
-
-def test_version():
-    done = subprocess.run([sys.executable, "-m", "soundmind", "--version"], capture_output=True, text=True)
-    assert (done.returncode, done.stdout.strip()) == (0, f"soundmind {VERSION}")
 
 
 def test_every_option_has_help_with_its_default():

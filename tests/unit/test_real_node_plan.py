@@ -81,9 +81,23 @@ def test_containerd_keeps_everything_under_the_cluster_directory():
         config["grpc"]["address"],
         config["plugins"]["io.containerd.internal.v1.opt"]["path"],
         runc["options"]["Root"],
+        cri["registry"]["config_path"],
     ]
     assert all(Path(path).is_relative_to(WORKDIR) for path in paths), paths
     assert config["grpc"]["address"] == str(NODE.containerd_socket)
+
+
+def test_a_trusted_registry_gets_containerd_hosts_toml_with_its_ca(tmp_path):
+    node = RealNode(tmp_path, NodeNetwork(207))
+    node.trust_registry("10.207.255.1:5443", tmp_path / "ca.crt")
+
+    hosts = tomllib.loads((tmp_path / "node" / "certs.d" / "10.207.255.1:5443" / "hosts.toml").read_text())
+    assert hosts == {
+        "server": "https://10.207.255.1:5443",
+        "host": {"https://10.207.255.1:5443": {"capabilities": ["pull", "resolve"], "ca": str(tmp_path / "ca.crt")}},
+    }
+    cri = tomllib.loads(node.containerd_config())["plugins"]["io.containerd.grpc.v1.cri"]
+    assert cri["registry"]["config_path"] == str(tmp_path / "node" / "certs.d")
 
 
 def test_pods_get_a_bridge_of_the_slot_s_pod_range_without_masquerading():

@@ -9,9 +9,11 @@ import json
 import pytest
 import yaml
 
+from soundmind.version import OPERATOR_IMAGE
 from tests.unit.charts.helm import CHARTS, OPERATOR_CHART, ROOT, build_dependencies, helm, of_kind, template
 
 RBAC = ROOT / "config" / "rbac"
+DIGEST = "sha256:" + "0123456789abcdef" * 4
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -91,7 +93,7 @@ def test_deployment_is_one_recreated_locked_down_pod_with_probes():
     assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
     pod = spec["template"]["spec"]
     (container,) = pod["containers"]
-    assert container["image"] == "ghcr.io/soundmind-ai/soundmind-operator:0.1.0"
+    assert container["image"] == OPERATOR_IMAGE
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"health": 8080, "metrics": 9090}
@@ -110,12 +112,31 @@ def test_deployment_is_one_recreated_locked_down_pod_with_probes():
         (["--set", "operator.watchNamespaces={Team_A}"], "/operator/watchNamespaces/0"),
         (["--set", "metrics.serviceMonitor.interval=often"], "/metrics/serviceMonitor/interval"),
         (["--set", "metrics.prot=9091"], "'prot'"),
+        (["--set", "image.digest=sha256:abc"], "/image/digest"),
+        (["--set", f"image.digest={DIGEST.upper()}"], "/image/digest"),
     ],
 )
 def test_schema_refuses_a_bad_value_naming_it(values: list[str], named: str):
     result = helm("template", "test", str(OPERATOR_CHART), *values, check=False)
     assert result.returncode != 0
     assert named in result.stderr, result.stderr
+
+
+def operator_image(*values: str) -> str:
+    (deployment,) = of_kind(template(OPERATOR_CHART, *values), "Deployment")
+    return deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+
+
+def test_a_digest_pins_the_image_over_the_tag():
+    registry = "--set=image.repository=registry.example:5000/soundmind-operator"
+    assert operator_image(registry, "--set=image.tag=9.9.9") == "registry.example:5000/soundmind-operator:9.9.9"
+    pinned = operator_image(registry, "--set=image.tag=9.9.9", f"--set=image.digest={DIGEST}")
+    assert pinned == f"registry.example:5000/soundmind-operator@{DIGEST}"
+
+
+def test_pull_secrets_reach_the_pod():
+    (deployment,) = of_kind(template(OPERATOR_CHART, "--set", "imagePullSecrets[0].name=registry-login"), "Deployment")
+    assert deployment["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "registry-login"}]
 
 
 def test_monitors_and_rule_carry_the_generated_files():

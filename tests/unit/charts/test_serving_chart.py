@@ -6,7 +6,10 @@ from __future__ import annotations
 import pytest
 
 from soundmind.api.serving import ServingSpec
+from soundmind.version import VERSION
 from tests.unit.charts.helm import SERVING_CHART, helm, of_kind, template
+
+DIGEST = "sha256:" + "0123456789abcdef" * 4
 
 
 def test_lint_strict():
@@ -49,9 +52,30 @@ def test_every_spec_field_passes_through():
         (["--set", "model=m", "--set", "name=Bad_Name"], "/name"),
         ([], "exactly one of model"),
         (["--set", "model=m", "--set", "fromTraining.name=t"], "exactly one of model"),
+        (["--set", "model=m", "--set", f"image.digest={DIGEST}"], "missing property 'repository'"),
+        (["--set", "model=m", "--set", "image.repository=r,image.digest=sha256:abc"], "/image/digest"),
+        (["--set", "model=m", "--set", "image.repository=r,image.tga=1"], "'tga'"),
     ],
 )
 def test_bad_values_are_refused_naming_them(values: list[str], named: str):
     result = helm("template", "serving", str(SERVING_CHART), *values, check=False)
     assert result.returncode != 0
     assert named in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("values", "image"),
+    [
+        (["--set", "image=r.example/soundmind-server:1.2.3"], "r.example/soundmind-server:1.2.3"),
+        (["--set", "image.repository=r.example/soundmind-server"], f"r.example/soundmind-server:{VERSION}"),
+        (
+            ["--set", f"image.repository=r.example/soundmind-server,image.digest={DIGEST}", "--set-string=image.tag=1"],
+            f"r.example/soundmind-server@{DIGEST}",
+        ),
+    ],
+    ids=["string", "parts-tag-is-app-version", "digest-wins"],
+)
+def test_image_as_a_string_or_in_parts(values: list[str], image: str):
+    (serving,) = of_kind(template(SERVING_CHART, "--set", "model=m", *values), "SoundMindServing")
+    assert serving["spec"]["image"] == image
+    ServingSpec.model_validate(serving["spec"])
