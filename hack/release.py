@@ -74,15 +74,17 @@ def _run(command: list[str], what: str) -> str:
     return done.stdout
 
 
-def environment(environ: dict[str, str], ca_file: Path | None) -> dict[str, str]:
-    """What the tools read: one auth file for all three, and the registry's CA where one is given
-    (Go's TLS reads SSL_CERT_FILE, so cosign trusts it as it would the system's CAs)."""
+def environment(environ: dict[str, str]) -> dict[str, str]:
+    """One auth file for all three tools: the Docker config cosign reads, named to skopeo and helm."""
     docker_config = Path(environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
     auth = str(docker_config / "config.json")
-    env = {"DOCKER_CONFIG": str(docker_config), "REGISTRY_AUTH_FILE": auth, "HELM_REGISTRY_CONFIG": auth}
-    if ca_file is not None:
-        env["SSL_CERT_FILE"] = str(ca_file)
-    return env
+    return {"DOCKER_CONFIG": str(docker_config), "REGISTRY_AUTH_FILE": auth, "HELM_REGISTRY_CONFIG": auth}
+
+
+def registry_flags(ca_file: Path | None) -> list[str]:
+    """cosign's trust in a registry the system does not trust: that CA for the registry alone
+    (Fulcio and Rekor, keyless, keep the system's)."""
+    return [f"--registry-cacert={ca_file}"] if ca_file else []
 
 
 def ensure_key(key: Path, cosign: Path) -> None:
@@ -115,12 +117,13 @@ def sbom_command(syft: Path, tarball: Path, output: Path) -> list[str]:
     return [str(syft), "scan", f"docker-archive:{tarball}", "--quiet", f"--output=spdx-json={output}"]
 
 
-def attest_command(cosign: Path, signer: Signer, sbom: Path, reference: str) -> list[str]:
-    return [str(cosign), "attest", "--yes", *signer.flags(), "--type=spdxjson", f"--predicate={sbom}", reference]
+def attest_command(cosign: Path, signer: Signer, sbom: Path, reference: str, ca_file: Path | None = None) -> list[str]:
+    command = [str(cosign), "attest", "--yes", *signer.flags(), *registry_flags(ca_file)]
+    return [*command, "--type=spdxjson", f"--predicate={sbom}", reference]
 
 
-def sign_command(cosign: Path, signer: Signer, reference: str) -> list[str]:
-    return [str(cosign), "sign", "--yes", *signer.flags(), reference]
+def sign_command(cosign: Path, signer: Signer, reference: str, ca_file: Path | None = None) -> list[str]:
+    return [str(cosign), "sign", "--yes", *signer.flags(), *registry_flags(ca_file), reference]
 
 
 def push_chart(helm: Path, chart: str, registry: str, scratch: Path, ca_file: Path | None) -> str:
@@ -188,13 +191,13 @@ def release(
         for name, reference in images.items():
             sbom = Path(scratch) / f"{name}.spdx.json"
             _run(sbom_command(tools["syft"], IMAGES[name].tarball(cache_dir()), sbom), f"syft {name}")
-            _run(attest_command(tools["cosign"], signer, sbom, reference), f"cosign attest {name}")
-            _run(sign_command(tools["cosign"], signer, reference), f"cosign sign {name}")
+            _run(attest_command(tools["cosign"], signer, sbom, reference, ca_file), f"cosign attest {name}")
+            _run(sign_command(tools["cosign"], signer, reference, ca_file), f"cosign sign {name}")
             print(f"soundmind-{name}: pushed, SBOM attested, signed: {reference}", file=sys.stderr)
         charts = {}
         for chart in CHARTS:
             charts[chart] = push_chart(tools["helm"], chart, registry, Path(scratch), ca_file)
-            _run(sign_command(tools["cosign"], signer, charts[chart]), f"cosign sign chart {chart}")
+            _run(sign_command(tools["cosign"], signer, charts[chart], ca_file), f"cosign sign chart {chart}")
             print(f"{chart} chart: pushed, signed: {charts[chart]}", file=sys.stderr)
     return images, charts, skipped
 
@@ -210,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--require-all", action="store_true", help="fail rather than skip an image not built")
     args = parser.parse_args(argv)
     signer = Signer(args.key.resolve() if args.key else None)
-    os.environ.update(environment(os.environ, args.ca_file))
+    os.environ.update(environment(os.environ))
     try:
         images, charts, skipped = release(args.registry, signer, ca_file=args.ca_file, require_all=args.require_all)
     except ReleaseError as error:

@@ -51,16 +51,21 @@ def test_the_sbom_is_read_from_the_tarball_that_was_pushed():
     assert command == ["/bin/syft", "scan", "docker-archive:/c/x.tar", "--quiet", "--output=spdx-json=/s/x.json"]
 
 
-def test_skopeo_cosign_and_helm_read_one_login_and_trust_the_given_ca(tmp_path: Path):
-    env = release.environment({"DOCKER_CONFIG": str(tmp_path)}, Path("/pki/ca.crt"))
+def test_skopeo_cosign_and_helm_read_one_login(tmp_path: Path):
     auth = str(tmp_path / "config.json")
-    assert env == {
+    assert release.environment({"DOCKER_CONFIG": str(tmp_path)}) == {
         "DOCKER_CONFIG": str(tmp_path),
         "REGISTRY_AUTH_FILE": auth,
         "HELM_REGISTRY_CONFIG": auth,
-        "SSL_CERT_FILE": "/pki/ca.crt",
     }
-    assert "SSL_CERT_FILE" not in release.environment({"DOCKER_CONFIG": str(tmp_path)}, None)
+
+
+def test_cosign_trusts_a_given_ca_for_the_registry_alone():
+    """Not SSL_CERT_FILE: keyless signing must still trust Fulcio and Rekor through the system's CAs."""
+    command = release.sign_command(Path("cosign"), release.Signer(None), "r", Path("/pki/ca.crt"))
+    assert command == ["cosign", "sign", "--yes", "--registry-cacert=/pki/ca.crt", "r"]
+    attest = release.attest_command(Path("cosign"), release.Signer(None), Path("s.json"), "r", Path("/pki/ca.crt"))
+    assert "--registry-cacert=/pki/ca.crt" in attest
 
 
 def test_the_notes_give_every_digest_and_how_to_verify_it():
