@@ -25,6 +25,7 @@ import pytest
 
 from hack import release
 from hack.images.build import build
+from hack.push import copy_command
 from tests.support.oci_archive import LayerFile, write_image_archive
 from tests.support.prerequisite import missing
 from tests.support.registry import Registry
@@ -59,9 +60,8 @@ class Client:
     def push(self, archive: Path, repository_tag: str) -> str:
         """Copy an image archive to ``registry/repository:tag`` (skopeo); its reference by digest."""
         digest_file = archive.with_suffix(".digest")
-        command = ["skopeo", "copy", "--quiet", f"--digestfile={digest_file}", f"--dest-authfile={self.auth_file}"]
-        command += [f"--dest-cert-dir={self.cert_dir}", f"docker-archive:{archive}"]
-        command.append(f"docker://{self.registry.host}/{repository_tag}")
+        destination = f"{self.registry.host}/{repository_tag}"
+        command = copy_command(archive, destination, digest_file, self.cert_dir, self.auth_file)
         subprocess.run(command, check=True, capture_output=True, text=True, timeout=120)
         return f"{self.registry.host}/{repository_tag.rsplit(':', 1)[0]}@{digest_file.read_text().strip()}"
 
