@@ -67,11 +67,11 @@ def tools_dir() -> Path:
     return cache_dir().parent / "bin" / "current"
 
 
-def _run(command: list[str], what: str) -> str:
+def _run(command: list[str], what: str) -> subprocess.CompletedProcess:
     done = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if done.returncode != 0:
         raise ReleaseError(f"{what} failed (exit {done.returncode}): {' '.join(command)}\n{done.stderr.strip()}")
-    return done.stdout
+    return done
 
 
 def environment(environ: dict[str, str]) -> dict[str, str]:
@@ -132,13 +132,13 @@ def push_chart(helm: Path, chart: str, registry: str, scratch: Path, ca_file: Pa
     source = ROOT / "charts" / chart
     _run([str(helm), "dependency", "build", str(source)], f"helm dependency build {chart}")
     packaged = _run([str(helm), "package", str(source), f"--destination={scratch}"], f"helm package {chart}")
-    tgz = packaged.strip().rsplit(": ", 1)[-1]
+    tgz = packaged.stdout.strip().rsplit(": ", 1)[-1]
     ca = [f"--ca-file={ca_file}"] if ca_file else []
     pushed = _run([str(helm), "push", tgz, f"oci://{registry}/charts", *ca], f"helm push {chart}")
-    # helm push prints "Pushed: <ref>:<version>" and "Digest: sha256:..." (on stderr in some versions).
-    found = re.search(r"Digest: (sha256:[0-9a-f]{64})", pushed)
+    # "Pushed: <ref>:<version>" and "Digest: sha256:...", on stderr (helm 3.22).
+    found = re.search(r"Digest: (sha256:[0-9a-f]{64})", pushed.stderr + pushed.stdout)
     if not found:
-        raise ReleaseError(f"helm push {chart}: no digest in its output: {pushed!r}")
+        raise ReleaseError(f"helm push {chart}: no digest in its output: {pushed.stderr!r}")
     return f"{registry}/charts/{chart}@{found.group(1)}"
 
 
