@@ -136,8 +136,10 @@ for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
 done
 if wanted helm; then build helm "$HELM_VERSION" go_install "$helm_ldflags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"; fi
 
-# cosign's dependency tree (every cloud's KMS client, Sigstore's services) makes it the slowest of
-# these after Kubernetes: COSIGN_BUILD_SECONDS in the README.
+# cosign's and syft's dependency trees (every cloud's KMS client, Sigstore's services; every package
+# format syft reads) make them the slowest builds here after Kubernetes: cold, with empty module and
+# build caches, cosign took 18 min and syft 12 min on two cores that another cold build was using
+# (actionlint: 1 min). make test needs all three; the release workflow builds just helm, cosign, syft.
 if wanted cosign; then
   build cosign "$COSIGN_VERSION" go_install "-s -w -X sigs.k8s.io/release-utils/version.gitVersion=$COSIGN_VERSION" \
     "github.com/sigstore/cosign/v2/cmd/cosign@$COSIGN_VERSION"
