@@ -9,6 +9,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / ".github" / "workflows"
 
@@ -35,3 +37,16 @@ def test_a_broken_workflow_fails_naming_its_line(actionlint: Path, tmp_path: Pat
     linted = _lint(actionlint, broken)
     assert linted.returncode == 1
     assert 'property "ref_nam" is not defined in object type' in linted.stdout, linted.stdout
+
+
+def test_the_release_runs_the_dry_runs_steps_with_least_privilege():
+    """The workflow and `make release-dry-run` share hack/release.py; only the release job may write,
+    and only the release, the packages and an OIDC token for keyless signing."""
+    workflow = yaml.safe_load((WORKFLOWS / "release.yaml").read_text())
+    assert workflow[True] == {"push": {"tags": ["v*"]}}  # YAML 1.1 reads the key `on` as true
+    assert workflow["permissions"] == {}
+    (job,) = workflow["jobs"].values()
+    assert job["permissions"] == {"contents": "write", "packages": "write", "id-token": "write"}
+    runs = "\n".join(step.get("run", "") for step in job["steps"])
+    assert 'python -m hack.release "$REGISTRY" --keyless --require-all' in runs
+    assert "$(PY) -m hack.release" in (ROOT / "Makefile").read_text()
