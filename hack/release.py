@@ -35,7 +35,7 @@ from pathlib import Path
 
 from hack.images.build import IMAGES, cache_dir
 from hack.push import PushError, push
-from soundmind.version import VERSION
+from soundmind.version import SOURCE_URL, VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 CHARTS = ("soundmind-operator", "soundmind-serving")
@@ -142,6 +142,16 @@ def push_chart(helm: Path, chart: str, registry: str, scratch: Path, ca_file: Pa
     return f"{registry}/charts/{chart}@{found.group(1)}"
 
 
+def keyless_identity(environ: dict[str, str]) -> str:
+    """The one identity the workflow's certificates name: this repository's release workflow at this
+    tag (GitHub's variables where it runs; else the project's source and version). A pattern that any
+    repository's release.yaml matched would accept anyone's signature."""
+    if "GITHUB_REPOSITORY" in environ and "GITHUB_REF" in environ:
+        repository = f"{environ.get('GITHUB_SERVER_URL', 'https://github.com')}/{environ['GITHUB_REPOSITORY']}"
+        return f"{repository}/{WORKFLOW}@{environ['GITHUB_REF']}"
+    return f"{SOURCE_URL}/{WORKFLOW}@refs/tags/v{VERSION}"
+
+
 def notes(images: dict[str, str], charts: dict[str, str], skipped: dict[str, str], signer: Signer) -> str:
     """The release notes: every artifact by digest, what was skipped, and how to verify."""
     lines = [f"## SoundMind {VERSION}", "", "### Images", ""]
@@ -156,7 +166,7 @@ def notes(images: dict[str, str], charts: dict[str, str], skipped: dict[str, str
         verify = f"cosign verify --key {signer.key.with_suffix('.pub')} --insecure-ignore-tlog=true {example}"
         attestation = verify.replace("cosign verify ", "cosign verify-attestation --type spdxjson ")
     else:
-        identity = f"--certificate-identity-regexp '^https://github.com/.+/{WORKFLOW}@refs/tags/v'"
+        identity = f"--certificate-identity {keyless_identity(os.environ)}"
         verify = f"cosign verify {identity} --certificate-oidc-issuer {OIDC_ISSUER} {example}"
         attestation = verify.replace("cosign verify ", "cosign verify-attestation --type spdxjson ")
     lines += ["", "### Verify", "", "```", verify, attestation, "```", ""]

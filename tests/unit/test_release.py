@@ -77,9 +77,15 @@ def test_the_notes_give_every_digest_and_how_to_verify_it():
     assert f"helm install soundmind-serving oci://ghcr.io/o/charts/soundmind-serving --version {VERSION}" in keyless
     assert "soundmind-server: skipped (no tarball at /c/server.tar)" in keyless
     assert "--certificate-oidc-issuer https://token.actions.githubusercontent.com" in keyless
-    assert "/.github/workflows/release.yaml@refs/tags/v" in keyless
+    assert f"--certificate-identity {release.SOURCE_URL}/.github/workflows/release.yaml@refs/tags/v{VERSION}" in keyless
     keyed = release.notes(images, charts, {}, release.Signer(Path("/k/cosign.key")))
     assert (
         f"cosign verify --key /k/cosign.pub --insecure-ignore-tlog=true ghcr.io/o/soundmind-operator@{DIGEST}" in keyed
     )
     assert "cosign verify-attestation --type spdxjson --key /k/cosign.pub" in keyed
+
+
+def test_keyless_verification_names_this_repositorys_workflow_at_this_tag_exactly():
+    github = {"GITHUB_SERVER_URL": "https://github.com", "GITHUB_REPOSITORY": "o/r", "GITHUB_REF": "refs/tags/v9.0.0"}
+    identity = release.keyless_identity(github)
+    assert identity == "https://github.com/o/r/.github/workflows/release.yaml@refs/tags/v9.0.0"
