@@ -138,8 +138,9 @@ if wanted helm; then build helm "$HELM_VERSION" go_install "$helm_ldflags" "helm
 
 # cosign's and syft's dependency trees (every cloud's KMS client, Sigstore's services; every package
 # format syft reads) make them the slowest builds here after Kubernetes: cold, with empty module and
-# build caches, cosign took 18 min and syft 12 min on two cores that another cold build was using
-# (actionlint: 1 min). make test needs all three; the release workflow builds just helm, cosign, syft.
+# build caches, cosign took 11 and syft 9 CPU-minutes (15 and 11 min of wall time on two cores that
+# another cold build was using; actionlint 1 min). make test needs all three; the release workflow
+# builds just helm, cosign and syft.
 if wanted cosign; then
   build cosign "$COSIGN_VERSION" go_install "-s -w -X sigs.k8s.io/release-utils/version.gitVersion=$COSIGN_VERSION" \
     "github.com/sigstore/cosign/v2/cmd/cosign@$COSIGN_VERSION"
