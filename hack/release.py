@@ -177,7 +177,7 @@ def release(
     registry: str, signer: Signer, *, ca_file: Path | None = None, require_all: bool = False
 ) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
     """Push, describe and sign the images, push and sign the charts: (images, charts, skipped). The
-    tools read their logins and CA from the environment (:func:`environment`)."""
+    tools read their logins from the environment (:func:`environment`); ``ca_file`` is the registry's CA."""
     tools = {name: tools_dir() / name for name in TOOLS}
     absent = [name for name, path in tools.items() if not os.access(path, os.X_OK)]
     if absent:
