@@ -45,6 +45,7 @@ from tests.conftest import EXTERNAL_KUBECONFIG_ENV
 from tests.support import operator as op
 from tests.support import realnode, resources, sim
 from tests.support.autoscaling import prepared_requests
+from tests.support.extended_resources import TEST_GPU, advertised
 from tests.support.kube import Kube, read_or_none
 from tests.support.poll import wait_for
 from tests.support.prerequisite import missing
@@ -64,9 +65,6 @@ OPERATOR_IMAGE, STANDIN_IMAGE = IMAGES["operator"].tag, IMAGES["standin"].tag
 RELEASE, RELEASE_NAMESPACE = "in-cluster", "soundmind-in-cluster"
 FULLNAME = f"{RELEASE}-soundmind-operator"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
-# An extended resource the test advertises on the real node, so the stand-in's pods request "GPUs"
-# as vLLM's do (resources.gpuResource is the serving's own override) and are placed by the scheduler.
-TEST_GPU = "soundmind.ai/test-gpu"
 RECORDED_VERL_LOG = ROOT / "tests" / "fixtures" / "verl_file_logger.jsonl"
 SIMULATED_TRAINER = "registry.invalid/soundmind/trainer:sim"  # its pods land on kwok's nodes: never pulled
 SMALL = {"gpusPerNode": 1, "cpu": "4", "memory": "16Gi"}
@@ -397,23 +395,6 @@ def test_a_trainer_shaped_pod_reports_progress_with_its_own_mounted_token(
 
 
 @contextlib.contextmanager
-def advertised_test_gpus(kube: Kube, node: str, count: int) -> Iterator[None]:
-    """``count`` of the TEST_GPU extended resource on ``node``, as Kubernetes documents advertising one."""
-    escaped = TEST_GPU.replace("/", "~1")
-    body = [{"op": "add", "path": f"/status/capacity/{escaped}", "value": str(count)}]
-    kube.core_v1.patch_node_status(node, body)  # a list: sent as a JSON patch
-    wait_for(
-        lambda: (kube.core_v1.read_node(node).status.allocatable or {}).get(TEST_GPU) == str(count),
-        timeout=30,
-        what=f"{TEST_GPU} allocatable on {node}",
-    )
-    try:
-        yield
-    finally:
-        kube.core_v1.patch_node_status(node, [{"op": "remove", "path": f"/status/capacity/{escaped}"}])
-
-
-@contextlib.contextmanager
 def service_endpoint(kube: Kube, namespace: str, service: str, port: int) -> Iterator[str]:
     """A base URL reaching ``service`` through its ClusterIP: directly on the local cluster (the host
     routes its Service range to the real node, where kube-proxy answers); on another cluster (kind)
@@ -452,7 +433,7 @@ def test_a_serving_of_the_stand_in_image_serves_soundmind_eval_through_its_servi
                       "nodeSelector": {HOSTNAME_LABEL: node}},
         "startupTimeoutSeconds": 120,
     }  # fmt: skip
-    with advertised_test_gpus(kube, node, 1):
+    with advertised(kube, node, 1):
         create(kube, SERVING, ns, "standin", spec)
         available = resources.wait(
             kube, SERVING, ns, "standin", lambda s: (s.get("status") or {}).get("phase") == "Available",

@@ -318,18 +318,20 @@ class RealNode:
 
     @property
     def registry_config_dir(self) -> Path:
-        """containerd's registry host configuration (its CRI ``config_path``): ``<host:port>/hosts.toml``."""
+        """containerd's registry host configuration (its CRI ``config_path``): a folder per ``host:port``."""
         return self.dir / "certs.d"
 
     def trust_registry(self, host: str, ca: Path) -> None:
         """Let containerd pull from the HTTPS registry at ``host`` (host:port), whose certificate ``ca``
-        signed. containerd reads the file at each pull: no restart."""
+        signed; containerd reads the folder at each pull, no restart.
+
+        The CA goes in as ``<host:port>/ca.crt``, which containerd reads where the folder has no
+        hosts.toml. containerd 1.6 (Debian 12's) ignores a hosts.toml's top-level ``ca``, and a
+        ``[host]`` entry with one leaves the server itself as a last, CA-less fallback: a digest the
+        registry lacks then reads as "certificate signed by unknown authority" instead of "not found"."""
         directory = self.registry_config_dir / host
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "hosts.toml").write_text(
-            f'server = "https://{host}"\n\n[host."https://{host}"]\n  capabilities = ["pull", "resolve"]\n'
-            f"  ca = {json.dumps(str(ca))}\n"
-        )
+        shutil.copyfile(ca, directory / "ca.crt")
 
     def import_argv(self, archive: Path) -> list[str]:
         """The command that imports an image archive (``docker save`` or OCI layout) for the CRI."""

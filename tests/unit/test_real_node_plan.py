@@ -87,17 +87,16 @@ def test_containerd_keeps_everything_under_the_cluster_directory():
     assert config["grpc"]["address"] == str(NODE.containerd_socket)
 
 
-def test_a_trusted_registry_gets_containerd_hosts_toml_with_its_ca(tmp_path):
-    node = RealNode(tmp_path, NodeNetwork(207))
+def test_a_trusted_registry_gets_its_ca_in_containerd_s_host_configuration(tmp_path):
+    node = RealNode(tmp_path / "cluster", NodeNetwork(207))
+    (tmp_path / "ca.crt").write_text("the CA")
     node.trust_registry("10.207.255.1:5443", tmp_path / "ca.crt")
 
-    hosts = tomllib.loads((tmp_path / "node" / "certs.d" / "10.207.255.1:5443" / "hosts.toml").read_text())
-    assert hosts == {
-        "server": "https://10.207.255.1:5443",
-        "host": {"https://10.207.255.1:5443": {"capabilities": ["pull", "resolve"], "ca": str(tmp_path / "ca.crt")}},
-    }
+    host_dir = tmp_path / "cluster" / "node" / "certs.d" / "10.207.255.1:5443"
+    assert sorted(p.name for p in host_dir.iterdir()) == ["ca.crt"]  # no hosts.toml: see trust_registry
+    assert (host_dir / "ca.crt").read_text() == "the CA"
     cri = tomllib.loads(node.containerd_config())["plugins"]["io.containerd.grpc.v1.cri"]
-    assert cri["registry"]["config_path"] == str(tmp_path / "node" / "certs.d")
+    assert cri["registry"]["config_path"] == str(host_dir.parent)
 
 
 def test_pods_get_a_bridge_of_the_slot_s_pod_range_without_masquerading():

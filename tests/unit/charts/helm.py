@@ -28,8 +28,8 @@ def helm_binary() -> str:
     missing("helm is missing: run hack/tools.sh (make tools)")
 
 
-def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([helm_binary(), *args], capture_output=True, text=True, timeout=120)
+def helm(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([helm_binary(), *args], capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"helm {' '.join(args)} failed:\n{result.stderr}")
     return result
