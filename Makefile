@@ -19,7 +19,7 @@ PY = $(eval PY := $(shell hack/venv.sh)/bin/python)$(PY)
 # runs the first: $(PY) further down would build the environment before anything else started.
 PARALLEL := --no-print-directory --jobs --output-sync=target
 
-.PHONY: help demo test test-kind test-gpu-images unit integration lint deps venv tools images images-all push cluster-up cluster-down bench
+.PHONY: help demo test test-kind test-gpu-images unit integration lint deps venv tools images images-all push release-dry-run cluster-up cluster-down bench
 .PHONY: setup-test setup-demo setup-integration
 
 help: ## list the targets
@@ -82,6 +82,16 @@ images-all: deps venv ## the trainer and server images too (CUDA wheels: several
 push: images ## push the built images to REGISTRY=host[:port][/path] with skopeo (skopeo login first); prints them by digest
 	@[ -n "$(REGISTRY)" ] || { echo "make push: set REGISTRY=host[:port][/path], e.g. make push REGISTRY=registry.example:5000/team" >&2; exit 1; }
 	@$(PY) -m hack.push "$(REGISTRY)"
+
+# The release workflow's steps (hack/release.py) against REGISTRY with a local key, made on first use
+# (COSIGN_KEY, default .build/release/cosign.key; COSIGN_PASSWORD protects it); REGISTRY_CA: its CA, if
+# this machine does not trust it. Log in first, once for skopeo, cosign and helm: `skopeo login
+# --authfile ~/.docker/config.json REGISTRY`. Images `make images` did not build are skipped, saying so.
+release-dry-run: images ## push, SBOM-attest and sign the built images and both charts in REGISTRY=host[:port][/path]
+	@[ -n "$(REGISTRY)" ] || { echo "make release-dry-run: set REGISTRY=host[:port][/path]" >&2; exit 1; }
+	@hack/tools.sh helm cosign syft >/dev/null
+	@COSIGN_PASSWORD="$${COSIGN_PASSWORD-}" $(PY) -m hack.release "$(REGISTRY)" --key "$(or $(COSIGN_KEY),.build/release/cosign.key)" \
+	  $(if $(REGISTRY_CA),--ca-file "$(REGISTRY_CA)") --notes .build/release/notes.md
 
 cluster-up: tools ## start (or reuse) the local cluster; last two lines are exports for eval
 	@hack/cluster.sh up

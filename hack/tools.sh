@@ -5,9 +5,12 @@
 # on stderr and the PATH-ready directory (<cache>/bin/current) on stdout, last.
 #
 # Versions: k8s and etcd come from the wrapper modules under hack/tools/ (go.mod + go.sum are the
-# pins); kwok, helm and the registry are `go install`ed at the versions below (their own go.sum is checked
-# against the Go checksum database). It also fetches the third-party CRDs the integration tests
-# install (pins in hack/third-party-crds.txt) into <cache>/crds/.
+# pins); kwok, helm, the registry, cosign, syft and actionlint are `go install`ed at the versions
+# below (their own go.sum is checked against the Go checksum database). It also fetches the third-party CRDs the
+# integration tests install (pins in hack/third-party-crds.txt) into <cache>/crds/.
+#
+# `hack/tools.sh TOOL...` builds only the tools named (the release workflow needs helm, cosign and
+# syft, not a cluster), and fetches no CRDs.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${SOUNDMIND_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/soundmind}
@@ -17,6 +20,18 @@ KWOK_VERSION=v0.8.0
 HELM_VERSION=v3.22.0
 # The CNCF distribution registry: the integration tests' image and chart registry (tests/support/registry.py).
 REGISTRY_VERSION=v3.1.2
+# Signing and SBOMs (hack/release.py, tests/integration/test_signing.py). cosign v3 needs Go 1.27.
+COSIGN_VERSION=v2.6.5
+SYFT_VERSION=v1.57.2
+# The workflows' linter (tests/unit/test_workflows.py).
+ACTIONLINT_VERSION=v1.7.12
+known=" kube-apiserver kubelet kube-proxy kube-controller-manager kube-scheduler kubectl pause etcd kwok helm"
+known+=" registry cosign syft actionlint keda-operator keda-adapter crds "
+for tool in "$@"; do
+  [[ $known == *" $tool "* ]] || { echo "tools.sh: no tool '$tool'; there are:$known" >&2; exit 2; }
+done
+only=" $* " # the tools asked for; "  ": all of them
+wanted() { [ "$only" = "  " ] || [[ $only == *" $1 "* ]]; }
 
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 # A module that asks for a newer Go than the local one fetches that toolchain from the proxy.
@@ -64,7 +79,8 @@ go_install() { # <ldflags> <package@version>
 # replace lines, which only apply when building inside the module, so it builds from its directory.
 read -r _ keda_module keda_version _ < <(grep '^keda[[:space:]]' "$root/hack/third-party-crds.txt")
 keda_prefetch="" # pid of the download below, until its build has waited for it
-if [ ! -x "$bin/keda-operator-$keda_version" ] || [ ! -x "$bin/keda-adapter-$keda_version" ]; then
+if { wanted keda-operator || wanted keda-adapter; } &&
+  { [ ! -x "$bin/keda-operator-$keda_version" ] || [ ! -x "$bin/keda-adapter-$keda_version" ]; }; then
   # Outside any module (in /); on failure -json puts the reason in the JSON on stdout.
   if ! json=$(cd / && GOFLAGS=-mod=mod go mod download -json "$keda_module@$keda_version"); then
     echo "tools.sh: go mod download $keda_module@$keda_version failed: $json" >&2
@@ -88,7 +104,7 @@ k8s_ldflags+=" -X $version_pkg.gitMinor=$k8s_minor -X $version_pkg.gitTreeState=
 # kube-apiserver first: it compiles most of what the others share, so they build faster after.
 # kubelet and kube-proxy run the local cluster's real node (tests/support/realnode.py).
 for cmd in kube-apiserver kubelet kube-proxy kube-controller-manager kube-scheduler kubectl; do
-  build "$cmd" "$k8s" go_build_in k8s "$k8s_ldflags" "k8s.io/kubernetes/cmd/$cmd"
+  if wanted "$cmd"; then build "$cmd" "$k8s" go_build_in k8s "$k8s_ldflags" "k8s.io/kubernetes/cmd/$cmd"; fi
 done
 
 # The real node's sandbox ("pause") image has no registry to come from: its program is built here
@@ -101,24 +117,48 @@ pause_build() {
   gcc -Os -Wall -Werror -static "-DVERSION=v$tag-soundmind" -o "$out.tmp" "$dir/build/pause/linux/pause.c"
   strip "$out.tmp"
 }
-build pause "$k8s" pause_build
+if wanted pause; then build pause "$k8s" pause_build; fi
 
-etcd=$(module_version etcd go.etcd.io/etcd/server/v3)
-build etcd "$etcd" go_build_in etcd "-s -w" .
+if wanted etcd; then
+  etcd=$(module_version etcd go.etcd.io/etcd/server/v3)
+  build etcd "$etcd" go_build_in etcd "-s -w" .
+fi
 
-build kwok "$KWOK_VERSION" go_install "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" \
-  "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+if wanted kwok; then
+  build kwok "$KWOK_VERSION" go_install "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" \
+    "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+fi
 
 helm_ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
 helm_ldflags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
 for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
   helm_ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$k8s_minor"
 done
-build helm "$HELM_VERSION" go_install "$helm_ldflags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+if wanted helm; then build helm "$HELM_VERSION" go_install "$helm_ldflags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"; fi
 
-registry_module=github.com/distribution/distribution/v3
-build registry "$REGISTRY_VERSION" go_install "-s -w -X $registry_module/version.version=$REGISTRY_VERSION" \
-  "$registry_module/cmd/registry@$REGISTRY_VERSION"
+# cosign's and syft's dependency trees (every cloud's KMS client, Sigstore's services; every package
+# format syft reads) make them the slowest builds here after Kubernetes: cold, with empty module and
+# build caches, cosign took 11 and syft 9 CPU-minutes (15 and 11 min of wall time on two cores that
+# another cold build was using; actionlint 1 min). make test needs all three; the release workflow
+# builds just helm, cosign and syft.
+if wanted cosign; then
+  build cosign "$COSIGN_VERSION" go_install "-s -w -X sigs.k8s.io/release-utils/version.gitVersion=$COSIGN_VERSION" \
+    "github.com/sigstore/cosign/v2/cmd/cosign@$COSIGN_VERSION"
+fi
+if wanted syft; then
+  build syft "$SYFT_VERSION" go_install "-s -w -X main.version=$SYFT_VERSION" \
+    "github.com/anchore/syft/cmd/syft@$SYFT_VERSION"
+fi
+if wanted actionlint; then
+  build actionlint "$ACTIONLINT_VERSION" go_install "-s -w -X github.com/rhysd/actionlint.version=$ACTIONLINT_VERSION" \
+    "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION"
+fi
+
+if wanted registry; then
+  registry_module=github.com/distribution/distribution/v3
+  build registry "$REGISTRY_VERSION" go_install "-s -w -X $registry_module/version.version=$REGISTRY_VERSION" \
+    "$registry_module/cmd/registry@$REGISTRY_VERSION"
+fi
 
 keda_build() { # <cmd dir>
   if [ -n "$keda_prefetch" ]; then
@@ -128,11 +168,12 @@ keda_build() { # <cmd dir>
   fi
   (cd "$keda_dir" && go build -trimpath -ldflags "-s -w -X $keda_module/version.Version=$keda_version" -o "$out.tmp" "./$1")
 }
-build keda-operator "$keda_version" keda_build cmd/operator
-build keda-adapter "$keda_version" keda_build cmd/adapter
+if wanted keda-operator; then build keda-operator "$keda_version" keda_build cmd/operator; fi
+if wanted keda-adapter; then build keda-adapter "$keda_version" keda_build cmd/adapter; fi
 
 # Third-party CRDs for the integration tests, copied from their Go modules into <cache>/crds/
 # <project>-<version>/: what tests/support/third_party_crds.py does on demand, from the same pins.
+wanted crds || { echo "$current"; exit 0; }
 mkdir -p "$cache/crds"
 while read -r project module version subdir; do
   dest="$cache/crds/$project-$version"

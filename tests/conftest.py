@@ -73,7 +73,7 @@ def _cluster_binaries(names: tuple[str, ...] | None = None) -> Path:
     if _in_ci():
         pytest.fail(f"cluster binaries missing from {bin_dir}: {', '.join(missing)}; run `make tools`", pytrace=False)
     print(f"\nbuilding the cluster binaries ({', '.join(missing)}) with hack/tools.sh", file=sys.stderr)
-    built = subprocess.run([str(ROOT / "hack" / "tools.sh")], stdout=subprocess.PIPE, text=True)
+    built = subprocess.run([str(ROOT / "hack" / "tools.sh"), *missing], stdout=subprocess.PIPE, text=True)
     if built.returncode != 0:
         pytest.fail(f"hack/tools.sh failed (exit {built.returncode}); see its output above", pytrace=False)
     return Path(built.stdout.strip().splitlines()[-1])
@@ -99,6 +99,18 @@ def registry_bin_dir() -> Path:
     from tests.support.registry import BINARY
 
     return _cluster_binaries((BINARY,))
+
+
+@pytest.fixture(scope="session")
+def actionlint() -> Path:
+    """actionlint, the workflows' linter (built on demand outside CI)."""
+    return _cluster_binaries(("actionlint",)) / "actionlint"
+
+
+@pytest.fixture(scope="session")
+def cosign() -> Path:
+    """cosign, which signs and verifies the pushed images (built on demand outside CI)."""
+    return _cluster_binaries(("cosign",)) / "cosign"
 
 
 @pytest.fixture(scope="session")

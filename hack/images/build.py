@@ -19,6 +19,12 @@ Per image:
 
 An image whose inputs (its folder under images/, its wheels, the project's sources, the base, this
 tool) are those its tarball was made from is not built again, and no Docker engine is started.
+
+Each image carries the ``org.opencontainers.image.*`` labels ``source``, ``version`` (soundmind/version.py)
+and ``revision``: the git commit the build ran at, with ``-dirty`` appended when tracked files differ
+from it. The commit is not an input: a tarball kept because its inputs are unchanged names the
+commit it was built at, which builds this same image. A tree that is not a git checkout (an
+unpacked source archive) gets no ``revision`` label rather than a made-up one.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import fcntl
 import hashlib
 import os
 import re
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -35,10 +42,12 @@ from pathlib import Path
 from hack.images import base as bases
 from hack.images import wheels
 from hack.images.docker import Engine
+from soundmind.version import SOURCE_URL, VERSION
 
 ROOT = wheels.ROOT
 CONTEXT = ROOT / ".build"  # gitignored, and in the build context (.dockerignore)
 INPUTS_LABEL = "ai.soundmind.inputs"
+OCI_LABEL = "org.opencontainers.image"
 TAG = "dev"
 BUILD_CACHE_HOURS = 7 * 24
 
@@ -86,24 +95,48 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SOUNDMIND_CACHE") or xdg / "soundmind") / "images"
 
 
+def git_revision(root: Path = ROOT) -> str | None:
+    """HEAD's commit, ``-dirty`` appended when tracked files differ from it; None outside a git checkout."""
+    try:
+        found = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--show-toplevel", "HEAD"], capture_output=True, text=True
+        )
+    except FileNotFoundError:  # no git at all: no more a checkout than a tree without .git
+        return None
+    # An unpacked tree inside some other checkout is not that checkout's commit.
+    if found.returncode != 0 or Path(found.stdout.split()[0]).resolve() != root.resolve():
+        return None
+    dirty = subprocess.run(["git", "-C", str(root), "diff", "--quiet", "HEAD", "--"]).returncode != 0
+    return found.stdout.split()[1] + ("-dirty" if dirty else "")
+
+
+def oci_labels(revision: str | None) -> dict[str, str]:
+    labels = {f"{OCI_LABEL}.source": SOURCE_URL, f"{OCI_LABEL}.version": VERSION}
+    if revision:
+        labels[f"{OCI_LABEL}.revision"] = revision
+    return labels
+
+
 def inputs_hash(image: Image, base: bases.Base | bases.GivenBase, wheel_files: list[Path], project: str) -> str:
-    """What decides the image: its folder, its wheels, the project's sources, the base, this tool."""
+    """What decides the image: its folder, its wheels, the project's sources, the base, this tool, the
+    version and source it is labelled with (the server installs no project sources to carry them)."""
     digest = hashlib.sha256()
     tool = sorted(Path(__file__).parent.glob("*.py"))
     for path in sorted(p for p in image.folder.rglob("*") if p.is_file()) + tool:
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    digest.update("\n".join([base.tag, base.key, *(w.name for w in wheel_files)]).encode())
+    digest.update("\n".join([base.tag, base.key, *(w.name for w in wheel_files), SOURCE_URL, VERSION]).encode())
     digest.update(project.encode() if image.project else b"")
     return digest.hexdigest()[:16]
 
 
-def build_command(image: Image, base_tag: str, inputs: str) -> list[str]:
+def build_command(image: Image, base_tag: str, inputs: str, revision: str | None) -> list[str]:
     return [
         "build",
         "--network=none",
         "--progress=plain",
         f"--build-arg=BASE={base_tag}",
         f"--label={INPUTS_LABEL}={inputs}",
+        *(f"--label={name}={value}" for name, value in oci_labels(revision).items()),
         f"--file={image.folder / 'Dockerfile'}",
         f"--tag={image.tag}",
         str(ROOT),
@@ -134,6 +167,9 @@ def build(names: list[str], dry_run: bool = False) -> list[Path]:
 def _build_locked(cache: Path, images: list[Image], dry_run: bool) -> list[Path]:
     pool = wheels.Pool(cache / "wheels")
     project = wheels.project_hash()
+    revision = git_revision()
+    if revision is None:
+        _note(f"{ROOT} is not a git checkout: the images get no {OCI_LABEL}.revision label")
     stale: list[tuple[Image, bases.Base | bases.GivenBase, list[Path], str]] = []
     for image in images:
         base = bases.base_for(image.debian_packages())
@@ -144,19 +180,21 @@ def _build_locked(cache: Path, images: list[Image], dry_run: bool) -> list[Path]
                 _note(f"would build on {base.tag} ({bases.GIVEN_BASE_ENV}), pulled by the engine if it lacks it")
             elif not base.tarball(cache).exists():
                 _note(f"would debootstrap {base.tag} ({' '.join(base.packages)}) from {base.mirrors.main}")
-            _note(f"would run: docker {' '.join(build_command(image, base.tag, inputs))}")
+            _note(f"would run: docker {' '.join(build_command(image, base.tag, inputs, revision))}")
             _note(f"would run: docker save --output={image.tarball(cache)} {image.tag}")
         elif not _current(image.tarball(cache), inputs):
             stale.append((image, base, wheel_files, inputs))
     if dry_run:
         return []
     if stale:
-        _rebuild(cache, stale)
+        _rebuild(cache, stale, revision)
     pool.prune()
     return [image.tarball(cache) for image in images]
 
 
-def _rebuild(cache: Path, stale: list[tuple[Image, bases.Base | bases.GivenBase, list[Path], str]]) -> None:
+def _rebuild(
+    cache: Path, stale: list[tuple[Image, bases.Base | bases.GivenBase, list[Path], str]], revision: str | None
+) -> None:
     debootstrapped = {base for _, base, _, _ in stale if isinstance(base, bases.Base)}
     for base in debootstrapped:
         bases.ensure_rootfs(base, cache)  # before the engine starts: debootstrap takes minutes
@@ -169,7 +207,7 @@ def _rebuild(cache: Path, stale: list[tuple[Image, bases.Base | bases.GivenBase,
                 bases.ensure_imported(docker, base, cache)
             if docker.image_label(image.tag, INPUTS_LABEL) != inputs:
                 started = time.monotonic()
-                docker(*build_command(image, base.tag, inputs))
+                docker(*build_command(image, base.tag, inputs, revision))
                 _note(f"{image.tag}: built in {time.monotonic() - started:.0f} s")
             if docker.private and not image.keep_in_engine:
                 # Before the save: the cache's copies and the tarball would not fit beside the image.

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import subprocess
 import tempfile
 import time
 import uuid
@@ -16,14 +18,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hack.images.build import IMAGES, build
+from hack.images.build import IMAGES, ROOT, build
 from hack.images.docker import Docker, Dockerd, remove_tree
 from soundmind.api import vllm_metrics as metrics
 from soundmind.api.serving import ServingSpec
+from soundmind.version import SOURCE_URL, VERSION
 from soundmind_operator.serving import builders
+from tests.support import prerequisite
+from tests.support.oci_archive import image_config
 
 OPERATOR, STANDIN = IMAGES["operator"].tag, IMAGES["standin"].tag
-OPERATOR_VALUES = Path(__file__).resolve().parents[2] / "charts/soundmind-operator/values.yaml"
+OPERATOR_VALUES = ROOT / "charts/soundmind-operator/values.yaml"
 STARTUP_SECONDS = 60
 
 
@@ -34,13 +39,18 @@ def _missing() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def docker() -> Iterator[Docker]:
-    """A private dockerd with the operator and stand-in images loaded from their tarballs."""
+def tarballs() -> list[Path]:
+    """The operator and stand-in images' tarballs, built unless cached."""
     missing = _missing()
     if missing:
         why = f"building and running images needs {', '.join(missing)} (apt-get install docker.io debootstrap)"
-        missing(why)
-    tarballs = build(["operator", "standin"])
+        prerequisite.missing(why)
+    return build(["operator", "standin"])
+
+
+@pytest.fixture(scope="module")
+def docker(tarballs: list[Path]) -> Iterator[Docker]:
+    """A private dockerd with the operator and stand-in images loaded from their tarballs."""
     # Short: dockerd's sockets live under it, and a unix socket path has at most 107 bytes.
     home = Path(tempfile.mkdtemp(prefix="smd-docker-", dir="/tmp"))
     try:
@@ -54,6 +64,20 @@ def docker() -> Iterator[Docker]:
 
 def _run(docker: Docker, *args: str) -> str:
     return docker("run", "--rm", "--network=none", *args, capture=True).stdout
+
+
+def test_the_images_say_where_they_come_from_in_oci_labels(tarballs: list[Path]):
+    """source, version and the commit they were built at (one that builds these very images: a
+    tarball is kept while its inputs are unchanged), read from the tarballs a node imports."""
+    for tarball in tarballs:
+        labels = image_config(tarball)["config"]["Labels"]
+        assert labels["org.opencontainers.image.source"] == SOURCE_URL, tarball
+        assert labels["org.opencontainers.image.version"] == VERSION, tarball
+        revision = labels["org.opencontainers.image.revision"]
+        assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", revision), (tarball, revision)
+        commit = revision.removesuffix("-dirty")
+        known = subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{commit}^{{commit}}"])
+        assert known.returncode == 0, f"{tarball}: revision {revision} is no commit of this repository"
 
 
 def test_the_operator_image_runs_offline_read_only_as_the_user_its_chart_names(docker: Docker):

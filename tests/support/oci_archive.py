@@ -1,5 +1,6 @@
 """Container images written without a container engine: one layer of files from this machine, as a
-tar that both ``ctr images import`` and ``docker load`` accept.
+tar that both ``ctr images import`` and ``docker load`` accept; and the config read back from such an
+archive, or from one ``docker save`` wrote (:func:`image_config`).
 
 The real node has no registry to pull from, so its images arrive as archives: the pause image
 (the kubernetes module's ``build/pause/linux/pause.c``, compiled by hack/tools.sh) and a busybox
@@ -153,3 +154,13 @@ def image_archive(
 def write_image_archive(path: Path, name: str, files: list[LayerFile], entrypoint: list[str], **kwargs) -> Path:
     path.write_bytes(image_archive(name, files, entrypoint, **kwargs))
     return path
+
+
+def image_config(archive: Path) -> dict:
+    """The image config (``config.Labels``, ``config.Entrypoint``...) of the one image in an archive,
+    found through Docker's ``manifest.json``, which both this module and ``docker save`` write."""
+    with tarfile.open(archive) as tar:
+        manifests = json.load(tar.extractfile("manifest.json"))
+        if len(manifests) != 1:
+            raise ValueError(f"{archive} holds {len(manifests)} images, not one")
+        return json.load(tar.extractfile(manifests[0]["Config"]))

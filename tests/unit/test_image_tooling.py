@@ -1,15 +1,19 @@
 """The pure parts of hack/images (the offline image builds): reading apt's sources, naming and keying
-the debootstrapped base, choosing the wheels that fit the images, and the build command."""
+the debootstrapped base, choosing the wheels that fit the images, the build command and the labels it
+gives the images."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from hack.images import base, build, wheels
+from soundmind import version
 
 ONE_LINE = """\
 # a comment
@@ -179,7 +183,7 @@ def test_the_images_debian_packages_come_from_their_dockerfiles():
 
 def test_the_build_runs_with_no_network_on_the_given_base():
     image = build.IMAGES["standin"]
-    command = build.build_command(image, "soundmind-base:bookworm", "abc")
+    command = build.build_command(image, "soundmind-base:bookworm", "abc", "0123abc")
     assert command[0] == "build" and command[-1] == str(build.ROOT)
     assert {
         "--network=none",
@@ -203,3 +207,57 @@ def test_an_images_inputs_change_with_its_wheels_sources_and_base():
     assert build.inputs_hash(image, other_base, wheel_files, "sources-1") != reference
     server = build.IMAGES["server"]  # installs no soundmind wheel: the sources do not matter
     assert build.inputs_hash(server, base_image, [], "a") == build.inputs_hash(server, base_image, [], "b")
+
+
+@pytest.mark.parametrize("name", sorted(build.IMAGES))
+def test_every_image_is_labelled_with_its_source_version_and_revision(name):
+    command = build.build_command(build.IMAGES[name], "soundmind-base:bookworm", "abc", "0123abc")
+    labels = dict(arg.removeprefix("--label=").split("=", 1) for arg in command if arg.startswith("--label="))
+    assert labels == {
+        build.INPUTS_LABEL: "abc",
+        "org.opencontainers.image.source": "https://github.com/soundmind-ai/soundmind-k8s",
+        "org.opencontainers.image.version": version.VERSION,
+        "org.opencontainers.image.revision": "0123abc",
+    }
+    unlabelled = build.build_command(build.IMAGES[name], "soundmind-base:bookworm", "abc", None)
+    assert not any("image.revision" in arg for arg in unlabelled)
+
+
+def test_the_source_label_is_the_operator_charts_home():
+    chart = yaml.safe_load((build.ROOT / "charts/soundmind-operator/Chart.yaml").read_text())
+    assert build.oci_labels(None)["org.opencontainers.image.source"] == chart["home"]
+
+
+def test_a_new_version_rebuilds_even_the_image_without_project_sources(monkeypatch):
+    server = build.IMAGES["server"]
+    given = base.GivenBase("python:3.11-slim-bookworm")
+    before = build.inputs_hash(server, given, [], "s")
+    monkeypatch.setattr(build, "VERSION", "9.9.9")
+    assert build.inputs_hash(server, given, [], "s") != before
+
+
+def _git(tree: Path, *args: str) -> str:
+    environment = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com"}
+    environment |= {"GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    git = subprocess.run(["git", "-C", str(tree), *args], check=True, capture_output=True, text=True, env=environment)
+    return git.stdout
+
+
+def test_the_revision_is_heads_commit_marked_dirty_by_changed_tracked_files(tmp_path):
+    _git(tmp_path, "init", "--quiet")
+    (tmp_path / "a").write_text("1")
+    _git(tmp_path, "add", "a")
+    _git(tmp_path, "commit", "--quiet", "--message=one")
+    head = _git(tmp_path, "rev-parse", "HEAD").strip()
+    assert build.git_revision(tmp_path) == head
+    (tmp_path / "untracked").write_text("not in the image's history")
+    assert build.git_revision(tmp_path) == head
+    (tmp_path / "a").write_text("2")
+    assert build.git_revision(tmp_path) == f"{head}-dirty"
+
+
+def test_a_tree_that_is_not_a_git_checkout_has_no_revision(tmp_path):
+    assert build.git_revision(tmp_path) is None
+    _git(tmp_path, "init", "--quiet")
+    (tmp_path / "unpacked").mkdir()  # a source archive unpacked inside some other checkout
+    assert build.git_revision(tmp_path / "unpacked") is None

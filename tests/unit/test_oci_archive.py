@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.oci_archive import LayerFile, go_architecture, image_archive, normalized_reference
+from tests.support.oci_archive import (
+    LayerFile,
+    go_architecture,
+    image_archive,
+    image_config,
+    normalized_reference,
+    write_image_archive,
+)
 
 
 @pytest.mark.parametrize(
@@ -99,3 +106,10 @@ def test_same_files_give_the_same_archive(tmp_path: Path):
 def test_unknown_machine_is_refused():
     with pytest.raises(ValueError, match="mips"):
         go_architecture("mips")
+
+
+def test_the_config_is_read_back_through_dockers_manifest(tmp_path: Path):
+    archive = write_image_archive(tmp_path / "x.tar", "x:dev", [LayerFile("d")], ["/bin/x"], env=("A=1",))
+    config = image_config(archive)
+    assert config["config"] == {"Entrypoint": ["/bin/x"], "Env": ["A=1"]}
+    assert config["os"] == "linux"
