@@ -1,6 +1,7 @@
 """Fixtures of the operator's integration tests: the operator itself, installed as a user would
 install it (CRDs, RBAC) and running as its own ServiceAccount, one per test module; a namespace
-holding the volumes trainings and servings mount; and a private registry the real node pulls from."""
+holding the volumes trainings and servings mount; the local cluster and its clients for the modules
+that need its real node; and a private registry the real node pulls from."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 from tests.support import operator as op
 from tests.support.kube import Kube, serves_pod_groups
-from tests.support.localcluster import LocalCluster
+from tests.support.localcluster import LocalCluster, default_bin_dir
 from tests.support.prerequisite import missing
 from tests.support.registry import Registry, running_registry
 
@@ -23,6 +24,24 @@ def operator(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[o
     yield process
     process.stop()
     print(f"operator log: {process.log_path}")
+
+
+@pytest.fixture(scope="module")
+def real_node_cluster(local_cluster: LocalCluster) -> LocalCluster:
+    """The session's local cluster, for a module that needs its real node (also when the rest of the
+    session runs on SOUNDMIND_TEST_KUBECONFIG's cluster)."""
+    if local_cluster.real_node is None:
+        missing("this session's local cluster has no real node (it needs root)")
+    return local_cluster
+
+
+@pytest.fixture(scope="module")
+def real_node_kube(real_node_cluster: LocalCluster) -> Iterator[Kube]:
+    """Clients of the cluster with the real node (a module's `namespace` fixture creates its
+    namespaces there when the module's `kube` is this)."""
+    connected = Kube.connect(real_node_cluster.kubeconfig, kubectl=default_bin_dir() / "kubectl")
+    yield connected
+    connected.api_client.close()
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,20 +34,13 @@ ON_REAL_NODE = {realnode.REAL_NODE_LABEL: "true"}
 
 
 @pytest.fixture(scope="module")
-def cluster(local_cluster: LocalCluster) -> LocalCluster:
-    """The session's local cluster (also when the rest of the session runs on SOUNDMIND_TEST_KUBECONFIG's)."""
-    if local_cluster.real_node is None:
-        # In CI the session's cluster must start with its real node (see conftest), so this is never reached.
-        pytest.skip("this session's local cluster has no real node: it needs root")  # outside CI only
-    return local_cluster
+def cluster(real_node_cluster: LocalCluster) -> LocalCluster:
+    return real_node_cluster
 
 
 @pytest.fixture(scope="module")
-def kube(cluster: LocalCluster) -> Iterator[Kube]:
-    """Clients of the cluster with the real node (the `namespace` fixture creates its namespaces there)."""
-    connected = Kube.connect(cluster.kubeconfig, kubectl=default_bin_dir() / "kubectl")
-    yield connected
-    connected.api_client.close()
+def kube(real_node_kube: Kube) -> Kube:
+    return real_node_kube
 
 
 def busybox_pod(name: str, script: str, *, port: int | None = None, labels: dict | None = None, image=None) -> dict:

@@ -40,7 +40,6 @@ from tests.support.extended_resources import TEST_GPU, advertised
 from tests.support.kube import Kube
 from tests.support.localcluster import LocalCluster, default_bin_dir
 from tests.support.poll import wait_for
-from tests.support.prerequisite import missing
 from tests.support.registry import Registry
 from tests.unit.charts.helm import CHARTS, build_dependencies, helm
 
@@ -54,19 +53,13 @@ WRONG_DIGEST = "sha256:" + "0" * 64
 
 
 @pytest.fixture(scope="module")
-def cluster(local_cluster: LocalCluster) -> LocalCluster:
-    """The session's local cluster, whose real node pulls from the registry."""
-    if local_cluster.real_node is None:
-        missing("this session's local cluster has no real node (it needs root)")
-    return local_cluster
+def cluster(real_node_cluster: LocalCluster) -> LocalCluster:
+    return real_node_cluster
 
 
 @pytest.fixture(scope="module")
-def kube(cluster: LocalCluster) -> Iterator[Kube]:
-    """Clients of the local cluster (also when the rest of the session runs on another)."""
-    connected = Kube.connect(cluster.kubeconfig, kubectl=default_bin_dir() / "kubectl")
-    yield connected
-    connected.api_client.close()
+def kube(real_node_kube: Kube) -> Kube:
+    return real_node_kube
 
 
 @pytest.fixture(scope="module")

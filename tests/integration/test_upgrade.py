@@ -38,7 +38,7 @@ from soundmind_operator import children, metrics
 from tests.support import operator as op
 from tests.support import realnode, resources, sim
 from tests.support.kube import Kube
-from tests.support.localcluster import LocalCluster, default_bin_dir
+from tests.support.localcluster import LocalCluster
 from tests.support.oci_archive import LayerFile, layered_archive, write_image_archive
 from tests.support.poll import wait_for
 from tests.support.prerequisite import missing
@@ -91,20 +91,13 @@ OPTIONAL_CHILDREN = ("scaledobjects.keda.sh", "podgroups.scheduling.k8s.io", "se
 
 
 @pytest.fixture(scope="module")
-def cluster(local_cluster: LocalCluster) -> LocalCluster:
-    """The session's local cluster, whose real node runs the operator pods (also when the rest of the
-    session runs on SOUNDMIND_TEST_KUBECONFIG's cluster, into which this test cannot load an image)."""
-    if local_cluster.real_node is None:
-        missing("this session's local cluster has no real node (it needs root) to run the operator's pods")
-    return local_cluster
+def cluster(real_node_cluster: LocalCluster) -> LocalCluster:
+    return real_node_cluster
 
 
 @pytest.fixture(scope="module")
-def kube(cluster: LocalCluster) -> Iterator[Kube]:
-    """Clients of the cluster with the real node (the `namespace` fixture creates its namespaces there)."""
-    connected = Kube.connect(cluster.kubeconfig, kubectl=default_bin_dir() / "kubectl")
-    yield connected
-    connected.api_client.close()
+def kube(real_node_kube: Kube) -> Kube:
+    return real_node_kube
 
 
 @pytest.fixture(scope="module")
