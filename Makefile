@@ -31,8 +31,8 @@ deps: ## Debian packages the tests and demo use (espeak-ng, sox, prometheus, the
 venv: ## the cached Python environment (hack/venv.sh)
 	@hack/venv.sh >/dev/null
 
-tools: deps ## build the cluster binaries from the Go module proxy (cached; pause needs gcc)
-	@hack/tools.sh >/dev/null
+tools: deps ## build the cluster binaries from the Go module proxy (cached; pause needs gcc; TOOLS=... builds only those)
+	@hack/tools.sh $(TOOLS) >/dev/null
 
 demo: setup-demo ## the main job on the embedded local cluster
 	@hack/demo.sh "$(PY)"
@@ -52,8 +52,8 @@ setup-integration:
 test: setup-test ## lint, then all tests: the integration and unit tests side by side (hack/test.sh)
 	@hack/test.sh "$(PY)"
 
-setup-test:
-	@$(MAKE) $(PARALLEL) tools images lint
+setup-test: # the tools the tests need first; hack/test.sh builds the `later` ones beside them
+	@$(MAKE) $(PARALLEL) tools images lint TOOLS=first
 
 test-gpu-images: deps venv ## build the trainer and server images, then check them inside, on CPU (cold: an hour; not in make test)
 	$(PY) -m pytest tests/gpu_images

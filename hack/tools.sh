@@ -10,7 +10,11 @@
 # integration tests install (pins in hack/third-party-crds.txt) into <cache>/crds/.
 #
 # `hack/tools.sh TOOL...` builds only the tools named (the release workflow needs helm, cosign and
-# syft, not a cluster), and fetches no CRDs.
+# syft, not a cluster), and fetches no CRDs unless `crds` is named. Two groups name several at once:
+# `first`, what `make test` builds before its tests start, and `later`, what it builds beside them
+# (hack/test.sh): the registry, cosign, syft and KEDA are more than half the cold compile, and only the
+# few test modules that use them wait for them (they run last; tests/integration/conftest.py).
+# Each tool is built under its own lock, so a caller waits only for the tools it asked for.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${SOUNDMIND_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/soundmind}
@@ -25,12 +29,21 @@ COSIGN_VERSION=v2.6.5
 SYFT_VERSION=v1.57.2
 # The workflows' linter (tests/unit/test_workflows.py).
 ACTIONLINT_VERSION=v1.7.12
-known=" kube-apiserver kubelet kube-proxy kube-controller-manager kube-scheduler kubectl pause etcd kwok helm"
-known+=" registry cosign syft actionlint keda-operator keda-adapter crds "
+first="kube-apiserver kubelet kube-proxy kube-controller-manager kube-scheduler kubectl pause etcd kwok helm actionlint crds"
+later="registry cosign syft keda-operator keda-adapter" # in the order the late test modules need them
+known=" $first $later "
+only=" " # the tools asked for; "  ": all of them
 for tool in "$@"; do
-  [[ $known == *" $tool "* ]] || { echo "tools.sh: no tool '$tool'; there are:$known" >&2; exit 2; }
+  case $tool in
+    first) only+="$first " ;;
+    later) only+="$later " ;;
+    *)
+      [[ $known == *" $tool "* ]] || { echo "tools.sh: no tool '$tool'; there are:$known(and the groups first, later)" >&2; exit 2; }
+      only+="$tool "
+      ;;
+  esac
 done
-only=" $* " # the tools asked for; "  ": all of them
+[ $# -gt 0 ] || only="  "
 wanted() { [ "$only" = "  " ] || [[ $only == *" $1 "* ]]; }
 
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
@@ -39,8 +52,17 @@ export GOTOOLCHAIN=${GOTOOLCHAIN:-auto}
 command -v go >/dev/null || { echo "tools.sh: the Go toolchain (go >= 1.26) is required" >&2; exit 1; }
 
 mkdir -p "$bin" "$current"
-exec 9>"$bin/.lock"
-flock 9 # two callers (make test and make demo in two shells) build each binary once
+
+# locked <name> <command...>: runs the command holding <name>'s lock, so that two callers (make test
+# and make demo in two shells, a test waiting for the build hack/test.sh started) build it once.
+locked() {
+  local name=$1 fd status=0; shift
+  exec {fd}>"$bin/.$name.lock"
+  flock "$fd"
+  "$@" || status=$?
+  exec {fd}>&-
+  return "$status"
+}
 
 module_version() { # <wrapper dir> <module>: the version a wrapper module pins
   (cd "$root/hack/tools/$1" && go list -m -f '{{.Version}}' "$2")
@@ -48,7 +70,8 @@ module_version() { # <wrapper dir> <module>: the version a wrapper module pins
 
 # build <tool> <version> <command...>: runs the command (which must write "$out") unless the
 # versioned binary is already cached, then links it into current/.
-build() {
+build() { locked "$1" build_unlocked "$@"; }
+build_unlocked() {
   local tool=$1 version=$2; shift 2
   out="$bin/$tool-$version"
   if [ ! -x "$out" ]; then
@@ -91,7 +114,7 @@ if { wanted keda-operator || wanted keda-adapter; } &&
   # fetched now, while the Kubernetes servers keep the CPUs busy, rather than after them. The go
   # command locks its module cache, so this and the builds below share it safely.
   keda_log=$(mktemp)
-  (cd "$keda_dir" && exec go mod download) >"$keda_log" 2>&1 9>&- & # 9: the lock stays ours alone
+  (cd "$keda_dir" && exec go mod download) >"$keda_log" 2>&1 &
   keda_prefetch=$!
   trap 'kill "$keda_prefetch" 2>/dev/null || true; rm -f "$keda_log"' EXIT # on failure, not left running
 fi
@@ -136,11 +159,17 @@ for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
 done
 if wanted helm; then build helm "$HELM_VERSION" go_install "$helm_ldflags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"; fi
 
+if wanted registry; then
+  registry_module=github.com/distribution/distribution/v3
+  build registry "$REGISTRY_VERSION" go_install "-s -w -X $registry_module/version.version=$REGISTRY_VERSION" \
+    "$registry_module/cmd/registry@$REGISTRY_VERSION"
+fi
+
 # cosign's and syft's dependency trees (every cloud's KMS client, Sigstore's services; every package
 # format syft reads) make them the slowest builds here after Kubernetes: cold, with empty module and
 # build caches, cosign took 11 and syft 9 CPU-minutes (15 and 11 min of wall time on two cores that
-# another cold build was using; actionlint 1 min). make test needs all three; the release workflow
-# builds just helm, cosign and syft.
+# another cold build was using; actionlint 1 min). make test builds cosign and syft beside its tests
+# (`later`); the release workflow builds just helm, cosign and syft.
 if wanted cosign; then
   build cosign "$COSIGN_VERSION" go_install "-s -w -X sigs.k8s.io/release-utils/version.gitVersion=$COSIGN_VERSION" \
     "github.com/sigstore/cosign/v2/cmd/cosign@$COSIGN_VERSION"
@@ -152,12 +181,6 @@ fi
 if wanted actionlint; then
   build actionlint "$ACTIONLINT_VERSION" go_install "-s -w -X github.com/rhysd/actionlint.version=$ACTIONLINT_VERSION" \
     "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION"
-fi
-
-if wanted registry; then
-  registry_module=github.com/distribution/distribution/v3
-  build registry "$REGISTRY_VERSION" go_install "-s -w -X $registry_module/version.version=$REGISTRY_VERSION" \
-    "$registry_module/cmd/registry@$REGISTRY_VERSION"
 fi
 
 keda_build() { # <cmd dir>
@@ -173,25 +196,29 @@ if wanted keda-adapter; then build keda-adapter "$keda_version" keda_build cmd/a
 
 # Third-party CRDs for the integration tests, copied from their Go modules into <cache>/crds/
 # <project>-<version>/: what tests/support/third_party_crds.py does on demand, from the same pins.
-wanted crds || { echo "$current"; exit 0; }
-mkdir -p "$cache/crds"
-while read -r project module version subdir; do
-  dest="$cache/crds/$project-$version"
-  [ -d "$dest" ] && continue
-  start=$SECONDS
-  work=$(mktemp -d "$cache/crds/.$project-XXXXXX")
-  # Run outside any module (in $work); on failure -json puts the reason in the JSON on stdout.
-  if ! json=$(cd "$work" && GOFLAGS=-mod=mod go mod download -json "$module@$version"); then
+fetch_crds() {
+  while read -r project module version subdir; do
+    dest="$cache/crds/$project-$version"
+    [ -d "$dest" ] && continue
+    start=$SECONDS
+    work=$(mktemp -d "$cache/crds/.$project-XXXXXX")
+    # Run outside any module (in $work); on failure -json puts the reason in the JSON on stdout.
+    if ! json=$(cd "$work" && GOFLAGS=-mod=mod go mod download -json "$module@$version"); then
+      rm -rf "$work"
+      echo "tools.sh: go mod download $module@$version failed: $json" >&2
+      exit 1
+    fi
+    dir=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p' <<<"$json")
+    mkdir "$work/crds"
+    install -m 644 "$dir/$subdir"/*.yaml "$work/crds/"
+    mv -T "$work/crds" "$dest"
     rm -rf "$work"
-    echo "tools.sh: go mod download $module@$version failed: $json" >&2
-    exit 1
-  fi
-  dir=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p' <<<"$json")
-  mkdir "$work/crds"
-  install -m 644 "$dir/$subdir"/*.yaml "$work/crds/"
-  mv -T "$work/crds" "$dest"
-  rm -rf "$work"
-  echo "fetched $project $version CRDs in $((SECONDS - start))s" >&2
-done < <(grep -v '^[[:space:]]*\(#\|$\)' "$root/hack/third-party-crds.txt")
+    echo "fetched $project $version CRDs in $((SECONDS - start))s" >&2
+  done < <(grep -v '^[[:space:]]*\(#\|$\)' "$root/hack/third-party-crds.txt")
+}
+if wanted crds; then
+  mkdir -p "$cache/crds"
+  locked crds fetch_crds
+fi
 
 echo "$current"

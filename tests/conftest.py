@@ -15,9 +15,13 @@ with ``imagePullPolicy: Never``.
 
 ``namespace`` (per test): a new namespace, deleted after the test.
 
-With ``CI=true`` a missing binary or a cluster that does not start fails the run, and so does a
-real node that cannot start (it needs root); elsewhere the binaries are built on demand
-(hack/tools.sh), and without root the local cluster starts without its real node.
+The tools' fixtures (``cluster_bin_dir``, ``keda_bin_dir``, ``cosign``...) ask hack/tools.sh for
+their tools: it builds one that is missing, or waits while another caller builds it (`make test`
+builds the slow tools of its `later` group beside the tests, and the modules that need them run last:
+tests/integration/conftest.py). A build that fails fails the test.
+
+With ``CI=true`` a cluster that does not start fails the run, and so does a real node that cannot
+start (it needs root); elsewhere, without root, the local cluster starts without its real node.
 """
 
 from __future__ import annotations
@@ -62,32 +66,33 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("true", "1")
 
 
-def _cluster_binaries(names: tuple[str, ...] | None = None) -> Path:
-    """The directory of the cluster binaries ``names`` (default: all), built first if missing."""
-    from tests.support import localcluster, realnode
+def _cluster_binaries(names: tuple[str, ...]) -> Path:
+    """The directory of the tools ``names`` at this checkout's versions: hack/tools.sh links each,
+    building it first if it is missing, or waiting for the caller that is building it."""
+    from tests.support import localcluster
 
-    bin_dir = localcluster.default_bin_dir()
-    missing = localcluster.missing_binaries(bin_dir, names or localcluster.BINARIES + realnode.BINARIES)
-    if not missing:
-        return bin_dir
-    if _in_ci():
-        pytest.fail(f"cluster binaries missing from {bin_dir}: {', '.join(missing)}; run `make tools`", pytrace=False)
-    print(f"\nbuilding the cluster binaries ({', '.join(missing)}) with hack/tools.sh", file=sys.stderr)
-    built = subprocess.run([str(ROOT / "hack" / "tools.sh"), *missing], stdout=subprocess.PIPE, text=True)
+    missing = localcluster.missing_binaries(localcluster.default_bin_dir(), names)
+    if missing:
+        print(f"\nhack/tools.sh: waiting for {', '.join(missing)} to be built", file=sys.stderr)
+    built = subprocess.run([str(ROOT / "hack" / "tools.sh"), *names], stdout=subprocess.PIPE, text=True)
     if built.returncode != 0:
-        pytest.fail(f"hack/tools.sh failed (exit {built.returncode}); see its output above", pytrace=False)
+        pytest.fail(
+            f"hack/tools.sh {' '.join(names)} failed (exit {built.returncode}); see its output above", pytrace=False
+        )
     return Path(built.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="session")
 def cluster_bin_dir() -> Path:
-    """The directory of all the local cluster's binaries (built on demand outside CI)."""
-    return _cluster_binaries()
+    """The directory of all the local cluster's binaries."""
+    from tests.support import localcluster, realnode
+
+    return _cluster_binaries(localcluster.BINARIES + realnode.BINARIES)
 
 
 @pytest.fixture(scope="session")
 def keda_bin_dir() -> Path:
-    """The directory of KEDA's operator and metrics adapter (built on demand outside CI)."""
+    """The directory of KEDA's operator and metrics adapter."""
     from tests.support.keda import BINARIES
 
     return _cluster_binaries(BINARIES)
@@ -95,7 +100,7 @@ def keda_bin_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def registry_bin_dir() -> Path:
-    """The directory of the distribution registry (tests/support/registry.py; built on demand outside CI)."""
+    """The directory of the distribution registry (tests/support/registry.py)."""
     from tests.support.registry import BINARY
 
     return _cluster_binaries((BINARY,))
@@ -103,14 +108,22 @@ def registry_bin_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def actionlint() -> Path:
-    """actionlint, the workflows' linter (built on demand outside CI)."""
+    """actionlint, the workflows' linter."""
     return _cluster_binaries(("actionlint",)) / "actionlint"
 
 
 @pytest.fixture(scope="session")
 def cosign() -> Path:
-    """cosign, which signs and verifies the pushed images (built on demand outside CI)."""
+    """cosign, which signs and verifies the pushed images."""
     return _cluster_binaries(("cosign",)) / "cosign"
+
+
+@pytest.fixture(scope="session")
+def release_tools() -> Path:
+    """The directory of the tools hack/release.py runs (helm, cosign, syft)."""
+    from hack import release
+
+    return _cluster_binaries(release.TOOLS)
 
 
 @pytest.fixture(scope="session")
@@ -128,18 +141,17 @@ def kube(request: pytest.FixtureRequest) -> Iterator[Kube]:
 
 
 @pytest.fixture(scope="session")
-def local_cluster():
+def local_cluster(cluster_bin_dir: Path):
     """This session's local cluster: the one ``kube`` talks to, unless SOUNDMIND_TEST_KUBECONFIG names
     another (then only the tests that ask for it, the real node's, start it). Its real node needs
     root: in CI it must start; elsewhere, without root, the cluster starts without one."""
     # Imported here so that unit-only runs need none of the cluster's dependencies.
     from tests.support import localcluster
 
-    bin_dir = _cluster_binaries()
     real_node = _in_ci() or os.geteuid() == 0
     began = time.monotonic()
     try:
-        cluster = localcluster.LocalCluster.start(bin_dir, real_node=real_node)
+        cluster = localcluster.LocalCluster.start(cluster_bin_dir, real_node=real_node)
     except localcluster.ClusterError as error:
         pytest.fail(f"the local cluster did not start: {error}", pytrace=False)
     node = "with its real node" if real_node else "without a real node (not root)"

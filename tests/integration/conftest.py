@@ -1,7 +1,11 @@
 """Fixtures of the operator's integration tests: the operator itself, installed as a user would
 install it (CRDs, RBAC) and running as its own ServiceAccount, one per test module; a namespace
 holding the volumes trainings and servings mount; the local cluster and its clients for the modules
-that need its real node; and a private registry the real node pulls from."""
+that need its real node; and a private registry the real node pulls from.
+
+The modules run in file order, except those that need a tool `make test` builds beside the tests
+(hack/tools.sh's `later` group: the registry, cosign and syft, KEDA): they run last, in the order
+that build finishes those tools, so the rest of the suite runs while they compile."""
 
 from __future__ import annotations
 
@@ -15,6 +19,19 @@ from tests.support.kube import Kube, serves_pod_groups
 from tests.support.localcluster import LocalCluster, default_bin_dir
 from tests.support.prerequisite import missing
 from tests.support.registry import Registry, running_registry
+
+# The fixtures of hack/tools.sh's `later` tools (tests/conftest.py), in the order it builds them.
+LATER_TOOLS = ("registry_bin_dir", "cosign", "release_tools", "keda_bin_dir")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Moves each module that needs a `later` tool after those that need none, whole (its module
+    fixtures are set up once), by the last of those tools it needs."""
+    rank: dict[object, int] = {}
+    for item in items:
+        needs = [i for i, fixture in enumerate(LATER_TOOLS, 1) if fixture in item.fixturenames]
+        rank[item.module] = max([rank.get(item.module, 0), *needs])
+    items.sort(key=lambda item: rank[item.module])
 
 
 @pytest.fixture(scope="module")

@@ -164,7 +164,9 @@ def test_a_signature_by_another_key_fails_verification(client: Client, keys, tmp
     assert (refused.returncode, refused.stderr) == _refusal(NO_MATCHING, refused.stderr)
 
 
-def test_the_release_steps_push_attest_and_sign_every_built_image_and_both_charts(client: Client, keys, tmp_path: Path):
+def test_the_release_steps_push_attest_and_sign_every_built_image_and_both_charts(
+    client: Client, keys, release_tools: Path, tmp_path: Path
+):
     """``python -m hack.release`` as ``make release-dry-run`` runs it: the images hack/images built
     (operator and stand-in; the trainer and server only where their tarballs exist, else skipped with
     the reason), each with a signed SPDX SBOM, and both charts, all verifiable with the key."""
