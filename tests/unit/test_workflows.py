@@ -5,6 +5,7 @@ without them."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -50,3 +51,22 @@ def test_the_release_runs_the_dry_runs_steps_with_least_privilege():
     runs = "\n".join(step.get("run", "") for step in job["steps"])
     assert 'python -m hack.release "$REGISTRY" --keyless --require-all' in runs
     assert "$(PY) -m hack.release" in (ROOT / "Makefile").read_text()
+
+
+def test_every_action_is_pinned_by_commit_with_its_version_beside_it():
+    """A tag can be moved to other code; a commit cannot. Each `uses:` names a full commit SHA and,
+    in a comment, the release it is (what a reader and Dependabot go by)."""
+    pinned = re.compile(r"^\s*(?:- )?uses: [\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d+\.\d+\.\d+$")
+    uses = [
+        (workflow.name, line.strip())
+        for workflow in sorted(WORKFLOWS.glob("*.y*ml"))
+        for line in workflow.read_text().splitlines()
+        if re.match(r"^\s*(?:- )?uses:", line)
+    ]
+    assert len(uses) >= 10
+    assert [use for use in uses if not pinned.match(use[1])] == []
+
+
+def test_every_workflow_reads_at_most_unless_a_job_says_more():
+    for workflow in sorted(WORKFLOWS.glob("*.y*ml")):
+        assert yaml.safe_load(workflow.read_text())["permissions"] in ({}, {"contents": "read"}), workflow.name
