@@ -183,8 +183,61 @@ def real_and_kwok_pool(kube: Kube, namespace: str) -> Iterator[None]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+HELM_WAIT = 120  # seconds, helm's own --timeout for an upgrade or rollback
+
+
 def kube_helm(kube: Kube, *args: str) -> subprocess.CompletedProcess[str]:
-    return helm(*args, "--kubeconfig", str(kube.kubeconfig))
+    """`helm *args` on the cluster; its subprocess outlives a `--timeout` of HELM_WAIT (or 180 s) by at
+    least a minute, so a wait that fails ends with helm's own error instead of a killed process."""
+    return helm(*args, "--kubeconfig", str(kube.kubeconfig), timeout=HELM_WAIT + 120)
+
+
+def release_report(kube: Kube) -> str:
+    """The release namespace's pods (phase, node, why not Ready) and its latest events, and the real
+    node's conditions and allocatable: what a failed `helm --wait` was waiting for."""
+    lines = []
+    for pod in kube.core_v1.list_namespaced_pod(RELEASE_NAMESPACE).items:
+        why = [
+            f"{c.type}={c.status}" + (f" ({c.reason}: {c.message})" if c.reason or c.message else "")
+            for c in pod.status.conditions or []
+            if c.status != "True"
+        ]
+        for status in pod.status.container_statuses or []:
+            waiting = status.state.waiting if status.state else None
+            if waiting:
+                why.append(f"{status.name} waiting: {waiting.reason}: {waiting.message}")
+            last = status.last_state.terminated if status.last_state else None
+            if last:
+                why.append(f"{status.name} last exited {last.exit_code} ({last.reason})")
+        lines.append(
+            f"pod {pod.metadata.name}: {pod.status.phase} on {pod.spec.node_name}, image {pod.spec.containers[0].image}"
+            + (", deleting" if pod.metadata.deletion_timestamp else "")
+            + (f"; {'; '.join(why)}" if why else "")
+        )
+    events = sorted(
+        kube.core_v1.list_namespaced_event(RELEASE_NAMESPACE).items,
+        key=lambda e: str(e.last_timestamp or e.event_time or e.metadata.creation_timestamp),
+    )
+    lines += [
+        f"event {e.last_timestamp or e.event_time} {e.type} {e.reason} {e.involved_object.kind}/"
+        f"{e.involved_object.name}: {e.message}"
+        for e in events[-25:]
+    ]
+    node = kube.core_v1.read_node(realnode.NODE_NAME)
+    lines.append(f"{realnode.NODE_NAME} allocatable: {node.status.allocatable}")
+    lines += [f"{realnode.NODE_NAME} {c.type}={c.status} ({c.reason})" for c in node.status.conditions or []]
+    lines.append(f"{realnode.NODE_NAME} taints: {node.spec.taints}")
+    on_node = kube.core_v1.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={realnode.NODE_NAME}").items
+    lines += [f"on {realnode.NODE_NAME}: {p.metadata.namespace}/{p.metadata.name} {p.status.phase}" for p in on_node]
+    return "\n".join(lines)
+
+
+def release_helm(kube: Kube, *args: str) -> None:
+    """`helm *args --wait` on the release; when it fails, the error says what the release's pods and
+    the real node looked like."""
+    result = helm(*args, "--kubeconfig", str(kube.kubeconfig), check=False, timeout=HELM_WAIT + 120)
+    if result.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args[:2])} failed: {result.stderr.strip()}\n{release_report(kube)}")
 
 
 def values(image: str) -> list[str]:
@@ -210,12 +263,12 @@ def release(kube: Kube, previous_source: Path, previous_image: str) -> Iterator[
                 f"meta.helm.sh/release-name={RELEASE}", f"meta.helm.sh/release-namespace={RELEASE_NAMESPACE}",
             )  # fmt: skip
     build_dependencies()  # this checkout's chart, which the upgrade installs
-    kube_helm(
+    release_helm(
         kube, "install", RELEASE, str(previous_source / "charts" / "soundmind-operator"),
         "--namespace", RELEASE_NAMESPACE, "--create-namespace", *values(previous_image), "--wait", "--timeout", "180s",
     )  # fmt: skip
     yield
-    kube_helm(kube, "uninstall", RELEASE, "--namespace", RELEASE_NAMESPACE, "--wait")
+    kube_helm(kube, "uninstall", RELEASE, "--namespace", RELEASE_NAMESPACE, "--wait", "--timeout", f"{HELM_WAIT}s")
     kube.kubectl("delete", "namespace", RELEASE_NAMESPACE, "--wait=false", check=False)
     op.install_crds(kube)
 
@@ -251,7 +304,7 @@ def hand_over(kube: Kube, ns: str, objects: int, *helm_args: str) -> float:
     old = operator_pod(kube)
     assert old, "no Ready operator pod before the hand-over"
     began = time.monotonic()
-    kube_helm(kube, *helm_args, "--namespace", RELEASE_NAMESPACE)
+    release_helm(kube, *helm_args, "--namespace", RELEASE_NAMESPACE)
     new = wait_for(lambda: operator_pod(kube, other_than=old), timeout=RECONCILED_WITHIN, what="a new operator pod")
     wait_for(
         lambda: reconciled(kube, new, ns) == objects,
@@ -430,7 +483,7 @@ def test_a_helm_upgrade_and_its_rollback_restart_nothing_and_lose_nothing(
 
     took = hand_over(
         kube, ns, objects, "upgrade", RELEASE, str(OPERATOR_CHART), *values(IMAGES["operator"].tag),
-        "--wait", "--timeout", "120s",
+        "--wait", "--timeout", f"{HELM_WAIT}s",
     )  # fmt: skip
     time.sleep(5)  # five resyncs: time for any roll or retry the new operator would wrongly start
     upgraded = state(kube, ns)
@@ -450,7 +503,7 @@ def test_a_helm_upgrade_and_its_rollback_restart_nothing_and_lose_nothing(
     print(f"helm upgrade {PREVIOUS} -> this checkout: {objects} objects reconciled {took:.1f} s after its start")
     print(f"helm upgrade kept: {counts}")
 
-    took = hand_over(kube, ns, objects, "rollback", RELEASE, "1", "--wait", "--timeout", "120s")
+    took = hand_over(kube, ns, objects, "rollback", RELEASE, "1", "--wait", "--timeout", f"{HELM_WAIT}s")
     time.sleep(5)
     counts = assert_undisturbed(upgraded, state(kube, ns), "rollback")
     print(f"helm rollback this checkout -> {PREVIOUS}: {objects} objects reconciled {took:.1f} s after its start")
