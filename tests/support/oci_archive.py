@@ -1,6 +1,7 @@
 """Container images written without a container engine: one layer of files from this machine, as a
-tar that both ``ctr images import`` and ``docker load`` accept; and the config read back from such an
-archive, or from one ``docker save`` wrote (:func:`image_config`).
+tar that both ``ctr images import`` and ``docker load`` accept; or such a layer on top of an image
+that ``docker save`` wrote (:func:`layered_archive`); and the config read back from such an archive,
+or from one ``docker save`` wrote (:func:`image_config`).
 
 The real node has no registry to pull from, so its images arrive as archives: the pause image
 (the kubernetes module's ``build/pause/linux/pause.c``, compiled by hack/tools.sh) and a busybox
@@ -164,3 +165,36 @@ def image_config(archive: Path) -> dict:
         if len(manifests) != 1:
             raise ValueError(f"{archive} holds {len(manifests)} images, not one")
         return json.load(tar.extractfile(manifests[0]["Config"]))
+
+
+def layered_archive(base: Path, out: Path, name: str, files: list[LayerFile], env: tuple[str, ...] = ()) -> Path:
+    """Write to ``out`` the image ``name``: the image archived in ``base`` (by ``docker save``, either
+    layout: both have its ``manifest.json``), one layer of ``files`` on top, and ``env`` added to its
+    environment (a variable already set there is replaced). Written in ``docker save``'s form, which
+    ``ctr images import`` reads too; the base's layers are copied as they are."""
+    with tarfile.open(base) as source:
+        (image,) = json.loads(source.extractfile("manifest.json").read())
+        config = json.loads(source.extractfile(image["Config"]).read())
+        layer = _layer(files)
+        layer_path = f"blobs/sha256/{hashlib.sha256(layer).hexdigest()}"
+        config["rootfs"]["diff_ids"].append("sha256:" + hashlib.sha256(layer).hexdigest())
+        config.setdefault("history", []).append({"created_by": f"tests.support.oci_archive: {len(files)} files"})
+        names = {variable.split("=", 1)[0] for variable in env}
+        kept = [v for v in config["config"].get("Env") or [] if v.split("=", 1)[0] not in names]
+        config["config"]["Env"] = kept + list(env)
+        config_data = json.dumps(config, sort_keys=True).encode()
+        config_path = f"blobs/sha256/{hashlib.sha256(config_data).hexdigest()}"
+        manifest = [{"Config": config_path, "RepoTags": [name], "Layers": [*image["Layers"], layer_path]}]
+        with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
+            for member in source.getmembers():
+                if member.isfile() and member.name in image["Layers"]:
+                    tar.addfile(member, source.extractfile(member))
+            for path, data in ((layer_path, layer), (config_path, config_data)):
+                info = tarfile.TarInfo(path)
+                info.size, info.mode = len(data), 0o644
+                tar.addfile(info, io.BytesIO(data))
+            data = json.dumps(manifest).encode()
+            info = tarfile.TarInfo("manifest.json")
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return out

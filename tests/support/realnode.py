@@ -57,6 +57,23 @@ NODE_NAME = "real-node"
 # :meth:`RealNode.trust_registry` configured).
 PAUSE_IMAGE = "soundmind-pause:dev"  # the sandbox image, built from the kubernetes module's pause.c
 BUSYBOX_IMAGE = "soundmind-busybox:dev"  # sh, httpd, wget, nc..., from Debian's busybox-static
+# The repositories of the images that tests import into the real node's containerd (`ctr import`):
+# the kubelet runs them without pull credentials even where it has pulled an image of the same ID
+# with a pull secret (KubeletEnsureSecretPulledImages: under its default policy, a registry pull of
+# `make push`'s operator image, whose ID is the imported soundmind-operator:dev's, turns the imported
+# one into "pulled with credentials", and a pod of it without them into ErrImageNeverPull). Names as
+# pods spell them (no registry: the kubelet matches them as written); an image imported under
+# another name must be added here, or a pod of it fails with ErrImageNeverPull.
+PRELOADED_REPOSITORIES = (
+    "soundmind-pause",
+    "soundmind-busybox",
+    "soundmind-operator",
+    "soundmind-standin",
+    "soundmind-trainer",
+    "soundmind-server",
+    "soundmind-trainer-standin",  # test_upgrade's
+    "soundmind-import-test",  # test_real_node's
+)
 # From hack/tools.sh, beside the control plane's binaries.
 BINARIES = ("kubelet", "kube-proxy", "pause")
 # Debian programs the node runs, and their packages (hack/apt.sh installs them). kube-proxy's
@@ -432,6 +449,10 @@ temp = {q(base / "tmp")}
             # default 85-90% that would taint a dedicated node; nor refuse to start beside swap.
             "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
             "failSwapOn": False,
+            # Imported images are preloaded, whatever a registry pull of the same image ID recorded;
+            # every other image present is checked against the pod's pull credentials.
+            "imagePullCredentialsVerificationPolicy": "NeverVerifyAllowlistedImages",
+            "preloadedImagesVerificationAllowlist": list(PRELOADED_REPOSITORIES),
         }
 
     def kube_proxy_config(self) -> dict:

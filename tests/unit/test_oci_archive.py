@@ -16,6 +16,7 @@ from tests.support.oci_archive import (
     go_architecture,
     image_archive,
     image_config,
+    layered_archive,
     normalized_reference,
     write_image_archive,
 )
@@ -101,6 +102,36 @@ def test_same_files_give_the_same_archive(tmp_path: Path):
         return image_archive("t:1", [LayerFile("p", program)], ["/p"], machine="aarch64")
 
     assert build() == build()
+
+
+def test_a_layer_on_top_of_a_saved_image_keeps_its_layers_and_sets_its_environment(archive: bytes, tmp_path: Path):
+    base = tmp_path / "base.tar"
+    base.write_bytes(archive)
+    source = tmp_path / "module.py"
+    source.write_text("VERSION = 'old'\n")
+
+    out = layered_archive(
+        base, tmp_path / "layered.tar", "soundmind-tool:old", [LayerFile("opt/old/module.py", source, mode=0o644)],
+        env=("PATH=/opt/old/bin", "PYTHONPATH=/opt/old"),
+    )  # fmt: skip
+
+    files, based_on = members(out.read_bytes()), members(archive)
+    (image,) = json.loads(files["manifest.json"])
+    (under,) = json.loads(based_on["manifest.json"])
+    assert image["RepoTags"] == ["soundmind-tool:old"]
+    assert image["Layers"][:-1] == under["Layers"] and all(files[p] == based_on[p] for p in under["Layers"])
+    config = json.loads(files[image["Config"]])
+    old_config = json.loads(based_on[under["Config"]])
+    assert config["config"]["Entrypoint"] == old_config["config"]["Entrypoint"]
+    assert config["config"]["Env"] == ["PATH=/opt/old/bin", "PYTHONPATH=/opt/old"]  # PATH replaced, not doubled
+    top = files[image["Layers"][-1]]
+    assert config["rootfs"]["diff_ids"] == [
+        *old_config["rootfs"]["diff_ids"],
+        "sha256:" + hashlib.sha256(top).hexdigest(),
+    ]
+    with tarfile.open(fileobj=io.BytesIO(top)) as tar:
+        assert tar.extractfile("opt/old/module.py").read() == b"VERSION = 'old'\n"
+        assert tar.getmember("opt/old/module.py").mode == 0o644 and tar.getmember("opt").isdir()
 
 
 def test_unknown_machine_is_refused():

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from hack.images.build import IMAGES
 from tests.support import localcluster
 from tests.support.errors import ClusterError
 from tests.support.localcluster import LocalCluster
 from tests.support.pki import CertPair, NodePKI
 from tests.support.realnode import (
+    BUSYBOX_IMAGE,
     PAUSE_IMAGE,
     SLOTS,
     NodeNetwork,
@@ -136,8 +138,22 @@ def test_kubelet_runs_on_this_machine_s_cgroups_v1_in_a_cgroup_root_of_its_own()
     assert config["authorization"] == {"mode": "Webhook"}
     assert config["authentication"]["anonymous"] == {"enabled": False}
     assert config["imageGCHighThresholdPercent"] == 100, "imported images cannot be pulled again"
+    assert config["imagePullCredentialsVerificationPolicy"] == "NeverVerifyAllowlistedImages"
     for key in ("podLogsDir", "volumePluginDir", "tlsCertFile", "tlsPrivateKeyFile"):
         assert Path(config[key]).is_relative_to(WORKDIR), key
+
+
+def test_kubelet_runs_every_imported_image_without_pull_credentials():
+    """The images tests import stay preloaded for the kubelet after a registry pull with a pull secret
+    of the same image ID (test_registry pulls `make push`'s operator image, which is the imported
+    soundmind-operator:dev); the allowlist names them as pods do, without registry, tag or digest."""
+    allowlist = NODE.kubelet_config(WORKDIR / "pki" / "ca.crt", pki())["preloadedImagesVerificationAllowlist"]
+    imported = [PAUSE_IMAGE, BUSYBOX_IMAGE, *(image.tag for image in IMAGES.values())]
+    imported += ["soundmind-trainer-standin:dev", "soundmind-import-test:dev"]  # test_upgrade's, test_real_node's
+    for image in imported:
+        assert image.split(":")[0] in allowlist, image
+    for name in allowlist:
+        assert ":" not in name and "@" not in name and "/" not in name, name
 
 
 def test_kube_proxy_programs_nftables_for_the_slot_s_pods_and_answers_health_on_the_node_address():
