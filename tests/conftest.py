@@ -32,7 +32,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -56,6 +56,7 @@ EXTERNAL_KUBECONFIG_ENV = "SOUNDMIND_TEST_KUBECONFIG"
 MIN_SERVER_VERSION = (1, 33)
 
 _cluster_report: list[str] = []
+_figures: list[str] = []
 
 # The GPU images' in-image checks build and load the trainer and server images (an hour and tens of GB
 # cold): `make test-gpu-images` runs them by path; `pytest tests` (make test) leaves them out.
@@ -273,6 +274,22 @@ def fresh_namespace(kube: Kube, test_name: str) -> Iterator[str]:
     )
 
 
+@pytest.fixture(scope="session")
+def figure() -> Callable[[str], None]:
+    """Records a line a test measured (a hand-over time, what an upgrade kept) for the session's
+    summary, which prints it whether the test passed or failed: CI logs keep each run's figures."""
+
+    def record(line: str) -> None:
+        print(line)
+        _figures.append(line)
+
+    return record
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for line in _cluster_report:
         terminalreporter.write_line(line)
+    if _figures:
+        terminalreporter.section("figures measured by the tests")
+        for line in _figures:
+            terminalreporter.write_line(line)

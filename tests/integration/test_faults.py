@@ -289,7 +289,9 @@ def assert_gpu_seconds_once(kube: Kube, ns: str, finished: list[str]) -> None:
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_operator_sigkilled_at_random_during_a_burst(kube: Kube, ns: str, operator: op.OperatorProcess, seed: int):
+def test_operator_sigkilled_at_random_during_a_burst(
+    kube: Kube, ns: str, operator: op.OperatorProcess, seed: int, figure
+):
     rng = random.Random(seed)
     stop, kills = threading.Event(), []
     killer = threading.Thread(target=kill_at_random, args=(operator, rng, stop, kills), daemon=True)
@@ -318,7 +320,10 @@ def test_operator_sigkilled_at_random_during_a_burst(kube: Kube, ns: str, operat
     finally:
         stop.set()
         killer.join(timeout=90)
-    print(f"seed {seed}: {BURST} trainings, {len(kills)} SIGKILLs, {time.monotonic() - began:.0f}s")
+    figure(
+        f"operator SIGKILLed during a burst, seed {seed}: {BURST} trainings, {len(kills)} SIGKILLs, "
+        f"{time.monotonic() - began:.0f}s"
+    )
     assert kills, "the operator was killed at least once"
     time.sleep(3)  # the last pass after the last restart settles the deletions of attempt-1 Jobs
     wait_for(
@@ -372,7 +377,7 @@ STANDBY_TAKEOVER_SECONDS = 20
 
 
 def test_standby_replica_takes_over_when_the_active_one_is_killed(
-    kube: Kube, ns: str, operator: op.OperatorProcess, tmp_path: Path
+    kube: Kube, ns: str, operator: op.OperatorProcess, tmp_path: Path, figure
 ):
     kube.kubectl("apply", "-f", str(op.ROOT / "config" / "crd" / "kopf-peering.yaml"))
     kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/clusterkopfpeerings.kopf.dev")
@@ -410,7 +415,7 @@ def test_standby_replica_takes_over_when_the_active_one_is_killed(
         create_burst(kube, ns, 5, prefix="after")
         wait_all(kube, ns, [f"after-{i}" for i in range(5)], has_job, "taken over", timeout=120)
         took = time.monotonic() - killed
-        print(f"peering: the standby took over {took:.0f}s after the active replica was killed")
+        figure(f"peering: the standby took over {took:.0f}s after the active replica was killed")
         assert counter(standby, metrics.RECONCILE_TOTAL) > 0
         assert took < STANDBY_TAKEOVER_SECONDS, f"the standby took {took:.0f} s to take over"
         assert_consistent(kube, ns, {})
@@ -424,7 +429,7 @@ def test_standby_replica_takes_over_when_the_active_one_is_killed(
 
 
 def test_apiserver_restart_during_a_burst(
-    kube: Kube, bare_ns: str, operator: op.OperatorProcess, cluster: LocalCluster
+    kube: Kube, bare_ns: str, operator: op.OperatorProcess, cluster: LocalCluster, figure
 ):
     # No volumes: a Job and a phase are what is asked, and the pods may wait (the controller
     # manager's informers take their time to come back, which a volumes' teardown would wait for).
@@ -447,7 +452,7 @@ def test_apiserver_restart_during_a_burst(
     # backoff step that fits in the outage (and one more, the pass that was under way), not one
     # per resync (1 s here) or per watch event.
     steps = 1 + sum(1 for waited in itertools.accumulate(loop.ERROR_BACKOFF_SECONDS) if waited < away)
-    print(f"API server away {away:.0f}s during a burst of {BURST}: {errors:.0f} failed passes (bound {steps}/object)")
+    figure(f"API server away {away:.0f}s during a burst of {BURST}: {errors:.0f} failed passes (bound {steps}/object)")
     assert errors <= (steps + 1) * BURST, f"{errors:.0f} failed passes for {BURST} objects: a storm"
     assert_consistent(kube, ns, {})
 
@@ -456,7 +461,7 @@ def test_apiserver_restart_during_a_burst(
 
 
 def test_progress_reporter_survives_the_apiserver_going_away(
-    kube: Kube, bare_ns: str, cluster: LocalCluster, tmp_path: Path
+    kube: Kube, bare_ns: str, cluster: LocalCluster, tmp_path: Path, figure
 ):
     ns = bare_ns
     from soundmind.train import contract
@@ -515,7 +520,7 @@ def test_progress_reporter_survives_the_apiserver_going_away(
         stop.set()
         reporting.join(timeout=10)
     failures = train_metrics.status_patch_failures._value.get()
-    print(f"reporter: {failures:.0f} failed patches while the API server was away, then step 20 reported")
+    figure(f"reporter: {failures:.0f} failed patches while the API server was away, then step 20 reported")
     assert failures > 0, "the API server was away during a patch"
     assert status["progress"]["rewardMean"] == pytest.approx(1.0)
     assert status["checkpoint"]["step"] == 10

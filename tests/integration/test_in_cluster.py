@@ -192,7 +192,7 @@ def test_the_operator_pod_checks_verl_overrides_against_the_schema_in_its_image(
 
 
 def test_deleting_the_operator_pod_mid_burst_loses_and_duplicates_nothing(
-    kube: Kube, node: str, in_cluster_operator, volumes: str
+    kube: Kube, node: str, in_cluster_operator, volumes: str, figure
 ):
     # The twelve fit on the two simulated nodes (8 GPUs, 96 CPUs each) at once. The pod goes once the
     # first Job of the burst exists and before the rest of the burst is created: the operator makes
@@ -221,7 +221,7 @@ def test_deleting_the_operator_pod_mid_burst_loses_and_duplicates_nothing(
     # after its container started (the deleted pod's container was gone by then).
     started = replacement.status.container_statuses[0].state.running.started_at
     by_replacement = [made_at for made_at in made if made_at > started]
-    print(f"operator pod deleted mid-burst: {count - len(by_replacement)} Jobs before, {len(by_replacement)} after")
+    figure(f"operator pod deleted mid-burst: {count - len(by_replacement)} Jobs before, {len(by_replacement)} after")
     assert by_replacement, f"all {count} Jobs existed before the replacement started ({started}): nothing was left"
 
 
@@ -229,7 +229,9 @@ def test_deleting_the_operator_pod_mid_burst_loses_and_duplicates_nothing(
 LEASE_HANDOVER_SECONDS = 15
 
 
-def test_a_helm_upgrade_leaves_no_operator_for_less_than_a_lease_hand_over(kube: Kube, node: str, in_cluster_operator):
+def test_a_helm_upgrade_leaves_no_operator_for_less_than_a_lease_hand_over(
+    kube: Kube, node: str, in_cluster_operator, figure
+):
     """`helm upgrade` with a new pod template: the Recreate strategy ends the old pod before the new
     one starts. The window is from the last moment the old pod was seen Ready (not terminating) to
     the first moment the new one is, polled every 0.1 s."""
@@ -255,7 +257,7 @@ def test_a_helm_upgrade_leaves_no_operator_for_less_than_a_lease_hand_over(kube:
             time.sleep(0.1)
     finally:
         assert upgrade.wait(timeout=180) == 0
-    print(f"helm upgrade: no operator pod Ready for {window:.1f} s (Recreate)")
+    figure(f"helm upgrade: no operator pod Ready for {window:.1f} s (Recreate)")
     assert window < LEASE_HANDOVER_SECONDS, f"{window:.1f} s without an operator"
 
 

@@ -470,7 +470,7 @@ def phases(found: dict) -> dict[str, int]:
 
 
 def test_a_helm_upgrade_and_its_rollback_restart_nothing_and_lose_nothing(
-    kube: Kube, volumes: str, trainer_standin: str
+    kube: Kube, volumes: str, trainer_standin: str, figure
 ):
     ns = volumes
     objects = live_objects(kube, ns, trainer_standin)
@@ -500,11 +500,11 @@ def test_a_helm_upgrade_and_its_rollback_restart_nothing_and_lose_nothing(
     for name, status in live.items():
         current = resources.condition({"status": status}, children.POD_TEMPLATE_CURRENT)
         assert (current.get("status"), current.get("reason")) == ("Unknown", "NotRecorded"), f"training {name}"
-    print(f"helm upgrade {PREVIOUS} -> this checkout: {objects} objects reconciled {took:.1f} s after its start")
-    print(f"helm upgrade kept: {counts}")
+    figure(f"helm upgrade {PREVIOUS} -> this checkout: {objects} objects reconciled {took:.1f} s after its start")
+    figure(f"helm upgrade kept: {counts}")
 
     took = hand_over(kube, ns, objects, "rollback", RELEASE, "1", "--wait", "--timeout", f"{HELM_WAIT}s")
     time.sleep(5)
     counts = assert_undisturbed(upgraded, state(kube, ns), "rollback")
-    print(f"helm rollback this checkout -> {PREVIOUS}: {objects} objects reconciled {took:.1f} s after its start")
-    print(f"helm rollback kept: {counts}")
+    figure(f"helm rollback this checkout -> {PREVIOUS}: {objects} objects reconciled {took:.1f} s after its start")
+    figure(f"helm rollback kept: {counts}")
