@@ -55,13 +55,14 @@ mkdir -p "$bin" "$current"
 
 # locked <name> <command...>: runs the command holding <name>'s lock, so that two callers (make test
 # and make demo in two shells, a test waiting for the build hack/test.sh started) build it once.
+# Not `"$@" || ...`: that would turn errexit off inside the command, and a failed build would go on
+# to "built" and a link to nothing. A failure ends the script, and the lock with it.
 locked() {
-  local name=$1 fd status=0; shift
+  local name=$1 fd; shift
   exec {fd}>"$bin/.$name.lock"
   flock "$fd"
-  "$@" || status=$?
+  "$@"
   exec {fd}>&-
-  return "$status"
 }
 
 module_version() { # <wrapper dir> <module>: the version a wrapper module pins

@@ -83,3 +83,21 @@ def test_an_unknown_tool_is_refused_naming_the_tools_and_groups(cache: Path):
     _, err = refused.communicate(timeout=30)
     assert refused.returncode == 2
     assert "no tool 'kind'" in err and "keda-operator" in err and "the groups first, later" in err
+
+
+def test_a_failed_build_fails_the_script_and_links_nothing(cache: Path, tmp_path: Path):
+    """A compiler error ends tools.sh with an error: no "built" line, no current/ link to a binary
+    that is not there (what a test waiting for the tool would then run)."""
+    fake = tmp_path / "fake-go"
+    fake.mkdir()
+    real_go = subprocess.run(["bash", "-c", "command -v go"], capture_output=True, text=True, check=True).stdout.strip()
+    (fake / "go").write_text(
+        f'#!/bin/sh\n[ "$1" = list ] && exec {real_go} "$@"\necho "go $1: a compile error" >&2\nexit 1\n'
+    )
+    (fake / "go").chmod(0o755)
+    env = {**os.environ, "SOUNDMIND_CACHE": str(cache), "PATH": f"{fake}{os.pathsep}{os.environ['PATH']}"}
+    failed = subprocess.run([str(SCRIPT), "actionlint"], env=env, capture_output=True, text=True, timeout=60)
+    assert failed.returncode != 0
+    assert "a compile error" in failed.stderr and "built actionlint" not in failed.stderr
+    assert not (cache / "bin" / "current" / "actionlint").exists()
+    assert not list((cache / "bin").glob("actionlint-*"))
