@@ -32,7 +32,9 @@ def test_an_object_kopf_handled_before_waits_for_nothing_and_none_waits_for_ever
     assert time.monotonic() - began < 0.1
     began = time.monotonic()
     asyncio.run(loop._adopted({"metadata": {}}, FINALIZER))
-    assert loop.KOPF_ADOPTION_SECONDS <= time.monotonic() - began < loop.KOPF_ADOPTION_SECONDS + 1
+    # At least the adoption period, and then it gives up: the upper bound only says "not for ever"
+    # (a loaded CI machine took 6.3 s for the 5 s period).
+    assert loop.KOPF_ADOPTION_SECONDS <= time.monotonic() - began < loop.KOPF_ADOPTION_SECONDS + 10
 
 
 def test_a_pass_decides_on_its_own_copy_of_the_live_view_without_managed_fields():
