@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
+from tests.integration import on_real_node
 from tests.support import realnode, sim
 from tests.support.kube import Kube, read_or_none
 from tests.support.localcluster import LocalCluster, default_bin_dir
@@ -33,14 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ON_REAL_NODE = {realnode.REAL_NODE_LABEL: "true"}
 
 
-@pytest.fixture(scope="module")
-def cluster(real_node_cluster: LocalCluster) -> LocalCluster:
-    return real_node_cluster
-
-
-@pytest.fixture(scope="module")
-def kube(real_node_kube: Kube) -> Kube:
-    return real_node_kube
+cluster, kube = on_real_node.fixtures()
 
 
 def busybox_pod(name: str, script: str, *, port: int | None = None, labels: dict | None = None, image=None) -> dict:

@@ -34,11 +34,12 @@ from soundmind.api.base import GROUP, VERSION
 from soundmind.api.serving import SERVING
 from soundmind.version import VERSION as RELEASE_VERSION
 from soundmind_operator.serving import names as serving_names
+from tests.integration import on_real_node
 from tests.support import operator as op
 from tests.support import realnode, resources
 from tests.support.extended_resources import TEST_GPU, advertised
 from tests.support.kube import Kube
-from tests.support.localcluster import LocalCluster, default_bin_dir
+from tests.support.localcluster import default_bin_dir
 from tests.support.poll import wait_for
 from tests.support.registry import Registry
 from tests.unit.charts.helm import CHARTS, build_dependencies, helm
@@ -52,14 +53,7 @@ PULL_FAILURES = ("ErrImagePull", "ImagePullBackOff")  # the kubelet alternates b
 WRONG_DIGEST = "sha256:" + "0" * 64
 
 
-@pytest.fixture(scope="module")
-def cluster(real_node_cluster: LocalCluster) -> LocalCluster:
-    return real_node_cluster
-
-
-@pytest.fixture(scope="module")
-def kube(real_node_kube: Kube) -> Kube:
-    return real_node_kube
+cluster, kube = on_real_node.fixtures()
 
 
 @pytest.fixture(scope="module")

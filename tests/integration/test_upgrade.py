@@ -35,6 +35,7 @@ from soundmind.api.serving import SERVING
 from soundmind.api.training import TRAINING
 from soundmind.train.contract import EXIT_CONFIG_ERROR
 from soundmind_operator import children, metrics
+from tests.integration import on_real_node
 from tests.support import operator as op
 from tests.support import realnode, resources, sim
 from tests.support.kube import Kube
@@ -90,14 +91,7 @@ OTHER_CHILDREN = (
 OPTIONAL_CHILDREN = ("scaledobjects.keda.sh", "podgroups.scheduling.k8s.io", "servicemonitors.monitoring.coreos.com")
 
 
-@pytest.fixture(scope="module")
-def cluster(real_node_cluster: LocalCluster) -> LocalCluster:
-    return real_node_cluster
-
-
-@pytest.fixture(scope="module")
-def kube(real_node_kube: Kube) -> Kube:
-    return real_node_kube
+cluster, kube = on_real_node.fixtures()
 
 
 @pytest.fixture(scope="module")
