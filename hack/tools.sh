@@ -31,7 +31,9 @@ SYFT_VERSION=v1.57.2
 ACTIONLINT_VERSION=v1.7.12
 first="kube-apiserver kubelet kube-proxy kube-controller-manager kube-scheduler kubectl pause etcd kwok helm actionlint crds"
 later="registry cosign syft keda-operator keda-adapter" # in the order the late test modules need them
-known=" $first $later "
+# Only `make test-kind` without a registry needs kubeadm: its kind node image is assembled here
+# (hack/kind_node.py). Not in either group; it reuses kube-apiserver's compile cache (a minute or two).
+known=" $first $later kubeadm "
 only=" " # the tools asked for; "  ": all of them
 for tool in "$@"; do
   case $tool in
@@ -78,8 +80,10 @@ build_unlocked() {
     echo "building $tool $version from the Go module proxy..." >&2
     local start=$SECONDS
     rm -f "$out.tmp"
-    "$@"
-    mv -f "$out.tmp" "$out"
+    # Explicit returns: locked's `|| status=$?` turns errexit off in here, and a failed build went on
+    # to "built ... in Ns" and a current/ link to nothing.
+    "$@" || return
+    mv -f "$out.tmp" "$out" || return
     echo "built $tool $version in $((SECONDS - start))s" >&2
   fi
   ln -sfn "../$tool-$version" "$current/$tool"
@@ -126,7 +130,7 @@ k8s_ldflags="-s -w -X $version_pkg.gitVersion=$k8s -X $version_pkg.gitMajor=1"
 k8s_ldflags+=" -X $version_pkg.gitMinor=$k8s_minor -X $version_pkg.gitTreeState=clean"
 # kube-apiserver first: it compiles most of what the others share, so they build faster after.
 # kubelet and kube-proxy run the local cluster's real node (tests/support/realnode.py).
-for cmd in kube-apiserver kubelet kube-proxy kube-controller-manager kube-scheduler kubectl; do
+for cmd in kube-apiserver kubelet kube-proxy kube-controller-manager kube-scheduler kubectl kubeadm; do
   if wanted "$cmd"; then build "$cmd" "$k8s" go_build_in k8s "$k8s_ldflags" "k8s.io/kubernetes/cmd/$cmd"; fi
 done
 

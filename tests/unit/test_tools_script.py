@@ -83,3 +83,19 @@ def test_an_unknown_tool_is_refused_naming_the_tools_and_groups(cache: Path):
     _, err = refused.communicate(timeout=30)
     assert refused.returncode == 2
     assert "no tool 'kind'" in err and "keda-operator" in err and "the groups first, later" in err
+
+
+def test_a_failed_build_fails_and_links_nothing(tmp_path: Path):
+    """A build that fails ends tools.sh with an error, without a "built" line or a current/ link to a
+    binary that is not there (locked's `|| status=$?` turns errexit off in the build function, which
+    then went on to both). The go command here fails every build."""
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    (fake / "go").write_text('#!/bin/sh\ncase "$1" in list) echo v1.37.2 ;; *) echo "fake go: $*" >&2; exit 1 ;; esac\n')
+    (fake / "go").chmod(0o755)
+    env = {**os.environ, "SOUNDMIND_CACHE": str(tmp_path), "PATH": f"{fake}:{os.environ['PATH']}"}
+    done = subprocess.run([str(SCRIPT), "actionlint"], env=env, capture_output=True, text=True, timeout=60)
+    assert "fake go: install" in done.stderr
+    assert done.returncode != 0, done.stderr
+    assert "built actionlint" not in done.stderr
+    assert not os.path.lexists(tmp_path / "bin" / "current" / "actionlint")
