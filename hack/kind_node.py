@@ -184,9 +184,13 @@ class NodeImage:
         mirrors = bases.choose_mirrors(bases.host_sources(), os.environ.get(bases.MIRROR_ENV))
         self.base = bases.Base(tuple(sorted(NODE_PACKAGES)), mirrors)
         self.kind_dir = kind_module_dir()
-        missing = [name for name in (*NODE_BINARIES, *IMAGE_BINARIES.values(), "pause") if not (bin_dir / name).exists()]
+        missing = [
+            name for name in (*NODE_BINARIES, *IMAGE_BINARIES.values(), "pause") if not (bin_dir / name).exists()
+        ]
         if missing:
-            raise NodeImageError(f"{', '.join(missing)} missing in {bin_dir} (build them: hack/tools.sh {' '.join(missing)})")
+            raise NodeImageError(
+                f"{', '.join(missing)} missing in {bin_dir} (build them: hack/tools.sh {' '.join(missing)})"
+            )
 
     def kind_files(self) -> list[Path]:
         return sorted(p for p in (self.kind_dir / "images" / "base" / "files").rglob("*") if p.is_file())
@@ -224,7 +228,9 @@ class NodeImage:
             shutil.rmtree(work, ignore_errors=True)
         # Earlier node images (other keys) go: each is a gigabyte.
         docker("image", "prune", "--force", f"--filter=label={KEY_LABEL}")
-        for line in docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", REPOSITORY, capture=True).stdout.split():
+        for line in docker(
+            "image", "ls", "--format", "{{.Repository}}:{{.Tag}}", REPOSITORY, capture=True
+        ).stdout.split():
             if line != tag:
                 docker("image", "rm", line, check=False)
         print(f"{tag}: assembled in {time.monotonic() - started:.0f} s", file=sys.stderr)
@@ -309,7 +315,10 @@ def containerd_config(text: str, pause: str, wrap_runc: bool) -> str:
         raise NodeImageError("kind's containerd config.toml has no sandbox_image line to set")
     if wrap_runc:
         text, count = re.subn(
-            r"^(\s*)SystemdCgroup = true$", rf'\1SystemdCgroup = true\n\1BinaryName = "{RUNC_WRAPPER_IN_NODE}"', text, flags=re.M
+            r"^(\s*)SystemdCgroup = true$",
+            rf'\1SystemdCgroup = true\n\1BinaryName = "{RUNC_WRAPPER_IN_NODE}"',
+            text,
+            flags=re.M,
         )
         if count == 0:
             raise NodeImageError("kind's containerd config.toml has no runc options to name the wrapper in")
@@ -336,16 +345,18 @@ RUN --mount=type=bind,source=images,target=/kind/images set -eux; \
     systemctl mask systemd-binfmt.service; \
     mkdir -p /etc/kubernetes/manifests; \
     ctr oci spec \
-      | jq '.hooks.createContainer[.hooks.createContainer | length] |= . + {"path": "/kind/bin/mount-product-files.sh"}' \
+      | jq '.hooks.createContainer[.hooks.createContainer | length] |= . + \
+            {"path": "/kind/bin/mount-product-files.sh"}' \
       | jq 'del(.process.rlimits)' > /etc/containerd/cri-base.json; \
     printf 'version = 2\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n' >/tmp/containerd-build.toml; \
-    containerd --address /run/containerd-build.sock --config /tmp/containerd-build.toml >/tmp/containerd.log 2>&1 & \
+    sock=/run/containerd-build.sock; \
+    containerd --address $sock --config /tmp/containerd-build.toml >/tmp/containerd.log 2>&1 & \
     pid=$!; \
-    for i in $(seq 600); do ctr --address /run/containerd-build.sock version >/dev/null 2>&1 && break; sleep 0.1; done; \
+    for i in $(seq 600); do ctr --address $sock version >/dev/null 2>&1 && break; sleep 0.1; done; \
     for archive in /kind/images/*.tar; do \
-      ctr --address /run/containerd-build.sock --namespace k8s.io images import --no-unpack --all-platforms "$archive"; \
+      ctr --address $sock --namespace k8s.io images import --no-unpack --all-platforms "$archive"; \
     done; \
-    ctr --address /run/containerd-build.sock --namespace k8s.io images ls; \
+    ctr --address $sock --namespace k8s.io images ls; \
     kill $pid; wait $pid || true; \
     rm -rf /tmp/containerd.log /tmp/containerd-build.toml /run/containerd-build.sock /var/lib/containerd/tmpmounts
 ENV container=docker
@@ -398,11 +409,17 @@ def serve_dockerd(home: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hack.kind_node", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bin-dir", type=Path, default=cache_dir() / "bin" / "current", help="hack/tools.sh's binaries")
+    parser.add_argument(
+        "--bin-dir", type=Path, default=cache_dir() / "bin" / "current", help="hack/tools.sh's binaries"
+    )
     parser.add_argument("--kubernetes-version", help="e.g. v1.37.2 (hack/tools/k8s's pin)")
-    parser.add_argument("--config", action="store_true", help="print kind's cluster config for the image, build nothing")
+    parser.add_argument(
+        "--config", action="store_true", help="print kind's cluster config for the image, build nothing"
+    )
     parser.add_argument("--tag", action="store_true", help="print the tag the inputs give, build nothing")
-    parser.add_argument("--serve-dockerd", type=Path, metavar="HOME", help="run a private dockerd for kind under HOME until TERM")
+    parser.add_argument(
+        "--serve-dockerd", type=Path, metavar="HOME", help="run a private dockerd for kind under HOME until TERM"
+    )
     args = parser.parse_args(argv)
     if args.serve_dockerd:
         return serve_dockerd(args.serve_dockerd)

@@ -110,7 +110,8 @@ def test_runc_wrapper_drops_sys_resource_from_an_exec_process(tmp_path):
 
 
 def test_runc_wrapper_passes_other_commands_through(tmp_path):
-    assert _wrapper(tmp_path, NO_SYS_RESOURCE, "--root", "/run/x", "state", "id1") == ["--root", "/run/x", "state", "id1"]
+    args = ["--root", "/run/x", "state", "id1"]
+    assert _wrapper(tmp_path, NO_SYS_RESOURCE, *args) == args
 
 
 def test_runc_wrapper_raises_an_oom_score_adj_below_its_callers_only_where_needed(tmp_path):

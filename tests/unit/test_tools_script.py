@@ -91,7 +91,8 @@ def test_a_failed_build_fails_and_links_nothing(tmp_path: Path):
     then went on to both). The go command here fails every build."""
     fake = tmp_path / "fakebin"
     fake.mkdir()
-    (fake / "go").write_text('#!/bin/sh\ncase "$1" in list) echo v1.37.2 ;; *) echo "fake go: $*" >&2; exit 1 ;; esac\n')
+    go = '#!/bin/sh\ncase "$1" in list) echo v1.37.2 ;; *) echo "fake go: $*" >&2; exit 1 ;; esac\n'
+    (fake / "go").write_text(go)
     (fake / "go").chmod(0o755)
     env = {**os.environ, "SOUNDMIND_CACHE": str(tmp_path), "PATH": f"{fake}:{os.environ['PATH']}"}
     done = subprocess.run([str(SCRIPT), "actionlint"], env=env, capture_output=True, text=True, timeout=60)
