@@ -104,8 +104,8 @@ kind_config=()
 if [ "$node_image" = local ]; then
   "$root/hack/tools.sh" kubeadm >/dev/null
   k8s_version=$(cd "$root/hack/tools/k8s" && go list -m -f '{{.Version}}' k8s.io/kubernetes)
-  KIND_NODE_IMAGE=$("$python" -m hack.kind_node --bin-dir "$bin_dir" --kubernetes-version "$k8s_version")
-  "$python" -m hack.kind_node --config --kubernetes-version "$k8s_version" >"$work/kind.yaml"
+  KIND_NODE_IMAGE=$("$python" "$root/hack/kind_node.py" --bin-dir "$bin_dir" --kubernetes-version "$k8s_version")
+  "$python" "$root/hack/kind_node.py" --config --kubernetes-version "$k8s_version" >"$work/kind.yaml"
   kind_config=(--config "$work/kind.yaml")
 fi
 
