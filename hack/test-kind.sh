@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # `make test-kind`: the integration suite against a kind cluster (Kubernetes in Docker), the cluster
-# CI users run it on. The same steps as `make test`'s local tier: the images built the same way
-# (on the public python:3.11-slim-bookworm, as SOUNDMIND_IMAGE_BASE, rather than a debootstrapped
-# base: a registry is at hand wherever Docker is), loaded into the cluster's node, the suite run.
+# CI users run it on. The same steps as `make test`'s local tier: the images built the same way,
+# loaded into the cluster's node, the suite run.
 #
-# Needs Docker (a running engine this user may use) and Go; kind is built from the Go module proxy
-# at the version below. The cluster is named soundmind-test, reused when it exists and deleted at the
-# end unless KEEP_CLUSTER=1. Arguments go to pytest: hack/test-kind.sh -k charts
+# Needs Go (kind is built from the Go module proxy at the version below) and Docker. Two ways:
+#   * a registry at hand: kind's own node image, pinned below by digest, and the images built on the
+#     public python:3.11-slim-bookworm (SOUNDMIND_IMAGE_BASE), in the engine the docker command uses;
+#   * no registry (or SOUNDMIND_KIND_NODE_IMAGE=local): a node image assembled offline from this
+#     machine's parts (hack/kind_node.py: debootstrapped bookworm, Debian's containerd, the Kubernetes
+#     binaries hack/tools.sh builds, kubeadm included) and its cluster config (no kindnetd, no
+#     CoreDNS), the images on the debootstrapped base as `make test` builds them. Where no Docker
+#     engine answers, root gets a private dockerd for kind (state under the cache, stopped by pid
+#     at the end). SOUNDMIND_KIND_NODE_IMAGE=upstream forces the first way.
+# The cluster is named soundmind-test, reused when it exists and deleted at the end unless
+# KEEP_CLUSTER=1. Arguments go to pytest: hack/test-kind.sh -k charts
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${SOUNDMIND_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/soundmind}
@@ -14,24 +21,66 @@ bin="$cache/bin" # hack/tools.sh's: <tool>-<version>, and current/ for PATH
 CLUSTER=soundmind-test
 KIND_VERSION=v0.32.0
 # kind v0.32.0's own default node image (its pkg/apis/config/defaults/image.go), by tag and digest:
-# Kubernetes v1.36.1. The suite needs v1.33 or newer (Job successPolicy and podFailurePolicy).
+# Kubernetes v1.36.1. The suite needs v1.33 or newer (Job successPolicy and podFailurePolicy). Without a
+# registry, hack/kind_node.py's instead.
 KIND_NODE_IMAGE=kindest/node:v1.36.1@sha256:3489c7674813ba5d8b1a9977baea8a6e553784dab7b84759d1014dbd78f7ebd5
 
 die() { echo "test-kind.sh: $*" >&2; exit 1; }
 
+# upstream or local (above); unset, local where Docker Hub does not answer within 5 s.
+node_image=${SOUNDMIND_KIND_NODE_IMAGE:-}
+if [ -z "$node_image" ]; then
+  if timeout 5 bash -c '</dev/tcp/registry-1.docker.io/443' 2>/dev/null; then node_image=upstream; else node_image=local; fi
+  echo "test-kind.sh: node image: $node_image (SOUNDMIND_KIND_NODE_IMAGE=upstream|local to choose)" >&2
+fi
+case $node_image in upstream | local) ;; *) die "SOUNDMIND_KIND_NODE_IMAGE is upstream or local, not '$node_image'" ;; esac
+
 # What is missing is said before anything is built: a cold build takes tens of minutes.
+command -v go >/dev/null || die "Go (1.26 or newer) is required: kind and the cluster binaries are built from the Go module proxy"
 command -v docker >/dev/null || die "Docker is required: no docker command on PATH (https://docs.docker.com/engine/install/)"
+kind="$bin/kind-$KIND_VERSION"
+own_dockerd="" # pid of hack/kind_node.py --serve-dockerd, when this script started one
+work=$(mktemp -d)
+finish() {
+  if [ "${KEEP_CLUSTER:-}" = 1 ]; then
+    echo "kept the kind cluster $CLUSTER (kind get kubeconfig --name $CLUSTER; kind delete cluster --name $CLUSTER)" >&2
+    [ -z "$own_dockerd" ] || echo "and its dockerd: DOCKER_HOST=$DOCKER_HOST; stop it with kill $own_dockerd" >&2
+  else
+    [ ! -x "$kind" ] || "$kind" delete cluster --name "$CLUSTER" || true
+    if [ -n "$own_dockerd" ]; then
+      # kind leaves its network behind; then the daemon goes (its supervisor stops it by pid).
+      docker network rm kind >/dev/null 2>&1 || true
+      kill "$own_dockerd" 2>/dev/null || true
+      wait "$own_dockerd" || true
+    fi
+  fi
+  rm -rf "$work"
+}
+trap finish EXIT
+if [ -z "${DOCKER_HOST:-}" ] && ! docker version --format '{{.Server.Version}}' >/dev/null 2>&1 &&
+  [ "$node_image" = local ] && [ "$(id -u)" = 0 ] && [ -x /usr/sbin/dockerd ]; then
+  # No engine answers: a private one, with the networking kind needs (hack/kind_node.py KindDockerd).
+  python3 "$root/hack/kind_node.py" --serve-dockerd "$cache/kind/docker" >"$work/docker-host" &
+  own_dockerd=$!
+  until [ -s "$work/docker-host" ]; do
+    kill -0 "$own_dockerd" 2>/dev/null || { wait "$own_dockerd" || true; die "the private dockerd for kind did not start (above)"; }
+    sleep 0.2
+  done
+  DOCKER_HOST=$(cat "$work/docker-host")
+  export DOCKER_HOST
+  echo "test-kind.sh: started a private dockerd for kind ($DOCKER_HOST)" >&2
+fi
 if ! problem=$(docker version --format '{{.Server.Version}}' 2>&1 >/dev/null); then
   die "the Docker engine does not answer; is it running, and may $(id -un) use it? docker says: $problem"
 fi
-command -v go >/dev/null || die "Go (1.26 or newer) is required: kind and the cluster binaries are built from the Go module proxy"
 # kind talks to the engine of the docker command's context; the image builds (hack/images) to
 # DOCKER_HOST's or the system socket's. Point both at the same one.
 DOCKER_HOST=${DOCKER_HOST:-$(docker context inspect --format '{{.Endpoints.docker.Host}}')}
 export DOCKER_HOST
-export SOUNDMIND_IMAGE_BASE=${SOUNDMIND_IMAGE_BASE:-python:3.11-slim-bookworm}
+if [ "$node_image" = upstream ]; then
+  export SOUNDMIND_IMAGE_BASE=${SOUNDMIND_IMAGE_BASE:-python:3.11-slim-bookworm}
+fi
 
-kind="$bin/kind-$KIND_VERSION"
 if [ ! -x "$kind" ]; then
   echo "building kind $KIND_VERSION from the Go module proxy..." >&2
   mkdir -p "$bin/current"
@@ -51,20 +100,19 @@ mapfile -t tarballs <<<"$listed"
 bin_dir=$("$root/hack/tools.sh" | tail -1)
 python="$("$root/hack/venv.sh")/bin/python"
 
-work=$(mktemp -d)
-finish() {
-  rm -rf "$work"
-  if [ "${KEEP_CLUSTER:-}" = 1 ]; then
-    echo "kept the kind cluster $CLUSTER (kind get kubeconfig --name $CLUSTER; kind delete cluster --name $CLUSTER)" >&2
-  else
-    "$kind" delete cluster --name "$CLUSTER"
-  fi
-}
-trap finish EXIT
+kind_config=()
+if [ "$node_image" = local ]; then
+  "$root/hack/tools.sh" kubeadm >/dev/null
+  k8s_version=$(cd "$root/hack/tools/k8s" && go list -m -f '{{.Version}}' k8s.io/kubernetes)
+  KIND_NODE_IMAGE=$("$python" "$root/hack/kind_node.py" --bin-dir "$bin_dir" --kubernetes-version "$k8s_version")
+  "$python" "$root/hack/kind_node.py" --config --kubernetes-version "$k8s_version" >"$work/kind.yaml"
+  kind_config=(--config "$work/kind.yaml")
+fi
+
 if "$kind" get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
   echo "reusing the kind cluster $CLUSTER" >&2
 else
-  "$kind" create cluster --name "$CLUSTER" --image "$KIND_NODE_IMAGE" --wait 120s
+  "$kind" create cluster --name "$CLUSTER" --image "$KIND_NODE_IMAGE" "${kind_config[@]}" --wait 120s
 fi
 kubeconfig="$work/kubeconfig"
 "$kind" get kubeconfig --name "$CLUSTER" >"$kubeconfig"

@@ -85,9 +85,8 @@ def test_an_unknown_tool_is_refused_naming_the_tools_and_groups(cache: Path):
     assert "no tool 'kind'" in err and "keda-operator" in err and "the groups first, later" in err
 
 
-def test_a_failed_build_fails_the_script_and_links_nothing(cache: Path, tmp_path: Path):
-    """A compiler error ends tools.sh with an error: no "built" line, no current/ link to a binary
-    that is not there (what a test waiting for the tool would then run)."""
+def _failing_go(tmp_path: Path) -> dict[str, str]:
+    """An environment whose go answers `go list` (the pins) and fails every build."""
     fake = tmp_path / "fake-go"
     fake.mkdir()
     real_go = subprocess.run(["bash", "-c", "command -v go"], capture_output=True, text=True, check=True).stdout.strip()
@@ -95,9 +94,61 @@ def test_a_failed_build_fails_the_script_and_links_nothing(cache: Path, tmp_path
         f'#!/bin/sh\n[ "$1" = list ] && exec {real_go} "$@"\necho "go $1: a compile error" >&2\nexit 1\n'
     )
     (fake / "go").chmod(0o755)
-    env = {**os.environ, "SOUNDMIND_CACHE": str(cache), "PATH": f"{fake}{os.pathsep}{os.environ['PATH']}"}
+    return {**os.environ, "PATH": f"{fake}{os.pathsep}{os.environ['PATH']}"}
+
+
+def test_a_failed_build_fails_the_script_and_links_nothing(cache: Path, tmp_path: Path):
+    """A compiler error ends tools.sh with an error: no "built" line, no current/ link to a binary
+    that is not there (what a test waiting for the tool would then run)."""
+    env = {**_failing_go(tmp_path), "SOUNDMIND_CACHE": str(cache)}
     failed = subprocess.run([str(SCRIPT), "actionlint"], env=env, capture_output=True, text=True, timeout=60)
     assert failed.returncode != 0
     assert "a compile error" in failed.stderr and "built actionlint" not in failed.stderr
     assert not (cache / "bin" / "current" / "actionlint").exists()
     assert not list((cache / "bin").glob("actionlint-*"))
+
+
+def _module_pin(wrapper: str, module: str) -> str:
+    return subprocess.run(
+        ["go", "list", "-m", "-f", "{{.Version}}", module],
+        cwd=ROOT / "hack" / "tools" / wrapper,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+def test_all_is_both_groups_and_kubeadm_only_when_named(cache: Path, tmp_path: Path):
+    """`hack/tools.sh` with no argument (`make tools`) builds `first` and `later`, not kubeadm, which
+    only the offline kind node image needs; naming it builds it. Every other tool is a stand-in
+    here and go fails every build, so a build of anything but kubeadm would fail the first run."""
+    k8s = _module_pin("k8s", "k8s.io/kubernetes")
+    text = SCRIPT.read_text()
+    pins = {m[1].lower(): m[2] for m in re.finditer(r"^([A-Z]+)_VERSION=(\S+)$", text, re.M)}
+    versions = {
+        **_pins(),
+        **dict.fromkeys(
+            ["kube-apiserver", "kubelet", "kube-proxy", "kube-controller-manager", "kube-scheduler", "kubectl"],
+            k8s,
+        ),
+        "pause": k8s,
+        "etcd": _module_pin("etcd", "go.etcd.io/etcd/server/v3"),
+        **{tool: pins[tool] for tool in ("kwok", "helm", "actionlint")},
+    }
+    for tool, version in versions.items():
+        stand_in = cache / "bin" / f"{tool}-{version}"
+        stand_in.write_text("#!/bin/sh\n")
+        stand_in.chmod(0o755)
+    for line in (ROOT / "hack" / "third-party-crds.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            project, _, version, _ = line.split()
+            (cache / "crds" / f"{project}-{version}").mkdir(parents=True)
+    env = {**_failing_go(tmp_path), "SOUNDMIND_CACHE": str(cache)}
+
+    everything = subprocess.run([str(SCRIPT)], env=env, capture_output=True, text=True, timeout=120)
+    assert everything.returncode == 0, everything.stderr
+    assert {link.name for link in (cache / "bin" / "current").iterdir()} == set(versions)
+
+    kubeadm = subprocess.run([str(SCRIPT), "kubeadm"], env=env, capture_output=True, text=True, timeout=60)
+    assert kubeadm.returncode != 0
+    assert f"building kubeadm {k8s}" in kubeadm.stderr and "a compile error" in kubeadm.stderr
