@@ -7,7 +7,7 @@ registry. This makes the same kind of image from parts this machine already has 
   cached as a tarball), with systemd 252 (trixie's 257 refuses cgroup v1), Debian's containerd
   1.6, runc, the CNI plugins, nftables and iptables: the packages :data:`NODE_PACKAGES` lists;
 * kind's own ``images/base/files`` (the entrypoint, systemd units, containerd's config) from the
-  ``sigs.k8s.io/kind`` module at the version hack/test-kind.sh builds;
+  ``sigs.k8s.io/kind`` module at the version of the kind binary hack/tools.sh builds;
 * kubeadm, kubelet and kubectl at ``/usr/bin``, and the control plane's images (kube-apiserver,
   kube-controller-manager, kube-scheduler, kube-proxy, etcd, pause), by the names and tags
   ``kubeadm config images list`` gives, made as one-layer archives of hack/tools.sh's binaries
@@ -17,16 +17,18 @@ registry. This makes the same kind of image from parts this machine already has 
   kindnetd: a static CNI config (ptp, host-local, portmap) for a single node's pods;
 * ``/kind/version``.
 
-The cluster config kind needs with it (:func:`cluster_config`) disables kind's default CNI, skips
-CoreDNS, uses kube-proxy's nftables mode and sets the kubelet's ``failCgroupV1: false`` (kubelet
->= 1.35 refuses cgroup v1 otherwise, and kind does not set it).
+The cluster config (:func:`cluster_config`, for this image or kind's own) turns on gang scheduling
+as the local cluster does; with this image it also disables kind's default CNI, skips CoreDNS, uses
+kube-proxy's nftables mode and sets the kubelet's ``failCgroupV1: false`` (kubelet >= 1.35 refuses
+cgroup v1 otherwise, and kind does not set it).
 
 The image is tagged ``soundmind.local/kind-node:<kubernetes version>-<key>``, the key a hash of all
 its inputs (the binaries, kind's files, the base's key, this file); an engine that has that tag
 already gets nothing built. Built with ``docker build --network none`` into the engine
 ``DOCKER_HOST`` names.
 
-``python -m hack.kind_node`` builds it and prints the tag, ``--config`` prints the cluster config.
+``python -m hack.kind_node`` builds it and prints the tag, ``--config local|upstream`` prints the
+cluster config.
 """
 
 from __future__ import annotations
@@ -49,9 +51,9 @@ if str(ROOT) not in sys.path:  # `python hack/kind_node.py` as well as `python -
 
 from hack.images import base as bases  # noqa: E402
 from hack.images.docker import Docker, Dockerd, DockerError  # noqa: E402
+from tests.support.localcluster import GANG_SCHEDULING_FEATURE_GATES, GANG_SCHEDULING_RUNTIME_CONFIG  # noqa: E402
 from tests.support.oci_archive import LayerFile, write_image_archive  # noqa: E402
 
-KIND_VERSION = "v0.32.0"  # hack/test-kind.sh's
 REPOSITORY = "soundmind.local/kind-node"
 KEY_LABEL = "ai.soundmind.kind-node-key"
 # kind's Dockerfile's packages (images/base/Dockerfile), less the storage ones (nfs-common,
@@ -109,18 +111,39 @@ def lacks_sys_resource(status: str | None = None) -> bool:
     return bool(bounding) and not (int(bounding.group(1), 16) >> CAP_SYS_RESOURCE) & 1
 
 
-def cluster_config(kubernetes_version: str) -> str:
-    """kind's cluster config for this image (one control-plane node)."""
-    return f"""\
-# hack/kind_node.py's node image ({kubernetes_version}): no kindnetd, no CoreDNS, cgroup v1 allowed.
+def _settings(flags: str) -> dict[str, str]:
+    """``"a=true,b=false"`` (a command-line flag's value) as a mapping."""
+    return dict(item.split("=", 1) for item in flags.split(","))
+
+
+def cluster_config(offline: bool) -> str:
+    """kind's cluster config (one control-plane node), for either node image: kind's own, or this
+    module's (``offline``).
+
+    Both serve what the suite needs of Kubernetes v1.37 that is off by default, as the local cluster
+    does (:mod:`tests.support.localcluster`): the PodGroup API and the scheduler's GangScheduling plugin.
+    The offline image also needs its static CNI config instead of kindnetd, no CoreDNS, nftables for
+    kube-proxy, and the kubelet allowed onto cgroup v1."""
+    gates = "".join(f"  {gate}: {value}\n" for gate, value in _settings(GANG_SCHEDULING_FEATURE_GATES).items())
+    apis = "".join(f'  "{api}": "{value}"\n' for api, value in _settings(GANG_SCHEDULING_RUNTIME_CONFIG).items())
+    config = f"""\
+# hack/test-kind.sh's cluster ({"hack/kind_node.py's node image" if offline else "kind's own node image"})
 kind: Cluster
 apiVersion: kind.x-k8s.io/v1alpha4
+nodes:
+  - role: control-plane
+featureGates:  # gang scheduling: the PodGroup API (beta in v1.37) and the scheduler's plugin
+{gates}runtimeConfig:
+{apis}"""
+    if not offline:
+        return config
+    return (
+        config
+        + f"""\
 networking:
   disableDefaultCNI: true  # the image's static CNI config (ptp) serves the one node
   kubeProxyMode: nftables  # the kube-proxy image carries nft, not iptables
   podSubnet: {POD_SUBNET}
-nodes:
-  - role: control-plane
 kubeadmConfigPatches:
   - |
     kind: InitConfiguration
@@ -129,6 +152,7 @@ kubeadmConfigPatches:
     kind: KubeletConfiguration
     failCgroupV1: false
 """
+    )
 
 
 def cache_dir() -> Path:
@@ -136,7 +160,16 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SOUNDMIND_CACHE") or xdg / "soundmind")
 
 
-def kind_module_dir(version: str = KIND_VERSION) -> Path:
+def kind_version(kind: Path) -> str:
+    """The version of a kind binary (hack/tools.sh's pin): ``kind version`` says "kind v0.33.0 go1.26.3 linux/amd64"."""
+    said = subprocess.run([str(kind), "version"], capture_output=True, text=True)
+    found = re.match(r"kind (v\d+\.\d+\.\d+)\s", said.stdout)
+    if said.returncode != 0 or not found:
+        raise NodeImageError(f"`{kind} version` did not name a version: {said.stdout}{said.stderr}")
+    return found.group(1)
+
+
+def kind_module_dir(version: str) -> Path:
     """The unpacked ``sigs.k8s.io/kind`` module (the Go module cache's copy)."""
     found = subprocess.run(
         ["go", "mod", "download", "-json", f"sigs.k8s.io/kind@{version}"],
@@ -183,14 +216,18 @@ class NodeImage:
         self.cache = cache or cache_dir()
         mirrors = bases.choose_mirrors(bases.host_sources(), os.environ.get(bases.MIRROR_ENV))
         self.base = bases.Base(tuple(sorted(NODE_PACKAGES)), mirrors)
-        self.kind_dir = kind_module_dir()
         missing = [
-            name for name in (*NODE_BINARIES, *IMAGE_BINARIES.values(), "pause") if not (bin_dir / name).exists()
+            name
+            for name in (*NODE_BINARIES, *IMAGE_BINARIES.values(), "pause", "kind")
+            if not (bin_dir / name).exists()
         ]
         if missing:
             raise NodeImageError(
                 f"{', '.join(missing)} missing in {bin_dir} (build them: hack/tools.sh {' '.join(missing)})"
             )
+        # kind's base files (entrypoint, units, containerd's config) come from the kind that runs it.
+        self.kind_version = kind_version(bin_dir / "kind")
+        self.kind_dir = kind_module_dir(self.kind_version)
 
     def kind_files(self) -> list[Path]:
         return sorted(p for p in (self.kind_dir / "images" / "base" / "files").rglob("*") if p.is_file())
@@ -199,7 +236,7 @@ class NodeImage:
     def key(self) -> str:
         digest = hashlib.sha256()
         digest.update(Path(__file__).read_bytes() + RUNC_WRAPPER.read_bytes())
-        digest.update(f"{self.version}\n{KIND_VERSION}\n{self.base.key}\n".encode())
+        digest.update(f"{self.version}\n{self.kind_version}\n{self.base.key}\n".encode())
         binaries = [self.bin_dir / name for name in (*NODE_BINARIES, *IMAGE_BINARIES.values(), "pause")]
         _digest_files([b.resolve() for b in binaries], digest)
         _digest_files(self.kind_files(), digest)
@@ -414,7 +451,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--kubernetes-version", help="e.g. v1.37.2 (hack/tools/k8s's pin)")
     parser.add_argument(
-        "--config", action="store_true", help="print kind's cluster config for the image, build nothing"
+        "--config",
+        choices=("local", "upstream"),
+        help="print kind's cluster config for this module's node image or kind's own, build nothing",
     )
     parser.add_argument("--tag", action="store_true", help="print the tag the inputs give, build nothing")
     parser.add_argument(
@@ -423,11 +462,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.serve_dockerd:
         return serve_dockerd(args.serve_dockerd)
+    if args.config:
+        print(cluster_config(offline=args.config == "local"), end="")
+        return 0
     if not args.kubernetes_version:
         parser.error("--kubernetes-version is required")
-    if args.config:
-        print(cluster_config(args.kubernetes_version), end="")
-        return 0
     host = os.environ.get("DOCKER_HOST")
     if not host:
         print("error: DOCKER_HOST must name the engine kind uses", file=sys.stderr)

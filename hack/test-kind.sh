@@ -3,9 +3,10 @@
 # CI users run it on. The same steps as `make test`'s local tier: the images built the same way,
 # loaded into the cluster's node, the suite run.
 #
-# Needs Go (kind is built from the Go module proxy at the version below) and Docker. Two ways:
-#   * a registry at hand: kind's own node image, pinned below by digest, and the images built on the
-#     public python:3.11-slim-bookworm (SOUNDMIND_IMAGE_BASE), in the engine the docker command uses;
+# Needs Go (kind is built from the Go module proxy at hack/tools.sh's pin) and Docker. Two ways:
+#   * a registry at hand: kind's own default node image (pinned by digest in kind's source: v0.33.0's
+#     is Kubernetes v1.37.0) and the images built on the public python:3.11-slim-bookworm
+#     (SOUNDMIND_IMAGE_BASE), in the engine the docker command uses;
 #   * no registry (or SOUNDMIND_KIND_NODE_IMAGE=local): a node image assembled offline from this
 #     machine's parts (hack/kind_node.py: debootstrapped bookworm, Debian's containerd, the Kubernetes
 #     binaries hack/tools.sh builds, kubeadm included) and its cluster config (no kindnetd, no
@@ -19,11 +20,6 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${SOUNDMIND_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/soundmind}
 bin="$cache/bin" # hack/tools.sh's: <tool>-<version>, and current/ for PATH
 CLUSTER=soundmind-test
-KIND_VERSION=v0.32.0
-# kind v0.32.0's own default node image (its pkg/apis/config/defaults/image.go), by tag and digest:
-# Kubernetes v1.36.1. The suite needs v1.33 or newer (Job successPolicy and podFailurePolicy). Without a
-# registry, hack/kind_node.py's instead.
-KIND_NODE_IMAGE=kindest/node:v1.36.1@sha256:3489c7674813ba5d8b1a9977baea8a6e553784dab7b84759d1014dbd78f7ebd5
 
 die() { echo "test-kind.sh: $*" >&2; exit 1; }
 
@@ -38,7 +34,7 @@ case $node_image in upstream | local) ;; *) die "SOUNDMIND_KIND_NODE_IMAGE is up
 # What is missing is said before anything is built: a cold build takes tens of minutes.
 command -v go >/dev/null || die "Go (1.26 or newer) is required: kind and the cluster binaries are built from the Go module proxy"
 command -v docker >/dev/null || die "Docker is required: no docker command on PATH (https://docs.docker.com/engine/install/)"
-kind="$bin/kind-$KIND_VERSION"
+kind="$bin/current/kind"
 own_dockerd="" # pid of hack/kind_node.py --serve-dockerd, when this script started one
 work=$(mktemp -d)
 finish() {
@@ -81,16 +77,6 @@ if [ "$node_image" = upstream ]; then
   export SOUNDMIND_IMAGE_BASE=${SOUNDMIND_IMAGE_BASE:-python:3.11-slim-bookworm}
 fi
 
-if [ ! -x "$kind" ]; then
-  echo "building kind $KIND_VERSION from the Go module proxy..." >&2
-  mkdir -p "$bin/current"
-  gobin=$(mktemp -d)
-  GOBIN="$gobin" CGO_ENABLED=0 GOFLAGS=-buildvcs=false go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kind@$KIND_VERSION"
-  mv -f "$gobin/kind" "$kind"
-  rm -rf "$gobin"
-fi
-ln -sfn "../kind-$KIND_VERSION" "$bin/current/kind"
-
 # Debian packages, then the cluster binaries, the Python environment and the images side by side,
 # as `make integration` prepares them; then the tarballs' paths (the images are current: a second).
 make=(make -C "$root" --no-print-directory)
@@ -98,21 +84,21 @@ make=(make -C "$root" --no-print-directory)
 listed=$("${make[@]}" -s images)
 mapfile -t tarballs <<<"$listed"
 bin_dir=$("$root/hack/tools.sh" | tail -1)
+"$root/hack/tools.sh" kind >/dev/null
 python="$("$root/hack/venv.sh")/bin/python"
 
-kind_config=()
+"$python" "$root/hack/kind_node.py" --config "$node_image" >"$work/kind.yaml"
+node=() # kind's own default image, pinned by digest in its source
 if [ "$node_image" = local ]; then
   "$root/hack/tools.sh" kubeadm >/dev/null
   k8s_version=$(cd "$root/hack/tools/k8s" && go list -m -f '{{.Version}}' k8s.io/kubernetes)
-  KIND_NODE_IMAGE=$("$python" "$root/hack/kind_node.py" --bin-dir "$bin_dir" --kubernetes-version "$k8s_version")
-  "$python" "$root/hack/kind_node.py" --config --kubernetes-version "$k8s_version" >"$work/kind.yaml"
-  kind_config=(--config "$work/kind.yaml")
+  node=(--image "$("$python" "$root/hack/kind_node.py" --bin-dir "$bin_dir" --kubernetes-version "$k8s_version")")
 fi
 
 if "$kind" get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
   echo "reusing the kind cluster $CLUSTER" >&2
 else
-  "$kind" create cluster --name "$CLUSTER" --image "$KIND_NODE_IMAGE" "${kind_config[@]}" --wait 120s
+  "$kind" create cluster --name "$CLUSTER" "${node[@]}" --config "$work/kind.yaml" --wait 120s
 fi
 kubeconfig="$work/kubeconfig"
 "$kind" get kubeconfig --name "$CLUSTER" >"$kubeconfig"

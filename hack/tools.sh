@@ -29,11 +29,15 @@ COSIGN_VERSION=v2.6.5
 SYFT_VERSION=v1.57.2
 # The workflows' linter (tests/unit/test_workflows.py).
 ACTIONLINT_VERSION=v1.7.12
+# Kubernetes in Docker, for `make test-kind` (hack/test-kind.sh): its own default node image, pinned
+# by digest in its source, is the one the suite runs on where a registry answers. v0.33.0's is
+# Kubernetes v1.37.0, the minor the local cluster runs (tests/unit/test_kind_node.py holds that).
+KIND_VERSION=v0.33.0
 first="kube-apiserver kubelet kube-proxy kube-controller-manager kube-scheduler kubectl pause etcd kwok helm actionlint crds"
 later="registry cosign syft keda-operator keda-adapter" # in the order the late test modules need them
-# Only `make test-kind` without a registry needs kubeadm: its kind node image is assembled here
-# (hack/kind_node.py). In neither group, nor in "all": it is built when named.
-known=" $first $later kubeadm "
+# Only `make test-kind` needs kind, and without a registry kubeadm (its kind node image is assembled
+# here: hack/kind_node.py). In neither group, nor in "all": they are built when named.
+known=" $first $later kind kubeadm "
 only=" " # the tools asked for
 for tool in "$@"; do
   case $tool in
@@ -180,6 +184,9 @@ fi
 if wanted syft; then
   build syft "$SYFT_VERSION" go_install "-s -w -X main.version=$SYFT_VERSION" \
     "github.com/anchore/syft/cmd/syft@$SYFT_VERSION"
+fi
+if wanted kind; then
+  build kind "$KIND_VERSION" go_install "-s -w" "sigs.k8s.io/kind@$KIND_VERSION"
 fi
 if wanted actionlint; then
   build actionlint "$ACTIONLINT_VERSION" go_install "-s -w -X github.com/rhysd/actionlint.version=$ACTIONLINT_VERSION" \

@@ -1,7 +1,8 @@
 """Fixtures of the operator's integration tests: the operator itself, installed as a user would
 install it (CRDs, RBAC) and running as its own ServiceAccount, one per test module; a namespace
 holding the volumes trainings and servings mount; the local cluster and its clients for the modules
-that need its real node; and a private registry the real node pulls from.
+that need its real node; the node that runs our images for real, on either cluster; and a private
+registry the real node pulls from.
 
 The modules run in file order, except those that need a tool `make test` builds beside the tests
 (hack/tools.sh's `later` group: the registry, cosign and syft, KEDA): they run last, in the order
@@ -9,12 +10,16 @@ that build finishes those tools, so the rest of the suite runs while they compil
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from hack.images.build import IMAGES, build
+from tests.conftest import EXTERNAL_KUBECONFIG_ENV
 from tests.support import operator as op
+from tests.support import realnode, sim
 from tests.support.kube import Kube, serves_pod_groups
 from tests.support.localcluster import LocalCluster, default_bin_dir
 from tests.support.prerequisite import missing
@@ -41,6 +46,35 @@ def operator(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[o
     yield process
     process.stop()
     print(f"operator log: {process.log_path}")
+
+
+def _image_names(node) -> set[str]:
+    return {name for image in node.status.images or [] for name in image.names or []}
+
+
+@pytest.fixture(scope="session")
+def image_node(kube: Kube, request: pytest.FixtureRequest) -> str:
+    """The name of a node of the session's cluster that runs our images for real, with the operator
+    and stand-in images on it: on SOUNDMIND_TEST_KUBECONFIG's cluster, a Ready node kwok does not
+    manage that holds them (`make test-kind` loads them into kind's node); on the local cluster, its
+    real node, with them imported from the tarballs `make images` saves."""
+    if os.environ.get(EXTERNAL_KUBECONFIG_ENV):
+        wanted = {f"docker.io/library/{IMAGES[name].tag}" for name in ("operator", "standin")}
+        for candidate in kube.core_v1.list_node().items:
+            labels = candidate.metadata.labels or {}
+            ready = any(c.type == "Ready" and c.status == "True" for c in candidate.status.conditions or [])
+            if labels.get(sim.MANAGED_NODE_LABEL) != "true" and ready and wanted <= _image_names(candidate):
+                return candidate.metadata.name
+        pytest.fail(
+            f"{EXTERNAL_KUBECONFIG_ENV}: no Ready node outside kwok's has {sorted(wanted)}; "
+            "load them first (`make test-kind` does: kind load image-archive)",
+            pytrace=False,
+        )
+    cluster = request.getfixturevalue("local_cluster")
+    if cluster.real_node is None:
+        missing("this session's local cluster has no real node (it needs root)")
+    cluster.import_images(build(["operator", "standin"]))
+    return realnode.NODE_NAME
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 from kubernetes.utils.quantity import parse_quantity
 
-from hack.images.build import IMAGES, build
+from hack.images.build import IMAGES
 from soundmind.api.base import GROUP, VERSION
 from soundmind.api.serving import SERVING
 from soundmind.api.training import TRAINING, TrainingSpec
@@ -43,12 +43,11 @@ from soundmind.train import contract, preflight
 from soundmind_operator.serving import names as serving_names
 from tests.conftest import EXTERNAL_KUBECONFIG_ENV
 from tests.support import operator as op
-from tests.support import realnode, resources, sim
+from tests.support import resources, sim
 from tests.support.autoscaling import prepared_requests
 from tests.support.extended_resources import TEST_GPU, advertised
 from tests.support.kube import Kube, read_or_none
 from tests.support.poll import wait_for
-from tests.support.prerequisite import missing
 from tests.support.trainings import (
     failed_with,
     jobs,
@@ -75,30 +74,9 @@ def create(kube: Kube, kind, namespace: str, name: str, spec: dict) -> dict:
     return kube.custom_objects.create_namespaced_custom_object(GROUP, VERSION, namespace, kind.plural, body)
 
 
-def _image_names(node) -> set[str]:
-    return {name for image in node.status.images or [] for name in image.names or []}
-
-
 @pytest.fixture(scope="module")
-def node(kube: Kube, request: pytest.FixtureRequest) -> str:
-    """The name of a node that runs our images, with the operator and stand-in images on it."""
-    if os.environ.get(EXTERNAL_KUBECONFIG_ENV):
-        wanted = {f"docker.io/library/{OPERATOR_IMAGE}", f"docker.io/library/{STANDIN_IMAGE}"}
-        for candidate in kube.core_v1.list_node().items:
-            labels = candidate.metadata.labels or {}
-            ready = any(c.type == "Ready" and c.status == "True" for c in candidate.status.conditions or [])
-            if labels.get(sim.MANAGED_NODE_LABEL) != "true" and ready and wanted <= _image_names(candidate):
-                return candidate.metadata.name
-        pytest.fail(
-            f"{EXTERNAL_KUBECONFIG_ENV}: no Ready node outside kwok's has {sorted(wanted)}; "
-            "load them first (`make test-kind` does: kind load image-archive)",
-            pytrace=False,
-        )
-    cluster = request.getfixturevalue("local_cluster")
-    if cluster.real_node is None:
-        missing("this session's local cluster has no real node (it needs root)")
-    cluster.import_images(build(["operator", "standin"]))
-    return realnode.NODE_NAME
+def node(image_node: str) -> str:
+    return image_node
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ restarted (the KEDA path and ServiceMonitors), since the operator decides that o
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -19,16 +18,17 @@ import pytest
 import yaml
 from kubernetes import client
 
+from hack.images.build import IMAGES
 from soundmind.api.base import GROUP, VERSION
 from soundmind.api.serving import SERVING
 from soundmind.api.training import TRAINING
 from soundmind_operator import children
 from soundmind_operator.serving import names
 from tests.support import operator as op
-from tests.support import realnode, resources, sim
+from tests.support import resources, sim
+from tests.support.extended_resources import TEST_GPU, advertised
 from tests.support.kube import Kube, exists, read_or_none
 from tests.support.poll import wait_for
-from tests.support.prerequisite import missing
 from tests.support.third_party_crds import crd_dir, crds
 
 pytestmark = pytest.mark.integration
@@ -560,25 +560,12 @@ def test_a_gpu_resource_no_node_offers_is_named(kube: Kube, ns: str):
     assert schedulable.startswith("1/1 replicas cannot be placed: ") and "Insufficient amd.com/gpu" in schedulable
 
 
-REAL_GPU = "soundmind.ai/test-gpu"  # an extended resource the test advertises on the real node
-
-
 @pytest.fixture
-def real_node_gpu(kube: Kube) -> Iterator[str]:
-    """The real node (it runs containers for real) advertising one `REAL_GPU`, as a device plugin
-    would a GPU; removed afterwards."""
-    if not read_or_none(lambda: kube.core_v1.read_node(realnode.NODE_NAME)):
-        missing("this cluster has no real node (it needs root)")
-    path = f"/status/capacity/{REAL_GPU.replace('/', '~1')}"
-
-    def patch(operation: dict) -> None:
-        kube.kubectl(
-            "patch", "node", realnode.NODE_NAME, "--subresource=status", "--type=json", "-p", json.dumps([operation])
-        )
-
-    patch({"op": "add", "path": path, "value": "1"})
-    yield realnode.NODE_NAME
-    patch({"op": "remove", "path": path})
+def real_node_gpu(kube: Kube, image_node: str) -> Iterator[str]:
+    """A node that runs containers for real (the real node, or kind's) advertising one GPU of the
+    tests' own resource, as a device plugin would; removed afterwards."""
+    with advertised(kube, image_node, 1):
+        yield image_node
 
 
 def test_a_missing_token_secret_on_a_real_node_is_create_container_config_error(
@@ -590,14 +577,14 @@ def test_a_missing_token_secret_on_a_real_node_is_create_container_config_error(
         kube,
         ns,
         "notoken",
-        image=realnode.BUSYBOX_IMAGE,
+        image=IMAGES["standin"].tag,  # on the node: the kubelet gets past the pull to the container's config
         autoscaling={"enabled": False},
         hfTokenSecret={"name": "no-hf-token", "key": "token"},
         resources={
             "cpu": "100m",
             "memory": "64Mi",
-            "gpuResource": REAL_GPU,
-            "nodeSelector": {realnode.REAL_NODE_LABEL: "true"},
+            "gpuResource": TEST_GPU,
+            "nodeSelector": {"kubernetes.io/hostname": real_node_gpu},
         },
     )
     try:

@@ -1,37 +1,98 @@
-"""hack/kind_node.py's pieces that need no Docker: the cluster config kind gets with the offline node
-image, the containerd config, the check for a bounding set without CAP_SYS_RESOURCE, the libraries a
-program in the kube-proxy image needs; and the runc wrapper (hack/kind/runc-drop-sys-resource) with a
-stand-in runc."""
+"""hack/kind_node.py's pieces that need no Docker: the cluster config kind gets with either node
+image and its agreement with the pinned kind's own image, the containerd config, the check for a
+bounding set without CAP_SYS_RESOURCE, the libraries a program in the kube-proxy image needs; and the
+runc wrapper (hack/kind/runc-drop-sys-resource) with a stand-in runc."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from hack import kind_node
+from tests.support import localcluster
 
 ROOT = Path(__file__).resolve().parents[2]
 FULL = "000001ffffffffff"  # every capability through CAP_CHECKPOINT_RESTORE
 NO_SYS_RESOURCE = "000001fffeffffff"  # this sandbox's: bit 24 cleared
 
 
-def test_cluster_config_disables_what_the_image_lacks_and_allows_cgroup_v1():
-    config = yaml.safe_load(kind_node.cluster_config("v1.37.2"))
+def _cluster_config(offline: bool) -> dict:
+    """The config as hack/test-kind.sh writes it (`hack/kind_node.py --config local|upstream`)."""
+    printed = subprocess.run(
+        [sys.executable, str(ROOT / "hack" / "kind_node.py"), "--config", "local" if offline else "upstream"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return yaml.safe_load(printed.stdout)
+
+
+@pytest.mark.parametrize("offline", [True, False], ids=["local", "upstream"])
+def test_both_node_images_get_the_gang_scheduling_the_local_cluster_has(offline: bool):
+    """The suite's gang tests need the PodGroup API and the scheduler's plugin, off by default in
+    v1.37: kind's config turns them on as the local cluster's flags do, with either node image."""
+    config = _cluster_config(offline)
     assert config["kind"] == "Cluster" and config["apiVersion"] == "kind.x-k8s.io/v1alpha4"
+    assert [node["role"] for node in config["nodes"]] == ["control-plane"]
+    gates = ",".join(f"{gate}={str(on).lower()}" for gate, on in config["featureGates"].items())
+    assert gates == localcluster.GANG_SCHEDULING_FEATURE_GATES
+    apis = ",".join(f"{api}={on}" for api, on in config["runtimeConfig"].items())
+    assert apis == localcluster.GANG_SCHEDULING_RUNTIME_CONFIG
+
+
+def test_the_offline_image_config_disables_what_the_image_lacks_and_allows_cgroup_v1():
+    config = _cluster_config(offline=True)
     assert config["networking"]["disableDefaultCNI"] is True
     assert config["networking"]["kubeProxyMode"] == "nftables"
-    assert [node["role"] for node in config["nodes"]] == ["control-plane"]
     patches = [yaml.safe_load(patch) for patch in config["kubeadmConfigPatches"]]
     init = next(p for p in patches if p["kind"] == "InitConfiguration")
     # a merge patch replaces kind's list: preflight (kind's own) must stay skipped
     assert set(init["skipPhases"]) == {"preflight", "addon/coredns"}
     kubelet = next(p for p in patches if p["kind"] == "KubeletConfiguration")
     assert kubelet["failCgroupV1"] is False
+
+
+def test_kind_s_own_node_image_leaves_everything_else_as_kind_makes_it():
+    assert set(_cluster_config(offline=False)) == {"kind", "apiVersion", "nodes", "featureGates", "runtimeConfig"}
+
+
+def _pinned_kind() -> str:
+    return re.search(r"^KIND_VERSION=(\S+)$", (ROOT / "hack" / "tools.sh").read_text(), re.M).group(1)
+
+
+def test_the_pinned_kind_s_own_node_image_runs_the_local_cluster_s_kubernetes_minor_by_digest():
+    """Where a registry answers (the CI workflow), the suite runs on kind's default node image: it must
+    be the minor the local cluster and the offline image run (the gang tests need v1.37's API), and
+    pinned by digest. Read from the pinned kind's own source."""
+    source = kind_node.kind_module_dir(_pinned_kind()) / "pkg" / "apis" / "config" / "defaults" / "image.go"
+    image = re.search(r'^const Image = "([^"]+)"$', source.read_text(), re.M).group(1)
+    found = re.fullmatch(r"kindest/node:v(\d+)\.(\d+)\.\d+@sha256:[0-9a-f]{64}", image)
+    assert found, image
+    k8s = subprocess.run(
+        ["go", "list", "-m", "-f", "{{.Version}}", "k8s.io/kubernetes"],
+        cwd=ROOT / "hack" / "tools" / "k8s",
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert f"v{found.group(1)}.{found.group(2)}." == k8s[: len(f"v{found.group(1)}.{found.group(2)}.")], (image, k8s)
+
+
+def test_a_kind_binary_s_version_is_read_and_a_stranger_is_refused(tmp_path: Path):
+    kind = tmp_path / "kind"
+    kind.write_text('#!/bin/sh\necho "kind v0.33.0 go1.26.3 linux/amd64"\n')
+    kind.chmod(0o755)
+    assert kind_node.kind_version(kind) == "v0.33.0"
+    kind.write_text('#!/bin/sh\necho "not kind"\n')
+    with pytest.raises(kind_node.NodeImageError, match="did not name a version: not kind"):
+        kind_node.kind_version(kind)
 
 
 def test_a_bounding_set_without_sys_resource_is_told_apart():
@@ -62,11 +123,9 @@ def test_containerd_config_without_a_sandbox_image_line_is_refused():
 
 
 def test_kind_config_of_the_pinned_kind_version_has_what_containerd_config_edits():
-    """The real file, where the Go module cache has it (hack/test-kind.sh's kind build fetched it)."""
-    module = Path.home() / "go" / "pkg" / "mod" / f"sigs.k8s.io/kind@{kind_node.KIND_VERSION}"
+    """The real file, from the pinned kind's module (the Go module proxy's copy)."""
+    module = kind_node.kind_module_dir(_pinned_kind())
     config = module / "images" / "base" / "files" / "etc" / "containerd" / "config.toml"
-    if not config.exists():
-        pytest.skip(f"{config} not in the module cache")
     edited = kind_node.containerd_config(config.read_text(), "registry.k8s.io/pause:3.10.1", wrap_runc=True)
     assert edited.count("BinaryName") == 2  # runc and kind's test-handler
 

@@ -79,10 +79,10 @@ def test_a_caller_waits_for_the_tool_being_built_and_only_for_it(cache: Path):
 
 
 def test_an_unknown_tool_is_refused_naming_the_tools_and_groups(cache: Path):
-    refused = _tools(cache, "kind")
+    refused = _tools(cache, "minikube")
     _, err = refused.communicate(timeout=30)
     assert refused.returncode == 2
-    assert "no tool 'kind'" in err and "keda-operator" in err and "the groups first, later" in err
+    assert "no tool 'minikube'" in err and "keda-operator" in err and "the groups first, later" in err
 
 
 def _failing_go(tmp_path: Path) -> dict[str, str]:
@@ -118,9 +118,9 @@ def _module_pin(wrapper: str, module: str) -> str:
     ).stdout.strip()
 
 
-def test_all_is_both_groups_and_kubeadm_only_when_named(cache: Path, tmp_path: Path):
-    """`hack/tools.sh` with no argument (`make tools`) builds `first` and `later`, not kubeadm, which
-    only the offline kind node image needs; naming it builds it. Every other tool is a stand-in
+def test_all_is_both_groups_and_kind_and_kubeadm_only_when_named(cache: Path, tmp_path: Path):
+    """`hack/tools.sh` with no argument (`make tools`) builds `first` and `later`, not kind and kubeadm,
+    which only `make test-kind` needs; naming one builds it. Every other tool is a stand-in
     here and go fails every build, so a build of anything but kubeadm would fail the first run."""
     k8s = _module_pin("k8s", "k8s.io/kubernetes")
     text = SCRIPT.read_text()
