@@ -79,6 +79,10 @@ fi
 
 # Debian packages, then the cluster binaries, the Python environment and the images side by side,
 # as `make integration` prepares them; then the tarballs' paths (the images are current: a second).
+# Each step's time goes to stderr as it ends, and all of them again at the end.
+began=$SECONDS
+timings=()
+took() { timings+=("$1 $((SECONDS - began)) s"); echo "test-kind.sh: $1 in $((SECONDS - began)) s" >&2; began=$SECONDS; }
 make=(make -C "$root" --no-print-directory)
 "${make[@]}" setup-integration
 listed=$("${make[@]}" -s images)
@@ -86,6 +90,7 @@ mapfile -t tarballs <<<"$listed"
 bin_dir=$("$root/hack/tools.sh" | tail -1)
 "$root/hack/tools.sh" kind >/dev/null
 python="$("$root/hack/venv.sh")/bin/python"
+took "prepared (tools, Python environment, images)"
 
 "$python" "$root/hack/kind_node.py" --config "$node_image" >"$work/kind.yaml"
 node=() # kind's own default image, pinned by digest in its source
@@ -93,12 +98,14 @@ if [ "$node_image" = local ]; then
   "$root/hack/tools.sh" kubeadm >/dev/null
   k8s_version=$(cd "$root/hack/tools/k8s" && go list -m -f '{{.Version}}' k8s.io/kubernetes)
   node=(--image "$("$python" "$root/hack/kind_node.py" --bin-dir "$bin_dir" --kubernetes-version "$k8s_version")")
+  took "node image (kubeadm and the offline image)"
 fi
 
 if "$kind" get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
   echo "reusing the kind cluster $CLUSTER" >&2
 else
   "$kind" create cluster --name "$CLUSTER" "${node[@]}" --config "$work/kind.yaml" --wait 120s
+  took "cluster created, its node Ready"
 fi
 kubeconfig="$work/kubeconfig"
 "$kind" get kubeconfig --name "$CLUSTER" >"$kubeconfig"
@@ -109,6 +116,11 @@ done
 # the chart test (tests/integration/test_charts.py adopts them, and they outlive its uninstall).
 "$bin_dir/helm" upgrade --install soundmind-crds "$root/charts/soundmind-crds" --kubeconfig "$kubeconfig" \
   --namespace default --take-ownership --wait --timeout 2m
+took "images loaded and CRDs installed"
 
 cd "$root"
-SOUNDMIND_TEST_KUBECONFIG="$kubeconfig" "$python" -m pytest tests/integration "$@"
+status=0
+SOUNDMIND_TEST_KUBECONFIG="$kubeconfig" "$python" -m pytest tests/integration "$@" || status=$?
+took "integration suite (pytest exit status $status)"
+printf 'test-kind.sh: %s\n' "${timings[@]}" >&2
+exit "$status"
