@@ -51,7 +51,12 @@ if str(ROOT) not in sys.path:  # `python hack/kind_node.py` as well as `python -
 
 from hack.images import base as bases  # noqa: E402
 from hack.images.docker import Docker, Dockerd, DockerError  # noqa: E402
-from tests.support.localcluster import GANG_SCHEDULING_FEATURE_GATES, GANG_SCHEDULING_RUNTIME_CONFIG  # noqa: E402
+from tests.support.localcluster import (  # noqa: E402
+    GANG_SCHEDULING_FEATURE_GATES,
+    GANG_SCHEDULING_RUNTIME_CONFIG,
+    default_bin_dir,
+    default_cache_dir,
+)
 from tests.support.oci_archive import LayerFile, write_image_archive  # noqa: E402
 
 REPOSITORY = "soundmind.local/kind-node"
@@ -155,11 +160,6 @@ kubeadmConfigPatches:
     )
 
 
-def cache_dir() -> Path:
-    xdg = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return Path(os.environ.get("SOUNDMIND_CACHE") or xdg / "soundmind")
-
-
 def kind_version(kind: Path) -> str:
     """The version of a kind binary (hack/tools.sh's pin): ``kind version`` says "kind v0.33.0 go1.26.3 linux/amd64"."""
     said = subprocess.run([str(kind), "version"], capture_output=True, text=True)
@@ -213,7 +213,7 @@ class NodeImage:
     def __init__(self, bin_dir: Path, kubernetes_version: str, cache: Path | None = None):
         self.bin_dir = bin_dir
         self.version = kubernetes_version
-        self.cache = cache or cache_dir()
+        self.cache = cache or default_cache_dir()
         mirrors = bases.choose_mirrors(bases.host_sources(), os.environ.get(bases.MIRROR_ENV))
         self.base = bases.Base(tuple(sorted(NODE_PACKAGES)), mirrors)
         missing = [
@@ -446,9 +446,7 @@ def serve_dockerd(home: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hack.kind_node", description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--bin-dir", type=Path, default=cache_dir() / "bin" / "current", help="hack/tools.sh's binaries"
-    )
+    parser.add_argument("--bin-dir", type=Path, default=default_bin_dir(), help="hack/tools.sh's binaries")
     parser.add_argument("--kubernetes-version", help="e.g. v1.37.2 (hack/tools/k8s's pin)")
     parser.add_argument(
         "--config",
