@@ -453,7 +453,6 @@ def main(argv: list[str] | None = None) -> int:
         choices=("local", "upstream"),
         help="print kind's cluster config for this module's node image or kind's own, build nothing",
     )
-    parser.add_argument("--tag", action="store_true", help="print the tag the inputs give, build nothing")
     parser.add_argument(
         "--serve-dockerd", type=Path, metavar="HOME", help="run a private dockerd for kind under HOME until TERM"
     )
@@ -471,9 +470,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         image = NodeImage(args.bin_dir, args.kubernetes_version)
-        if args.tag:
-            print(image.tag())
-            return 0
         docker = Docker(host, image.cache / "kind" / "client")
         print(image.ensure(docker))
     except (NodeImageError, DockerError, bases.BaseError) as error:
